@@ -1,0 +1,589 @@
+//! `Database` (one open data directory, or memory) and `Session` (one
+//! user's sequence of statements with its own settings).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList};
+use datafusion::datasource::view::ViewTable;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionConfig;
+use datafusion::common::TableReference;
+use futures::TryStreamExt;
+use tessera_sql::{DFStatement, Statement};
+use tessera_storage::{ColumnDef, Store, StoreOptions};
+
+use crate::catalog::{PlannedView, TesseraSchema, ViewDef, VIEW_KEY_PREFIX};
+use crate::error::{Error, Result};
+use crate::ingest;
+use crate::provider::PinnedSnapshot;
+
+/// The catalog and schema every table lives in.
+pub const CATALOG: &str = "tessera";
+pub const SCHEMA: &str = "public";
+
+/// How to open a database.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub storage: StoreOptions,
+    /// Parallelism of query execution; 0 means one per CPU.
+    pub target_partitions: usize,
+}
+
+struct Inner {
+    store: Store,
+    schema: Arc<TesseraSchema>,
+    catalogs: Arc<dyn CatalogProviderList>,
+    options: Options,
+    /// Catalog changes (DDL) run one at a time.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+/// An open Tessera database. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("store", &self.inner.store).finish()
+    }
+}
+
+impl Database {
+    /// Open (creating if needed) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Self::open_with(path, Options::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
+        let store = Store::open(path.as_ref(), options.storage.clone())?;
+        Self::with_store(store, options)
+    }
+
+    /// A database that lives in memory only.
+    pub fn in_memory() -> Database {
+        Self::in_memory_with(Options::default())
+    }
+
+    pub fn in_memory_with(options: Options) -> Database {
+        let store = Store::in_memory(options.storage.clone());
+        // Building the catalog of an empty in-memory store cannot fail.
+        match Self::with_store(store, options) {
+            Ok(db) => db,
+            Err(e) => panic!("creating an empty in-memory database failed: {e}"),
+        }
+    }
+
+    fn with_store(store: Store, options: Options) -> Result<Database> {
+        let schema = Arc::new(TesseraSchema::new(store.clone()));
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(SCHEMA, schema.clone())?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(CATALOG.to_string(), Arc::new(catalog));
+        let db = Database {
+            inner: Arc::new(Inner {
+                store,
+                schema,
+                catalogs: Arc::new(catalogs),
+                options,
+                ddl: tokio::sync::Mutex::new(()),
+            }),
+        };
+        db.plan_views_blocking()?;
+        Ok(db)
+    }
+
+    /// The storage layer underneath, for advanced use.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A new session: its own settings, sharing the database.
+    pub fn session(&self) -> Session {
+        Session { db: self.clone(), ctx: SessionContext::new_with_state(self.new_state()) }
+    }
+
+    fn new_state(&self) -> SessionState {
+        let partitions = match self.inner.options.target_partitions {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_target_partitions(partitions);
+        SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_catalog_list(self.inner.catalogs.clone())
+            .build()
+    }
+
+    /// Append record batches to a table in one transaction. Columns are
+    /// matched by name (every visible column must be present) and cast
+    /// strictly to the table's types; returns the number of rows.
+    pub async fn append(&self, table: &str, batches: Vec<RecordBatch>) -> Result<u64> {
+        let meta = self
+            .inner
+            .store
+            .snapshot()
+            .table(table)
+            .map(|t| t.meta.clone())
+            .ok_or_else(|| Error::user(format!("table '{table}' does not exist")))?;
+        let mut full = Vec::with_capacity(batches.len());
+        for b in &batches {
+            full.push(ingest::conform_by_name(&meta, b)?);
+        }
+        ingest::commit_batches(self.inner.store.clone(), meta, full).await
+    }
+
+    /// Write buffered rows to segment files now.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.flush()?)).await
+    }
+
+    /// Rewrite a table's segments without deleted rows (all tables when
+    /// `None`); afterwards deleted rows' bytes are gone from disk.
+    pub async fn vacuum(&self, table: Option<&str>) -> Result<()> {
+        let store = self.inner.store.clone();
+        let names: Vec<String> = match table {
+            Some(t) => vec![t.to_string()],
+            None => store.snapshot().tables().map(|t| t.name().to_string()).collect(),
+        };
+        blocking(move || {
+            for n in names {
+                store.compact(&n)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Flush and release the directory. Other clones become unusable for
+    /// writes only once all are dropped.
+    pub async fn close(self) -> Result<()> {
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.close()?)).await
+    }
+
+    /// (Re)plan every stored view in dependency order.
+    fn plan_views_blocking(&self) -> Result<()> {
+        let defs = self.inner.schema.stored_views()?;
+        let state = self.new_state();
+        let planned = futures::executor::block_on(plan_views(&state, &self.inner.schema, defs));
+        self.inner.schema.set_planned_views(planned);
+        Ok(())
+    }
+
+    async fn replan_views(&self) -> Result<()> {
+        let defs = self.inner.schema.stored_views()?;
+        let state = self.new_state();
+        let planned = plan_views(&state, &self.inner.schema, defs).await;
+        self.inner.schema.set_planned_views(planned);
+        Ok(())
+    }
+}
+
+/// Plan views so that each is planned after the views it names.
+async fn plan_views(
+    state: &SessionState,
+    schema: &TesseraSchema,
+    defs: BTreeMap<String, ViewDef>,
+) -> BTreeMap<String, PlannedView> {
+    let mut done: BTreeMap<String, PlannedView> = BTreeMap::new();
+    let mut left = defs;
+    while !left.is_empty() {
+        let ready: Vec<String> = left
+            .iter()
+            .filter(|(_, d)| d.depends_on.iter().all(|dep| !left.contains_key(dep)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // A cycle cannot be created, but a damaged catalog could hold one.
+        let batch = if ready.is_empty() { left.keys().cloned().collect() } else { ready };
+        for name in batch {
+            let Some(def) = left.remove(&name) else { continue };
+            let plan = plan_view(state, &def.sql).await.map_err(|e| e.to_string());
+            done.insert(name.clone(), PlannedView { def, plan });
+            schema.set_planned_views(done.clone());
+        }
+    }
+    done
+}
+
+async fn plan_view(state: &SessionState, sql: &str) -> Result<Arc<ViewTable>> {
+    let mut statements = tessera_sql::parse(sql)?;
+    let Some(Statement::DataFusion(stmt)) = statements.pop() else {
+        return Err(Error::internal(format!("stored view definition is not CREATE VIEW: {sql}")));
+    };
+    match state.statement_to_plan(*stmt).await? {
+        LogicalPlan::Ddl(DdlStatement::CreateView(v)) => Ok(Arc::new(ViewTable::new((*v.input).clone(), v.definition))),
+        other => Err(Error::internal(format!("stored view definition planned as {}", other.display()))),
+    }
+}
+
+/// Run blocking storage work off the async executor threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("a storage task failed: {e}")))?
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows, streamed.
+    Rows(SendableRecordBatchStream),
+    /// A statement that changed rows: its command tag and the row count.
+    Affected { command: &'static str, rows: u64 },
+    /// A statement without rows, by its command tag.
+    Done { command: &'static str },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            Output::Affected { command, rows } => write!(f, "{command} {rows}"),
+            Output::Done { command } => write!(f, "{command}"),
+        }
+    }
+}
+
+impl Output {
+    /// Collect rows (an affected count becomes one row with `count`).
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        match self {
+            Output::Rows(stream) => Ok(stream.try_collect().await?),
+            Output::Affected { rows, .. } => Ok(vec![count_batch(rows)?]),
+            Output::Done { .. } => Ok(Vec::new()),
+        }
+    }
+}
+
+fn count_batch(rows: u64) -> Result<RecordBatch> {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "count",
+        arrow::datatypes::DataType::UInt64,
+        false,
+    )]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(arrow::array::UInt64Array::from(vec![rows]))])?)
+}
+
+/// One user's sequence of statements. Statements in a session run one
+/// after another; each reads one consistent snapshot.
+pub struct Session {
+    db: Database,
+    ctx: SessionContext,
+}
+
+impl Session {
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The DataFusion context, for registering functions and the like.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Run every statement in `sql`; return the rows of the last one
+    /// (for INSERT, UPDATE and DELETE: one row with the count).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for statement in tessera_sql::parse(sql)? {
+            last = self.execute(statement).await?.collect().await?;
+        }
+        Ok(last)
+    }
+
+    /// Run exactly one statement and stream its rows.
+    pub async fn sql_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let mut statements = tessera_sql::parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::user(format!("expected exactly one statement, got {}", statements.len())));
+        }
+        match statements.pop() {
+            Some(s) => match self.execute(s).await? {
+                Output::Rows(stream) => Ok(stream),
+                other => {
+                    let batches = other.collect().await?;
+                    let schema: SchemaRef = batches
+                        .first()
+                        .map(|b| b.schema())
+                        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+                    let stream = futures::stream::iter(batches.into_iter().map(Ok));
+                    Ok(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream)))
+                }
+            },
+            None => Err(Error::internal("no statement")),
+        }
+    }
+
+    /// Run one parsed statement.
+    pub async fn execute(&self, statement: Statement) -> Result<Output> {
+        self.pin_snapshot();
+        match statement {
+            Statement::CreateTable { statement, options } => self.create_table(*statement, options).await,
+            Statement::CopyFrom(copy) => {
+                let rows = ingest::copy_from(&self.db.inner.store, &self.ctx, &copy).await?;
+                Ok(Output::Affected { command: "COPY", rows })
+            }
+            Statement::Vacuum { table } => {
+                self.db.vacuum(table.as_deref()).await?;
+                Ok(Output::Done { command: "VACUUM" })
+            }
+            Statement::Checkpoint => {
+                self.db.checkpoint().await?;
+                Ok(Output::Done { command: "CHECKPOINT" })
+            }
+            Statement::DataFusion(statement) => self.execute_datafusion(*statement).await,
+        }
+    }
+
+    /// Every statement reads the state as of its start.
+    fn pin_snapshot(&self) {
+        let snapshot = self.db.inner.store.snapshot();
+        self.ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snapshot)));
+    }
+
+    async fn execute_datafusion(&self, statement: DFStatement) -> Result<Output> {
+        let state = self.ctx.state();
+        let references = state.resolve_table_references(&statement)?;
+        let plan = state.statement_to_plan(statement).await?;
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+                let sql = v
+                    .definition
+                    .clone()
+                    .ok_or_else(|| Error::internal("CREATE VIEW without its text"))?;
+                self.create_view(&v.name, v.or_replace, v.temporary, sql, &references).await?;
+                Ok(Output::Done { command: "CREATE VIEW" })
+            }
+            LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+                self.drop_view(&d.name, d.if_exists).await?;
+                Ok(Output::Done { command: "DROP VIEW" })
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+                self.drop_table(&d.name, d.if_exists).await?;
+                Ok(Output::Done { command: "DROP TABLE" })
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+                self.create_table_from_plan(c, BTreeMap::new()).await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(_)) => {
+                self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                Ok(Output::Done { command: "CREATE EXTERNAL TABLE" })
+            }
+            LogicalPlan::Ddl(other) => Err(Error::Unsupported(format!("{} is not supported", other.name()))),
+            LogicalPlan::Dml(DmlStatement { ref op, .. }) if !matches!(op, WriteOp::Ctas) => {
+                let command = match op {
+                    WriteOp::Insert(_) => "INSERT",
+                    WriteOp::Delete => "DELETE",
+                    WriteOp::Update => "UPDATE",
+                    WriteOp::Truncate => "TRUNCATE",
+                    _ => "COPY",
+                };
+                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                let rows = batches
+                    .first()
+                    .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+                    .unwrap_or(0);
+                Ok(Output::Affected { command, rows })
+            }
+            LogicalPlan::Copy(_) => {
+                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                let rows = batches
+                    .first()
+                    .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
+                    .unwrap_or(0);
+                Ok(Output::Affected { command: "COPY", rows })
+            }
+            plan => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                Ok(Output::Rows(df.execute_stream().await?))
+            }
+        }
+    }
+
+    async fn create_table(&self, statement: DFStatement, options: BTreeMap<String, String>) -> Result<Output> {
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => self.create_table_from_plan(c, options).await,
+            other => Err(Error::internal(format!("CREATE TABLE planned as {}", other.display()))),
+        }
+    }
+
+    async fn create_table_from_plan(&self, c: CreateMemoryTable, options: BTreeMap<String, String>) -> Result<Output> {
+        let name = local_name(&c.name)?;
+        if c.temporary {
+            return Err(Error::Unsupported("temporary tables".into()));
+        }
+        if !c.constraints.is_empty() {
+            return Err(Error::Unsupported(format!(
+                "constraints on table '{name}' (PRIMARY KEY, UNIQUE): Tessera does not enforce them; declare the table without them"
+            )));
+        }
+        if !c.column_defaults.is_empty() {
+            return Err(Error::Unsupported(format!("DEFAULT values on columns of table '{name}'")));
+        }
+        let _ddl = self.db.inner.ddl.lock().await;
+        let schema = &self.db.inner.schema;
+        if schema.is_view(&name) {
+            return Err(Error::user(format!("relation '{name}' already exists (it is a view)")));
+        }
+        if schema.is_table(&name) {
+            if c.if_not_exists {
+                return Ok(Output::Done { command: "CREATE TABLE" });
+            }
+            if !c.or_replace {
+                return Err(Error::user(format!("table '{name}' already exists")));
+            }
+            self.drop_table_locked(&name).await?;
+        }
+        let columns: Vec<ColumnDef> = c
+            .input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| ColumnDef::new(f.name(), f.data_type().clone(), f.is_nullable()))
+            .collect();
+        let store = self.db.inner.store.clone();
+        let table_name = name.clone();
+        blocking(move || Ok(store.create_table(&table_name, columns, options)?)).await?;
+        if matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+            return Ok(Output::Done { command: "CREATE TABLE" });
+        }
+        // CREATE TABLE ... AS SELECT: fill it, or leave no table behind.
+        let filled = self.fill_new_table(&name, (*c.input).clone()).await;
+        match filled {
+            Ok(rows) => Ok(Output::Affected { command: "SELECT", rows }),
+            Err(e) => {
+                let _ = self.drop_table_locked(&name).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill_new_table(&self, name: &str, input: LogicalPlan) -> Result<u64> {
+        let batches = self.ctx.execute_logical_plan(input).await?.collect().await?;
+        let meta = self
+            .db
+            .inner
+            .store
+            .snapshot()
+            .table(name)
+            .map(|t| t.meta.clone())
+            .ok_or_else(|| Error::internal("new table vanished"))?;
+        let mut full = Vec::with_capacity(batches.len());
+        for b in &batches {
+            full.push(ingest::conform_by_position(&meta, b)?);
+        }
+        ingest::commit_batches(self.db.inner.store.clone(), meta, full).await
+    }
+
+    async fn drop_table(&self, name: &TableReference, if_exists: bool) -> Result<()> {
+        let name = local_name(name)?;
+        let _ddl = self.db.inner.ddl.lock().await;
+        if !self.db.inner.schema.is_table(&name) {
+            if if_exists {
+                return Ok(());
+            }
+            if self.db.inner.schema.is_view(&name) {
+                return Err(Error::user(format!("'{name}' is a view; use DROP VIEW")));
+            }
+            return Err(Error::user(format!("table '{name}' does not exist")));
+        }
+        self.drop_table_locked(&name).await
+    }
+
+    async fn drop_table_locked(&self, name: &str) -> Result<()> {
+        let dependents = self.db.inner.schema.dependents_of(name);
+        if !dependents.is_empty() {
+            return Err(Error::user(format!(
+                "cannot drop table '{name}' because view(s) {} depend on it; drop them first",
+                dependents.join(", ")
+            )));
+        }
+        let store = self.db.inner.store.clone();
+        let owned = name.to_string();
+        blocking(move || Ok(store.drop_table(&owned)?)).await
+    }
+
+    async fn create_view(
+        &self,
+        name: &TableReference,
+        or_replace: bool,
+        temporary: bool,
+        sql: String,
+        references: &[TableReference],
+    ) -> Result<()> {
+        let name = local_name(name)?;
+        if temporary {
+            return Err(Error::Unsupported("temporary views".into()));
+        }
+        let _ddl = self.db.inner.ddl.lock().await;
+        let schema = &self.db.inner.schema;
+        if schema.is_table(&name) {
+            return Err(Error::user(format!("relation '{name}' already exists (it is a table)")));
+        }
+        if schema.is_view(&name) && !or_replace {
+            return Err(Error::user(format!("view '{name}' already exists")));
+        }
+        let depends_on: BTreeSet<String> = references
+            .iter()
+            .filter(|r| r.schema().is_none_or(|s| s == SCHEMA) && r.catalog().is_none_or(|c| c == CATALOG))
+            .map(|r| r.table().to_string())
+            .collect();
+        if depends_on.contains(&name) || schema.reaches(&depends_on, &name) {
+            return Err(Error::user(format!("view '{name}' would depend on itself")));
+        }
+        let def = ViewDef { sql, depends_on };
+        let value = serde_json::to_string(&def).map_err(|e| Error::internal(e.to_string()))?;
+        let store = self.db.inner.store.clone();
+        let key = format!("{VIEW_KEY_PREFIX}{name}");
+        blocking(move || Ok(store.set_metadata(&key, Some(value))?)).await?;
+        self.db.replan_views().await
+    }
+
+    async fn drop_view(&self, name: &TableReference, if_exists: bool) -> Result<()> {
+        let name = local_name(name)?;
+        let _ddl = self.db.inner.ddl.lock().await;
+        let schema = &self.db.inner.schema;
+        if !schema.is_view(&name) {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(Error::user(format!("view '{name}' does not exist")));
+        }
+        let dependents = schema.dependents_of(&name);
+        if !dependents.is_empty() {
+            return Err(Error::user(format!(
+                "cannot drop view '{name}' because view(s) {} depend on it; drop them first",
+                dependents.join(", ")
+            )));
+        }
+        let store = self.db.inner.store.clone();
+        let key = format!("{VIEW_KEY_PREFIX}{name}");
+        blocking(move || Ok(store.set_metadata(&key, None)?)).await?;
+        self.db.replan_views().await
+    }
+}
+
+/// The table part of a name in our one catalog and schema.
+fn local_name(name: &TableReference) -> Result<String> {
+    if name.catalog().is_some_and(|c| c != CATALOG) || name.schema().is_some_and(|s| s != SCHEMA) {
+        return Err(Error::user(format!(
+            "'{name}' is outside schema {CATALOG}.{SCHEMA}, the only schema that holds tables"
+        )));
+    }
+    Ok(name.table().to_string())
+}

@@ -1,0 +1,245 @@
+//! Getting rows in: the bulk append API and `COPY ... FROM` files. Every
+//! path validates all input first and commits it as one transaction, so a
+//! bad row anywhere means nothing is written.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::execution::context::SessionContext;
+use tessera_sql::{CopyFrom, CopySource, FileFormat};
+use tessera_storage::{Store, TableMeta};
+
+use crate::database::blocking;
+use crate::error::{Error, Result};
+
+/// Rows per batch when reading files.
+const FILE_BATCH_ROWS: usize = 64 * 1024;
+
+/// Commit batches (full storage rows) as one transaction.
+pub(crate) async fn commit_batches(store: Store, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
+    blocking(move || {
+        let mut txn = store.begin_write()?;
+        for b in batches {
+            txn.append(&meta.name, b)?;
+        }
+        Ok(txn.commit()?.rows_appended)
+    })
+    .await
+}
+
+fn strict() -> CastOptions<'static> {
+    CastOptions { safe: false, ..Default::default() }
+}
+
+fn cast_column(meta: &TableMeta, column: &str, array: &ArrayRef, to: &arrow::datatypes::DataType) -> Result<ArrayRef> {
+    if array.data_type() == to {
+        return Ok(array.clone());
+    }
+    cast_with_options(array, to, &strict()).map_err(|e| {
+        Error::user(format!(
+            "column '{column}' of table '{}': cannot convert {} to {to}: {e}",
+            meta.name,
+            array.data_type()
+        ))
+    })
+}
+
+/// Build full storage rows from a batch whose columns are matched to the
+/// table's visible columns by name. Missing nullable columns become NULL;
+/// unknown columns are an error.
+pub(crate) fn conform_by_name(meta: &TableMeta, batch: &RecordBatch) -> Result<RecordBatch> {
+    for f in batch.schema().fields() {
+        if !meta.columns.iter().any(|c| !c.hidden && &c.name == f.name()) {
+            return Err(Error::user(format!("table '{}' has no column '{}'", meta.name, f.name())));
+        }
+    }
+    let mut arrays = Vec::with_capacity(meta.columns.len());
+    for c in &meta.columns {
+        let array = match (c.hidden, batch.column_by_name(&c.name)) {
+            (false, Some(a)) => cast_column(meta, &c.name, a, &c.data_type)?,
+            (false, None) if !c.nullable => {
+                return Err(Error::user(format!(
+                    "column '{}' of table '{}' is NOT NULL and no value was given",
+                    c.name, meta.name
+                )))
+            }
+            _ => new_null_array(&c.data_type, batch.num_rows()),
+        };
+        arrays.push(array);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(meta.append_schema(), arrays, &options)?)
+}
+
+/// Like [`conform_by_name`] but matching visible columns by position.
+pub(crate) fn conform_by_position(meta: &TableMeta, batch: &RecordBatch) -> Result<RecordBatch> {
+    let visible: Vec<_> = meta.columns.iter().filter(|c| !c.hidden).collect();
+    if visible.len() != batch.num_columns() {
+        return Err(Error::user(format!(
+            "table '{}' has {} columns, the rows given have {}",
+            meta.name,
+            visible.len(),
+            batch.num_columns()
+        )));
+    }
+    let fields: Vec<Field> = visible
+        .iter()
+        .zip(batch.columns())
+        .map(|(c, a)| Field::new(&c.name, a.data_type().clone(), true))
+        .collect();
+    let renamed = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        batch.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?;
+    conform_by_name(meta, &renamed)
+}
+
+/// `COPY table [(columns)] FROM 'file'`: read the whole file, check every
+/// row, then commit once.
+pub(crate) async fn copy_from(store: &Store, ctx: &SessionContext, copy: &CopyFrom) -> Result<u64> {
+    let _ = ctx;
+    let path = match &copy.source {
+        CopySource::File(p) => p.clone(),
+        CopySource::Stdin => {
+            return Err(Error::Unsupported("COPY FROM STDIN needs a client connection (use the server)".into()))
+        }
+    };
+    let meta = store
+        .snapshot()
+        .table(&copy.table)
+        .map(|t| t.meta.clone())
+        .ok_or_else(|| Error::user(format!("table '{}' does not exist", copy.table)))?;
+    let file_columns = file_columns(&meta, &copy.columns)?;
+    let format = match copy.format {
+        Some(f) => f,
+        None => format_from_extension(&path)?,
+    };
+    let copy = copy.clone();
+    let batches = {
+        let meta = meta.clone();
+        blocking(move || read_file(&meta, &path, format, &file_columns, &copy)).await?
+    };
+    let mut full = Vec::with_capacity(batches.len());
+    for b in &batches {
+        full.push(conform_by_name(&meta, b)?);
+    }
+    commit_batches(store.clone(), meta, full).await
+}
+
+/// The columns the file holds, in file order.
+fn file_columns(meta: &TableMeta, named: &[String]) -> Result<SchemaRef> {
+    let visible: Vec<_> = meta.columns.iter().filter(|c| !c.hidden).collect();
+    let chosen: Vec<Field> = if named.is_empty() {
+        visible.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)).collect()
+    } else {
+        let mut out = Vec::with_capacity(named.len());
+        for n in named {
+            let c = visible
+                .iter()
+                .find(|c| &c.name == n)
+                .ok_or_else(|| Error::user(format!("table '{}' has no column '{n}'", meta.name)))?;
+            if out.iter().any(|f: &Field| f.name() == n) {
+                return Err(Error::user(format!("column '{n}' is named twice in COPY")));
+            }
+            out.push(Field::new(&c.name, c.data_type.clone(), true));
+        }
+        out
+    };
+    Ok(Arc::new(Schema::new(chosen)))
+}
+
+fn format_from_extension(path: &str) -> Result<FileFormat> {
+    let lower = path.to_ascii_lowercase();
+    if lower.ends_with(".csv") || lower.ends_with(".tsv") || lower.ends_with(".txt") {
+        Ok(FileFormat::Csv)
+    } else if lower.ends_with(".parquet") {
+        Ok(FileFormat::Parquet)
+    } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+        Ok(FileFormat::Json)
+    } else {
+        Err(Error::user(format!(
+            "cannot tell the format of '{path}' from its name; add WITH (FORMAT csv | parquet | json)"
+        )))
+    }
+}
+
+fn open(path: &str) -> Result<File> {
+    File::open(path).map_err(|e| Error::user(format!("cannot open '{path}': {e}")))
+}
+
+fn read_file(meta: &TableMeta, path: &str, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Vec<RecordBatch>> {
+    let in_file = |e: arrow::error::ArrowError| Error::user(format!("COPY {} from '{path}': {e}", meta.name));
+    match format {
+        FileFormat::Csv => {
+            let mut builder = arrow::csv::ReaderBuilder::new(columns.clone())
+                .with_header(copy.header.unwrap_or(false))
+                .with_batch_size(FILE_BATCH_ROWS);
+            if let Some(d) = copy.delimiter {
+                builder = builder.with_delimiter(d);
+            }
+            if let Some(null) = &copy.null_string {
+                let pattern = format!("^{}$", regex_escape(null));
+                let regex = regex_lite_compile(&pattern)?;
+                builder = builder.with_null_regex(regex);
+            }
+            let reader = builder.build(BufReader::new(open(path)?)).map_err(in_file)?;
+            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(in_file)
+        }
+        FileFormat::Json => {
+            let reader = arrow::json::ReaderBuilder::new(columns.clone())
+                .with_batch_size(FILE_BATCH_ROWS)
+                .with_strict_mode(true)
+                .build(BufReader::new(open(path)?))
+                .map_err(in_file)?;
+            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(in_file)
+        }
+        FileFormat::Parquet => {
+            use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+                .map_err(|e| Error::user(format!("COPY {} from '{path}': {e}", meta.name)))?;
+            let reader = builder
+                .with_batch_size(FILE_BATCH_ROWS)
+                .build()
+                .map_err(|e| Error::user(format!("COPY {} from '{path}': {e}", meta.name)))?;
+            let mut out = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(in_file)?;
+                out.push(pick_columns(meta, &batch, columns)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Take the wanted columns out of a Parquet batch by name.
+fn pick_columns(meta: &TableMeta, batch: &RecordBatch, columns: &SchemaRef) -> Result<RecordBatch> {
+    let mut arrays = Vec::with_capacity(columns.fields().len());
+    for f in columns.fields() {
+        let a = batch
+            .column_by_name(f.name())
+            .ok_or_else(|| Error::user(format!("the file has no column '{}' for table '{}'", f.name(), meta.name)))?;
+        arrays.push(cast_column(meta, f.name(), a, f.data_type())?);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(columns.clone(), arrays, &options)?)
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn regex_lite_compile(pattern: &str) -> Result<regex::Regex> {
+    regex::Regex::new(pattern).map_err(|e| Error::user(format!("bad NULL string: {e}")))
+}

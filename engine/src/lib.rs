@@ -1,0 +1,26 @@
+//! Tessera: an embedded analytical database for customer profiles.
+//!
+//! ```no_run
+//! # async fn demo() -> tessera::Result<()> {
+//! let db = tessera::Database::open("./tessera-data")?;
+//! let session = db.session();
+//! session.sql("CREATE TABLE events (customer TEXT, amount DOUBLE)").await?;
+//! session.sql("INSERT INTO events VALUES ('anna', 12.5)").await?;
+//! let batches = session.sql("SELECT customer, sum(amount) FROM events GROUP BY customer").await?;
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod database;
+mod error;
+mod ingest;
+mod provider;
+
+pub use database::{Database, Options, Output, Session, CATALOG, SCHEMA};
+pub use error::{Error, ErrorKind, Result};
+pub use tessera_sql::{parse, Statement};
+pub use tessera_storage::StoreOptions;
+
+/// Re-exported so users build batches with the same Arrow version.
+pub use arrow;
+pub use datafusion;

@@ -1,0 +1,664 @@
+//! The DataFusion `TableProvider` over a storage table: scans with
+//! projection, statistics pruning and limit pushdown; INSERT, DELETE,
+//! UPDATE and TRUNCATE as transactions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::{and, cast_with_options, filter_record_batch, CastOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt64Type};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::pruning::PruningPredicate;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::StreamExt;
+use tessera_storage::{RowIdSet, ScanUnit, Snapshot, StatValue, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
+
+use crate::error::{to_df, Error};
+
+/// The snapshot a statement reads, pinned in the session config when the
+/// statement starts, so every scan of one statement sees the same state.
+#[derive(Debug)]
+pub(crate) struct PinnedSnapshot(pub Arc<Snapshot>);
+
+/// A storage table as DataFusion sees it: only its visible columns.
+#[derive(Debug)]
+pub(crate) struct TesseraTable {
+    store: Store,
+    meta: Arc<TableMeta>,
+    schema: SchemaRef,
+}
+
+impl TesseraTable {
+    pub(crate) fn new(store: Store, meta: Arc<TableMeta>) -> Self {
+        let schema = visible_schema(&meta);
+        TesseraTable { store, meta, schema }
+    }
+
+    fn snapshot_table(&self, state: &dyn Session) -> DfResult<Arc<TableSnapshot>> {
+        let snap = state
+            .config()
+            .get_extension::<PinnedSnapshot>()
+            .map(|p| p.0.clone())
+            .unwrap_or_else(|| self.store.snapshot());
+        snap.table_by_id(self.meta.id).cloned().ok_or_else(|| {
+            to_df(Error::user(format!("table '{}' was dropped while the statement ran", self.meta.name)))
+        })
+    }
+
+    fn physical_filters(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        filters.iter().map(|f| state.create_physical_expr(f.clone(), &df_schema)).collect()
+    }
+}
+
+/// The columns users see: every column that is not hidden.
+pub(crate) fn visible_schema(meta: &TableMeta) -> SchemaRef {
+    let fields: Vec<Field> = meta
+        .columns
+        .iter()
+        .filter(|c| !c.hidden)
+        .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+#[async_trait]
+impl TableProvider for TesseraTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune row groups by their statistics; DataFusion still
+        // applies them to the rows that remain.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        None
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table = self.snapshot_table(state)?;
+        let mut units = table.scan_units();
+        let total = units.len();
+        if let Some(predicate) = conjunction(filters.to_vec()) {
+            let df_schema = DFSchema::try_from(self.schema.clone())?;
+            let physical = state.create_physical_expr(predicate, &df_schema)?;
+            // A predicate the pruner cannot use just prunes nothing.
+            #[allow(deprecated)] // the builder needs a file schema we do not have
+            if let Ok(pruner) = PruningPredicate::try_new(physical, self.schema.clone()) {
+                let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.schema })?;
+                units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
+            }
+        }
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
+        let partitions = split_contiguous(units, state.config().target_partitions());
+        Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total)))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let replace = match insert_op {
+            InsertOp::Append => false,
+            InsertOp::Overwrite | InsertOp::Replace => true,
+        };
+        let sink = InsertSink { store: self.store.clone(), meta: self.meta.clone(), schema: self.schema.clone(), replace };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = self.physical_filters(state, &filters)?;
+        Ok(Arc::new(DmlExec::new(self.store.clone(), self.meta.clone(), self.schema.clone(), DmlKind::Delete { filters })))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        let mut physical = Vec::with_capacity(assignments.len());
+        for (name, expr) in assignments {
+            let index = self.schema.index_of(&name).map_err(|_| {
+                to_df(Error::user(format!("column '{name}' of table '{}' does not exist", self.meta.name)))
+            })?;
+            physical.push((index, state.create_physical_expr(expr, &df_schema)?));
+        }
+        let filters = self.physical_filters(state, &filters)?;
+        Ok(Arc::new(DmlExec::new(
+            self.store.clone(),
+            self.meta.clone(),
+            self.schema.clone(),
+            DmlKind::Update { filters, assignments: physical },
+        )))
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DmlExec::new(self.store.clone(), self.meta.clone(), self.schema.clone(), DmlKind::Delete { filters: Vec::new() })))
+    }
+}
+
+/// Split units into at most `n` contiguous runs of similar row counts.
+fn split_contiguous(units: Vec<ScanUnit>, n: usize) -> Vec<Vec<ScanUnit>> {
+    let n = n.max(1).min(units.len().max(1));
+    let total: usize = units.iter().map(|u| u.num_rows()).sum();
+    let per = total.div_ceil(n).max(1);
+    let mut out: Vec<Vec<ScanUnit>> = vec![Vec::new()];
+    let mut rows = 0;
+    for u in units {
+        if rows >= per && out.len() < n {
+            out.push(Vec::new());
+            rows = 0;
+        }
+        rows += u.num_rows();
+        if let Some(last) = out.last_mut() {
+            last.push(u);
+        }
+    }
+    out
+}
+
+/// Row-group statistics in the shape DataFusion's pruner asks for.
+struct UnitStatistics<'a> {
+    units: &'a [ScanUnit],
+    schema: &'a SchemaRef,
+}
+
+impl UnitStatistics<'_> {
+    fn bounds(&self, column: &Column, min: bool) -> Option<ArrayRef> {
+        let data_type = self.schema.field_with_name(&column.name).ok()?.data_type().clone();
+        let null = ScalarValue::try_from(&data_type).ok()?;
+        let values = self.units.iter().map(|u| {
+            u.stats(&column.name)
+                .and_then(|s| if min { s.min } else { s.max })
+                .and_then(|v| stat_to_scalar(v, &data_type))
+                .unwrap_or_else(|| null.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+}
+
+impl PruningStatistics for UnitStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, true)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, false)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.units.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let counts: UInt64Array = self.units.iter().map(|u| u.stats(&column.name).map(|s| s.null_count)).collect();
+        Some(Arc::new(counts))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let counts: UInt64Array = self.units.iter().map(|u| Some(u.num_rows() as u64)).collect();
+        Some(Arc::new(counts))
+    }
+
+    fn contained(&self, _column: &Column, _values: &std::collections::HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// A stored statistic as a scalar of the column's type; `None` when the
+/// two do not fit (the unit is then not pruned on this column).
+fn stat_to_scalar(v: StatValue, data_type: &DataType) -> Option<ScalarValue> {
+    use DataType as D;
+    let scalar = match (v, data_type) {
+        (StatValue::Int(v), D::Int8 | D::Int16 | D::Int32 | D::Int64) => ScalarValue::Int64(Some(v)).cast_to(data_type).ok()?,
+        (StatValue::Int(v), D::Date32) => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
+        (StatValue::Int(v), D::Date64) => ScalarValue::Date64(Some(v)),
+        (StatValue::Int(v), D::Timestamp(unit, tz)) => match unit {
+            TimeUnit::Second => ScalarValue::TimestampSecond(Some(v), tz.clone()),
+            TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
+            TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(v), tz.clone()),
+            TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
+        },
+        (StatValue::UInt(v), D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64) => ScalarValue::UInt64(Some(v)).cast_to(data_type).ok()?,
+        (StatValue::Float(v), D::Float32 | D::Float64) => ScalarValue::Float64(Some(v)).cast_to(data_type).ok()?,
+        (StatValue::Str(s), D::Utf8 | D::LargeUtf8 | D::Utf8View) => ScalarValue::Utf8(Some(s)).cast_to(data_type).ok()?,
+        (StatValue::Bool(b), D::Boolean) => ScalarValue::Boolean(Some(b)),
+        _ => return None,
+    };
+    Some(scalar)
+}
+
+/// Reads scan units, a partition at a time, decoding lazily.
+#[derive(Debug)]
+pub(crate) struct ScanExec {
+    table: String,
+    partitions: Vec<Vec<ScanUnit>>,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    limit: Option<usize>,
+    total_units: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl ScanExec {
+    fn new(
+        table: String,
+        partitions: Vec<Vec<ScanUnit>>,
+        columns: Vec<String>,
+        schema: SchemaRef,
+        limit: Option<usize>,
+        total_units: usize,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        ScanExec { table, partitions, columns, schema, limit, total_units, properties: Arc::new(properties) }
+    }
+}
+
+impl DisplayAs for ScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let kept: usize = self.partitions.iter().map(|p| p.len()).sum();
+        write!(
+            f,
+            "TesseraScan: table={}, projection=[{}], units={kept} of {}",
+            self.table,
+            self.columns.join(", "),
+            self.total_units
+        )?;
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ScanExec {
+    fn name(&self) -> &str {
+        "TesseraScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let units = self.partitions.get(partition).cloned().unwrap_or_default();
+        let reader = UnitReader {
+            units: units.into_iter(),
+            columns: self.columns.clone(),
+            schema: self.schema.clone(),
+            remaining: self.limit,
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(reader))))
+    }
+}
+
+/// Decodes one unit per `next`, skipping units left empty by deletes and
+/// stopping at the limit.
+struct UnitReader {
+    units: std::vec::IntoIter<ScanUnit>,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    remaining: Option<usize>,
+}
+
+impl Iterator for UnitReader {
+    type Item = DfResult<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.remaining == Some(0) {
+                return None;
+            }
+            let unit = self.units.next()?;
+            let batch = match unit.read(&self.columns) {
+                Ok(b) => b,
+                Err(e) => return Some(Err(to_df(e))),
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            let mut batch = match RecordBatch::try_new_with_options(self.schema.clone(), batch.columns().to_vec(), &options) {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if let Some(left) = self.remaining.as_mut() {
+                if batch.num_rows() > *left {
+                    batch = batch.slice(0, *left);
+                }
+                *left -= batch.num_rows();
+            }
+            return Some(Ok(batch));
+        }
+    }
+}
+
+/// Commits INSERT's rows as one transaction once the input is complete.
+#[derive(Debug)]
+struct InsertSink {
+    store: Store,
+    meta: Arc<TableMeta>,
+    schema: SchemaRef,
+    replace: bool,
+}
+
+impl DisplayAs for InsertSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "TesseraInsert: table={}", self.meta.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for InsertSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
+        let mut batches = Vec::new();
+        while let Some(batch) = data.next().await {
+            batches.push(batch?);
+        }
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        let replace = self.replace;
+        let rows = tokio::task::spawn_blocking(move || -> crate::Result<u64> {
+            let mut txn = store.begin_write()?;
+            if replace {
+                let all = all_row_ids(txn.snapshot(), &meta)?;
+                txn.delete(&meta.name, &all)?;
+            }
+            for batch in batches {
+                let full = with_hidden_columns(&meta, &batch)?;
+                txn.append(&meta.name, full)?;
+            }
+            Ok(txn.commit()?.rows_appended)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(to_df)?;
+        Ok(rows)
+    }
+}
+
+/// Build a full storage row batch from a batch of the visible columns
+/// (hidden columns NULL), renaming fields to the table's names.
+pub(crate) fn with_hidden_columns(meta: &TableMeta, visible: &RecordBatch) -> crate::Result<RecordBatch> {
+    let visible_count = meta.columns.iter().filter(|c| !c.hidden).count();
+    if visible.num_columns() != visible_count {
+        return Err(Error::user(format!(
+            "table '{}' has {visible_count} columns, the rows given have {}",
+            meta.name,
+            visible.num_columns()
+        )));
+    }
+    let mut arrays = Vec::with_capacity(meta.columns.len());
+    let mut next = 0;
+    for c in &meta.columns {
+        if c.hidden {
+            arrays.push(arrow::array::new_null_array(&c.data_type, visible.num_rows()));
+        } else {
+            arrays.push(visible.column(next).clone());
+            next += 1;
+        }
+    }
+    let schema = meta.append_schema();
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(visible.num_rows()));
+    RecordBatch::try_new_with_options(schema, arrays, &options).map_err(|e| {
+        Error::user(format!("rows do not fit table '{}': {e}", meta.name))
+    })
+}
+
+/// Every live row id of a table in a snapshot.
+fn all_row_ids(snap: &Snapshot, meta: &TableMeta) -> crate::Result<RowIdSet> {
+    let table = snap
+        .table_by_id(meta.id)
+        .ok_or_else(|| Error::user(format!("table '{}' was dropped", meta.name)))?;
+    let mut ids = RowIdSet::new();
+    for unit in table.scan_units() {
+        let batch = unit.read(&[ROW_ID_COLUMN.to_string()])?;
+        ids.extend(batch.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+    }
+    Ok(ids)
+}
+
+#[derive(Debug)]
+enum DmlKind {
+    Delete { filters: Vec<Arc<dyn PhysicalExpr>> },
+    Update { filters: Vec<Arc<dyn PhysicalExpr>>, assignments: Vec<(usize, Arc<dyn PhysicalExpr>)> },
+}
+
+/// Runs a DELETE or UPDATE as one transaction when executed (not when
+/// planned, so EXPLAIN changes nothing).
+#[derive(Debug)]
+struct DmlExec {
+    store: Store,
+    meta: Arc<TableMeta>,
+    visible: SchemaRef,
+    kind: Arc<DmlKind>,
+    properties: Arc<PlanProperties>,
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+}
+
+impl DmlExec {
+    fn new(store: Store, meta: Arc<TableMeta>, visible: SchemaRef, kind: DmlKind) -> Self {
+        let schema = count_schema();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        DmlExec { store, meta, visible, kind: Arc::new(kind), properties: Arc::new(properties) }
+    }
+}
+
+impl DisplayAs for DmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let what = match self.kind.as_ref() {
+            DmlKind::Delete { .. } => "Delete",
+            DmlKind::Update { .. } => "Update",
+        };
+        write!(f, "Tessera{what}: table={}", self.meta.name)
+    }
+}
+
+impl ExecutionPlan for DmlExec {
+    fn name(&self) -> &str {
+        "TesseraDml"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        let visible = self.visible.clone();
+        let kind = self.kind.clone();
+        let schema = count_schema();
+        let out_schema = schema.clone();
+        let fut = async move {
+            let count = tokio::task::spawn_blocking(move || run_dml(&store, &meta, &visible, &kind))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(to_df)?;
+            let batch = RecordBatch::try_new(out_schema, vec![Arc::new(UInt64Array::from(vec![count]))])?;
+            Ok(batch)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(fut))))
+    }
+}
+
+/// Evaluate the filters against every live row of the latest state and
+/// apply the change, all under the writer lock.
+fn run_dml(store: &Store, meta: &TableMeta, visible: &SchemaRef, kind: &DmlKind) -> crate::Result<u64> {
+    let mut txn = store.begin_write()?;
+    let snap = txn.snapshot().clone();
+    let table = snap
+        .table_by_id(meta.id)
+        .ok_or_else(|| Error::user(format!("table '{}' was dropped", meta.name)))?;
+    let mut columns = vec![ROW_ID_COLUMN.to_string()];
+    columns.extend(table.meta.columns.iter().map(|c| c.name.clone()));
+    let visible_idx: Vec<usize> = table
+        .meta
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.hidden)
+        .map(|(i, _)| i + 1)
+        .collect();
+    let (filters, assignments) = match kind {
+        DmlKind::Delete { filters } => (filters, None),
+        DmlKind::Update { filters, assignments } => (filters, Some(assignments)),
+    };
+    let mut doomed = RowIdSet::new();
+    let mut replacements = Vec::new();
+    for unit in table.scan_units() {
+        let batch = unit.read(&columns)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let user = RecordBatch::try_new(visible.clone(), visible_idx.iter().map(|i| batch.column(*i).clone()).collect())?;
+        let mask = match filter_mask(filters, &user)? {
+            Some(m) => m,
+            None => BooleanArray::from(vec![true; batch.num_rows()]),
+        };
+        let matched = filter_record_batch(&batch, &mask)?;
+        if matched.num_rows() == 0 {
+            continue;
+        }
+        doomed.extend(matched.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        if let Some(assignments) = assignments {
+            let matched_user = filter_record_batch(&user, &mask)?;
+            replacements.push(updated_rows(&table.meta, &matched, &matched_user, &visible_idx, assignments)?);
+        }
+    }
+    let count = txn.delete(&meta.name, &doomed)?;
+    for rows in replacements {
+        txn.append(&meta.name, rows)?;
+    }
+    txn.commit()?;
+    Ok(count)
+}
+
+/// AND of all filters, NULL counting as false.
+fn filter_mask(filters: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> crate::Result<Option<BooleanArray>> {
+    let mut mask: Option<BooleanArray> = None;
+    for f in filters {
+        let value = f.evaluate(batch)?.into_array(batch.num_rows())?;
+        let value = value
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| Error::user("WHERE condition is not a boolean"))?
+            .clone();
+        mask = Some(match mask {
+            Some(m) => and(&m, &value)?,
+            None => value,
+        });
+    }
+    Ok(mask.map(|m| m.iter().map(|v| Some(v == Some(true))).collect()))
+}
+
+/// The new versions of matched rows: assigned columns evaluated and cast
+/// to the column type (an overflow or bad value is an error, never a
+/// silent NULL); others copied, hidden ones included.
+fn updated_rows(
+    meta: &TableMeta,
+    matched: &RecordBatch,
+    matched_user: &RecordBatch,
+    visible_idx: &[usize],
+    assignments: &[(usize, Arc<dyn PhysicalExpr>)],
+) -> crate::Result<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = (1..matched.num_columns()).map(|i| matched.column(i).clone()).collect();
+    let strict = CastOptions { safe: false, ..Default::default() };
+    for (visible_pos, expr) in assignments {
+        let storage_col = visible_idx[*visible_pos] - 1;
+        let column = &meta.columns[storage_col];
+        let value = expr.evaluate(matched_user)?.into_array(matched_user.num_rows())?;
+        let value = if value.data_type() == &column.data_type {
+            value
+        } else {
+            cast_with_options(&value, &column.data_type, &strict).map_err(|e| {
+                Error::user(format!("value for column '{}' does not fit type {}: {e}", column.name, column.data_type))
+            })?
+        };
+        arrays[storage_col] = value;
+    }
+    Ok(RecordBatch::try_new(meta.append_schema(), arrays).map_err(|e| Error::user(e.to_string()))?)
+}
+

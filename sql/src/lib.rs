@@ -1,0 +1,381 @@
+//! Tessera's SQL dialect.
+//!
+//! The single entry point is [`parse`]: it parses a string of one or more
+//! statements with DataFusion's parser (PostgreSQL dialect) and returns
+//! [`Statement`]s. Statements DataFusion understands pass through as
+//! [`Statement::DataFusion`]; Tessera's own forms get their own variants.
+//! This crate parses and never executes.
+
+use std::collections::BTreeMap;
+
+pub use datafusion_sql::parser::Statement as DFStatement;
+pub use datafusion_sql::sqlparser;
+use datafusion_sql::parser::DFParserBuilder;
+use datafusion_sql::sqlparser::ast::{
+    CreateTableOptions, Expr, SqlOption, Statement as SqlStatement, Value,
+};
+use datafusion_sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion_sql::sqlparser::keywords::Keyword;
+use datafusion_sql::sqlparser::tokenizer::Token;
+
+/// Longest statement text accepted (a limit on everything).
+pub const MAX_SQL_BYTES: usize = 16 << 20;
+const RECURSION_LIMIT: usize = 128;
+
+/// A parse error with the position where the parser stopped (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    pub message: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+}
+
+impl ParseError {
+    fn new(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let (line, column) = location_in(&message);
+        ParseError { message, line, column }
+    }
+}
+
+/// Pull "Line: L, Column: C" out of a sqlparser message.
+fn location_in(message: &str) -> (Option<u64>, Option<u64>) {
+    let number_after = |key: &str| -> Option<u64> {
+        let at = message.rfind(key)? + key.len();
+        let digits: String = message[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    (number_after("Line:"), number_after("Column:"))
+}
+
+/// File formats `COPY ... FROM` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Parquet,
+    Json,
+}
+
+/// Where `COPY ... FROM` reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopySource {
+    File(String),
+    Stdin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFrom {
+    pub table: String,
+    /// Columns named in the statement, empty for "all, in table order".
+    pub columns: Vec<String>,
+    pub source: CopySource,
+    /// `None`: from the file name's extension (CSV for STDIN).
+    pub format: Option<FileFormat>,
+    pub header: Option<bool>,
+    pub delimiter: Option<u8>,
+    pub null_string: Option<String>,
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Planned by DataFusion (queries, INSERT, UPDATE, DELETE, views,
+    /// EXPLAIN, COPY ... TO, SET, SHOW, ...).
+    DataFusion(Box<DFStatement>),
+    /// `CREATE TABLE` with its `WITH (...)` options lifted out; `statement`
+    /// is the same CREATE TABLE without them.
+    CreateTable {
+        statement: Box<DFStatement>,
+        options: BTreeMap<String, String>,
+    },
+    CopyFrom(CopyFrom),
+    /// `VACUUM [table]`: flush and rewrite segments without deleted rows.
+    Vacuum { table: Option<String> },
+    /// `CHECKPOINT`: flush buffered rows to segments.
+    Checkpoint,
+}
+
+/// Parse one or more `;`-separated statements.
+pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(ParseError::new(format!(
+            "statement text of {} bytes exceeds the limit of {MAX_SQL_BYTES} bytes",
+            sql.len()
+        )));
+    }
+    let dialect = PostgreSqlDialect {};
+    let mut parser = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .build()
+        .map_err(|e| ParseError::new(e.strip_backtrace()))?;
+    let mut out = Vec::new();
+    loop {
+        while parser.parser.consume_token(&Token::SemiColon) {}
+        if parser.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        let statement = match own_statement_kind(&parser.parser) {
+            Some(Own::CopyFrom) => Statement::CopyFrom(parse_copy_from(&mut parser.parser)?),
+            Some(Own::Vacuum) => {
+                parser.parser.next_token();
+                let table = match parser.parser.peek_token().token {
+                    Token::Word(_) => Some(object_name(&mut parser.parser)?),
+                    _ => None,
+                };
+                Statement::Vacuum { table }
+            }
+            Some(Own::Checkpoint) => {
+                parser.parser.next_token();
+                Statement::Checkpoint
+            }
+            None => {
+                let parsed = parser.parse_statement().map_err(|e| ParseError::new(e.strip_backtrace()))?;
+                lift_create_table_options(parsed)?
+            }
+        };
+        out.push(statement);
+        let next = parser.parser.peek_token();
+        if next.token != Token::EOF && next.token != Token::SemiColon {
+            return Err(ParseError::new(format!("Expected: end of statement, found: {next} at {}", next.span.start)));
+        }
+    }
+    Ok(out)
+}
+
+enum Own {
+    CopyFrom,
+    Vacuum,
+    Checkpoint,
+}
+
+fn word_at(parser: &datafusion_sql::sqlparser::parser::Parser, n: usize) -> Option<String> {
+    match parser.peek_nth_token(n).token {
+        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn own_statement_kind(parser: &datafusion_sql::sqlparser::parser::Parser) -> Option<Own> {
+    match word_at(parser, 0)?.as_str() {
+        "VACUUM" => Some(Own::Vacuum),
+        "CHECKPOINT" => Some(Own::Checkpoint),
+        "COPY" => {
+            // COPY name [(cols)] FROM ... is ours; COPY ... TO is DataFusion's.
+            if parser.peek_nth_token(1).token == Token::LParen {
+                return None;
+            }
+            let mut depth = 0usize;
+            for n in 1..4096 {
+                match parser.peek_nth_token(n).token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth = depth.saturating_sub(1),
+                    Token::EOF | Token::SemiColon => return None,
+                    Token::Word(w) if depth == 0 && w.keyword == Keyword::FROM => return Some(Own::CopyFrom),
+                    Token::Word(w) if depth == 0 && w.keyword == Keyword::TO => return None,
+                    _ => {}
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn perr(e: datafusion_sql::sqlparser::parser::ParserError) -> ParseError {
+    ParseError::new(e.to_string())
+}
+
+/// A possibly qualified name, each part normalized the way DataFusion does
+/// (unquoted parts lower-cased).
+fn object_name(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Result<String, ParseError> {
+    let name = parser.parse_object_name(false).map_err(perr)?;
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+        .collect();
+    Ok(parts.join("."))
+}
+
+/// `COPY table [(col, ...)] FROM 'path' | STDIN [[WITH] (option [value], ...)]`
+fn parse_copy_from(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Result<CopyFrom, ParseError> {
+    parser.expect_keyword(Keyword::COPY).map_err(perr)?;
+    let table = object_name(parser)?;
+    let mut columns = Vec::new();
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            let ident = parser.parse_identifier().map_err(perr)?;
+            columns.push(if ident.quote_style.is_some() { ident.value } else { ident.value.to_lowercase() });
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen).map_err(perr)?;
+    }
+    parser.expect_keyword(Keyword::FROM).map_err(perr)?;
+    let source = if parser.parse_keyword(Keyword::STDIN) {
+        CopySource::Stdin
+    } else {
+        CopySource::File(parser.parse_literal_string().map_err(perr)?)
+    };
+    let mut copy = CopyFrom { table, columns, source, format: None, header: None, delimiter: None, null_string: None };
+    let _ = parser.parse_keyword(Keyword::WITH);
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            parse_copy_option(parser, &mut copy)?;
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen).map_err(perr)?;
+    }
+    Ok(copy)
+}
+
+fn parse_copy_option(
+    parser: &mut datafusion_sql::sqlparser::parser::Parser,
+    copy: &mut CopyFrom,
+) -> Result<(), ParseError> {
+    let at = parser.peek_token().span.start;
+    let key = parser.parse_identifier().map_err(perr)?.value.to_ascii_lowercase();
+    let value = match parser.peek_token().token {
+        Token::Comma | Token::RParen => None,
+        Token::SingleQuotedString(s) => {
+            parser.next_token();
+            Some(s)
+        }
+        Token::Word(w) => {
+            parser.next_token();
+            Some(w.value)
+        }
+        Token::Number(n, _) => {
+            parser.next_token();
+            Some(n)
+        }
+        other => return Err(ParseError::new(format!("Expected: a value for COPY option {key}, found: {other} at {at}"))),
+    };
+    let bool_value = |v: &Option<String>| -> Result<bool, ParseError> {
+        match v.as_deref().map(|s| s.to_ascii_lowercase()) {
+            None => Ok(true),
+            Some(s) if ["true", "on", "1", "yes"].contains(&s.as_str()) => Ok(true),
+            Some(s) if ["false", "off", "0", "no"].contains(&s.as_str()) => Ok(false),
+            Some(s) => Err(ParseError::new(format!("COPY option {key} expects a boolean, got '{s}' at {at}"))),
+        }
+    };
+    match key.as_str() {
+        "format" => {
+            copy.format = Some(match value.as_deref().map(|s| s.to_ascii_lowercase()).as_deref() {
+                Some("csv") | Some("text") => FileFormat::Csv,
+                Some("parquet") => FileFormat::Parquet,
+                Some("json") | Some("ndjson") => FileFormat::Json,
+                other => {
+                    return Err(ParseError::new(format!(
+                        "COPY FORMAT must be csv, parquet or json, got {} at {at}",
+                        other.unwrap_or("nothing")
+                    )))
+                }
+            })
+        }
+        "header" => copy.header = Some(bool_value(&value)?),
+        "delimiter" => {
+            let v = value.unwrap_or_default();
+            if v.len() != 1 {
+                return Err(ParseError::new(format!("COPY DELIMITER must be a single one-byte character, got '{v}' at {at}")));
+            }
+            copy.delimiter = v.bytes().next();
+        }
+        "null" => copy.null_string = value,
+        other => return Err(ParseError::new(format!("unknown COPY option '{other}' at {at}"))),
+    }
+    Ok(())
+}
+
+/// Move `CREATE TABLE ... WITH (k = v, ...)` options out of the statement.
+fn lift_create_table_options(parsed: DFStatement) -> Result<Statement, ParseError> {
+    let DFStatement::Statement(inner) = parsed else {
+        return Ok(Statement::DataFusion(Box::new(parsed)));
+    };
+    let SqlStatement::CreateTable(mut create) = *inner else {
+        return Ok(Statement::DataFusion(Box::new(DFStatement::Statement(inner))));
+    };
+    let mut options = BTreeMap::new();
+    if let CreateTableOptions::With(list) = &create.table_options {
+        for option in list {
+            let (key, value) = option_pair(option)?;
+            if options.insert(key.clone(), value).is_some() {
+                return Err(ParseError::new(format!("table option '{key}' is given twice")));
+            }
+        }
+        create.table_options = CreateTableOptions::None;
+    }
+    Ok(Statement::CreateTable {
+        statement: Box::new(DFStatement::Statement(Box::new(SqlStatement::CreateTable(create)))),
+        options,
+    })
+}
+
+fn option_pair(option: &SqlOption) -> Result<(String, String), ParseError> {
+    let SqlOption::KeyValue { key, value } = option else {
+        return Err(ParseError::new(format!("table option '{option}' must have the form key = value")));
+    };
+    let value = match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.to_string(),
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    };
+    Ok((key.value.to_lowercase(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let err = parse("SELECT 1;\nSELEC 2").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert_eq!(err.column, Some(1), "{err}");
+    }
+
+    #[test]
+    fn create_table_options_are_lifted() {
+        let parsed = parse("CREATE TABLE t (a INT) WITH (identifiers = 'email AS email', retention = 30)").unwrap();
+        let Statement::CreateTable { options, statement } = &parsed[0] else { panic!("{parsed:?}") };
+        assert_eq!(options.get("identifiers").map(String::as_str), Some("email AS email"));
+        assert_eq!(options.get("retention").map(String::as_str), Some("30"));
+        assert!(!statement.to_string().contains("WITH"), "{statement}");
+    }
+
+    #[test]
+    fn copy_from_and_to_are_told_apart() {
+        let parsed = parse("COPY t (a, B) FROM '/x.csv' WITH (FORMAT csv, HEADER true, DELIMITER ';'); COPY t TO '/y.parquet'").unwrap();
+        let Statement::CopyFrom(c) = &parsed[0] else { panic!("{parsed:?}") };
+        assert_eq!(c.columns, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.format, Some(FileFormat::Csv));
+        assert_eq!(c.header, Some(true));
+        assert_eq!(c.delimiter, Some(b';'));
+        assert!(matches!(parsed[1], Statement::DataFusion(_)));
+    }
+
+    #[test]
+    fn own_statements() {
+        let parsed = parse("VACUUM; vacuum events; CHECKPOINT").unwrap();
+        assert!(matches!(&parsed[0], Statement::Vacuum { table: None }));
+        assert!(matches!(&parsed[1], Statement::Vacuum { table: Some(t) } if t == "events"));
+        assert!(matches!(&parsed[2], Statement::Checkpoint));
+    }
+
+    #[test]
+    fn trailing_garbage_is_an_error() {
+        assert!(parse("CHECKPOINT now").is_err());
+        assert!(parse("COPY t FROM '/x' WITH (FORMAT xml)").is_err());
+    }
+}

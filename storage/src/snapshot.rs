@@ -1,0 +1,256 @@
+//! Immutable, consistent views of the database. A reader holds an
+//! `Arc<Snapshot>` for as long as it scans; writers publish new snapshots
+//! and never change an old one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
+use roaring::RoaringTreemap;
+
+use crate::error::{Result, StorageError};
+use crate::manifest::{SegmentRef, TableMeta};
+use crate::segment::{ChunkStats, SegmentReader};
+use crate::{Lsn, RowId, TableId, ROW_ID_COLUMN};
+
+/// A live segment: what the manifest says of it and its open reader.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub sref: SegmentRef,
+    pub reader: Arc<SegmentReader>,
+}
+
+/// The state of one table at one moment.
+#[derive(Clone, Debug)]
+pub struct TableSnapshot {
+    pub meta: Arc<TableMeta>,
+    pub(crate) segments: Vec<Arc<Segment>>,
+    /// Committed rows not yet flushed, in the storage schema (`_row_id`
+    /// first).
+    pub(crate) buffer: Vec<RecordBatch>,
+    pub(crate) buffer_bytes: usize,
+    /// Deleted row ids whose bytes are still in a segment or the buffer.
+    pub(crate) deleted: Arc<RoaringTreemap>,
+    pub(crate) next_row_id: RowId,
+}
+
+impl TableSnapshot {
+    pub(crate) fn new(meta: TableMeta, next_row_id: RowId) -> Self {
+        TableSnapshot {
+            meta: Arc::new(meta),
+            segments: Vec::new(),
+            buffer: Vec::new(),
+            buffer_bytes: 0,
+            deleted: Arc::new(RoaringTreemap::new()),
+            next_row_id,
+        }
+    }
+
+    pub fn id(&self) -> TableId {
+        self.meta.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    /// Rows visible in this snapshot.
+    pub fn row_count(&self) -> u64 {
+        let stored: u64 = self.segments.iter().map(|s| s.sref.rows).sum::<u64>()
+            + self.buffer.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        stored.saturating_sub(self.deleted.len())
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn buffered_rows(&self) -> usize {
+        self.buffer.iter().map(|b| b.num_rows()).sum()
+    }
+
+    pub fn deleted_count(&self) -> u64 {
+        self.deleted.len()
+    }
+
+    /// Bytes of the table's segment files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.sref.bytes).sum()
+    }
+
+    /// The units a scan reads: every row group of every segment, then
+    /// every buffered batch. Each can be pruned by its statistics and read
+    /// independently.
+    pub fn scan_units(&self) -> Vec<ScanUnit> {
+        let mut units = Vec::new();
+        for seg in &self.segments {
+            for (i, group) in seg.reader.row_groups().iter().enumerate() {
+                if self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) >= group.rows {
+                    continue; // every row of the group is deleted
+                }
+                units.push(ScanUnit {
+                    table: self.meta.clone(),
+                    deleted: self.deleted.clone(),
+                    source: UnitSource::RowGroup { segment: seg.reader.clone(), index: i },
+                });
+            }
+        }
+        for batch in &self.buffer {
+            units.push(ScanUnit {
+                table: self.meta.clone(),
+                deleted: self.deleted.clone(),
+                source: UnitSource::Buffer(batch.clone()),
+            });
+        }
+        units
+    }
+}
+
+#[derive(Clone, Debug)]
+enum UnitSource {
+    RowGroup { segment: Arc<SegmentReader>, index: usize },
+    Buffer(RecordBatch),
+}
+
+/// One independently readable piece of a table.
+#[derive(Clone, Debug)]
+pub struct ScanUnit {
+    table: Arc<TableMeta>,
+    deleted: Arc<RoaringTreemap>,
+    source: UnitSource,
+}
+
+impl ScanUnit {
+    pub fn num_rows(&self) -> usize {
+        match &self.source {
+            UnitSource::RowGroup { segment, index } => segment.row_groups()[*index].rows as usize,
+            UnitSource::Buffer(b) => b.num_rows(),
+        }
+    }
+
+    /// Statistics of a column, when the unit is a segment row group that
+    /// kept them. `None` means "unknown" (a scan must read the unit).
+    pub fn stats(&self, column: &str) -> Option<ChunkStats> {
+        match &self.source {
+            UnitSource::RowGroup { segment, index } => {
+                let col = segment.column_index(column)?;
+                segment.row_groups()[*index].stats(col).cloned()
+            }
+            UnitSource::Buffer(_) => None,
+        }
+    }
+
+    /// Read `columns` (names from the table, `_row_id` allowed), without
+    /// deleted rows. A column the unit predates comes back as nulls.
+    pub fn read(&self, columns: &[String]) -> Result<RecordBatch> {
+        let (rows, row_ids, mut arrays) = match &self.source {
+            UnitSource::RowGroup { segment, index } => self.read_row_group(segment, *index, columns)?,
+            UnitSource::Buffer(batch) => self.read_buffer(batch, columns)?,
+        };
+        let fields = columns
+            .iter()
+            .map(|name| self.field(name))
+            .collect::<Result<Vec<_>>>()?;
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        let mut batch = RecordBatch::try_new_with_options(schema, std::mem::take(&mut arrays), &options)?;
+        if let Some(ids) = row_ids {
+            let keep: BooleanArray = ids
+                .as_primitive::<UInt64Type>()
+                .iter()
+                .map(|id| Some(!id.is_some_and(|id| self.deleted.contains(id))))
+                .collect();
+            batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+        }
+        Ok(batch)
+    }
+
+    fn field(&self, name: &str) -> Result<Field> {
+        if name == ROW_ID_COLUMN {
+            return Ok(Field::new(ROW_ID_COLUMN, arrow::datatypes::DataType::UInt64, false));
+        }
+        let c = self
+            .table
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| StorageError::NotFound { kind: "column", name: name.to_string() })?;
+        Ok(Field::new(&c.name, c.data_type.clone(), c.nullable))
+    }
+
+    /// Returns (row count, row ids if deletes touch the unit, arrays).
+    fn read_row_group(
+        &self,
+        segment: &SegmentReader,
+        index: usize,
+        columns: &[String],
+    ) -> Result<(usize, Option<ArrayRef>, Vec<ArrayRef>)> {
+        let group = &segment.row_groups()[index];
+        let rows = group.rows as usize;
+        let touched = self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) > 0;
+        let row_ids = if touched { Some(segment.read_column(index, 0)?) } else { None };
+        let mut arrays = Vec::with_capacity(columns.len());
+        for name in columns {
+            let array = match (name == ROW_ID_COLUMN, &row_ids, segment.column_index(name)) {
+                (true, Some(ids), _) => ids.clone(),
+                (_, _, Some(col)) => segment.read_column(index, col)?,
+                (_, _, None) => new_null_array(&self.field(name)?.data_type().clone(), rows),
+            };
+            arrays.push(array);
+        }
+        Ok((rows, row_ids, arrays))
+    }
+
+    fn read_buffer(&self, batch: &RecordBatch, columns: &[String]) -> Result<(usize, Option<ArrayRef>, Vec<ArrayRef>)> {
+        let ids = batch.column(0).clone();
+        let touched = match (ids.as_primitive::<UInt64Type>().iter().flatten().min(), ids.as_primitive::<UInt64Type>().iter().flatten().max()) {
+            (Some(lo), Some(hi)) => self.deleted.range_cardinality(lo..=hi) > 0,
+            _ => false,
+        };
+        let mut arrays = Vec::with_capacity(columns.len());
+        for name in columns {
+            let array = match batch.schema().index_of(name) {
+                Ok(i) => batch.column(i).clone(),
+                Err(_) => new_null_array(self.field(name)?.data_type(), batch.num_rows()),
+            };
+            arrays.push(array);
+        }
+        Ok((batch.num_rows(), touched.then_some(ids), arrays))
+    }
+}
+
+/// The whole database at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) lsn: Lsn,
+    pub(crate) tables: BTreeMap<TableId, Arc<TableSnapshot>>,
+    pub(crate) metadata: Arc<BTreeMap<String, String>>,
+}
+
+impl Snapshot {
+    pub(crate) fn empty() -> Self {
+        Snapshot { lsn: 0, tables: BTreeMap::new(), metadata: Arc::new(BTreeMap::new()) }
+    }
+
+    /// The LSN of the last transaction this snapshot includes.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Arc<TableSnapshot>> {
+        self.tables.values().find(|t| t.meta.name == name)
+    }
+
+    pub fn table_by_id(&self, id: TableId) -> Option<&Arc<TableSnapshot>> {
+        self.tables.get(&id)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<TableSnapshot>> {
+        self.tables.values()
+    }
+
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+}

@@ -1,0 +1,1156 @@
+//! The store: opening and recovering a database directory, transactions
+//! with group commit, flushes, compaction and catalog changes.
+//!
+//! Concurrency: one writer at a time holds the writer lock while it builds
+//! its changes on top of the latest state; it queues its log record and
+//! releases the lock before waiting for the fsync, so the next writer can
+//! start and many commits share one fsync. Readers take the latest
+//! *durable* snapshot and never wait for writers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use parking_lot::{Mutex, RawMutex, RwLock};
+use roaring::RoaringTreemap;
+
+use crate::codec::{decode_batch, encode_batch};
+use crate::error::{Result, StorageError};
+use crate::io;
+use crate::manifest::{segment_file_name, ColumnDef, Manifest, SegmentRef, TableEntry, TableMeta};
+use crate::segment::{SegmentReader, SegmentWriter};
+use crate::snapshot::{Segment, Snapshot, TableSnapshot};
+use crate::wal::{parse_wal_file_name, read_log, wal_file_name, Op, TxnRecord, Wal};
+use crate::{Lsn, RowId, TableId, ROW_ID_COLUMN};
+
+const LOCK_FILE: &str = "LOCK";
+/// Limits on names and shapes (a limit on everything).
+const MAX_NAME_BYTES: usize = 128;
+const MAX_COLUMNS: usize = 4096;
+const MAX_OPTION_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Flush the in-memory buffer to segments once it holds this many bytes.
+    pub flush_threshold_bytes: usize,
+    /// A transaction that only appends at least this many rows writes
+    /// segments directly instead of the log (the data is written once).
+    pub direct_segment_rows: usize,
+    /// zstd level for segment chunks; 0 stores them uncompressed.
+    pub zstd_level: i32,
+    /// Segments smaller than this many rows are merged once there are more
+    /// than `max_small_segments` of them in a table.
+    pub small_segment_rows: u64,
+    pub max_small_segments: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            flush_threshold_bytes: 64 << 20,
+            direct_segment_rows: 100_000,
+            zstd_level: 1,
+            small_segment_rows: 1 << 20,
+            max_small_segments: 8,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// LSN of the commit's log record (0 when nothing was logged).
+    pub lsn: Lsn,
+    pub rows_appended: u64,
+    pub rows_deleted: u64,
+}
+
+struct WriterState {
+    /// Latest state, including commits whose fsync is still in flight.
+    latest: Arc<Snapshot>,
+    /// The manifest as it is on disk.
+    manifest: Manifest,
+    next_lsn: Lsn,
+    next_version: u64,
+}
+
+struct Inner {
+    dir: Option<PathBuf>,
+    options: StoreOptions,
+    writer: Arc<Mutex<WriterState>>,
+    visible: RwLock<(u64, Arc<Snapshot>)>,
+    /// Snapshots of commits waiting for their fsync, by LSN, with their
+    /// version.
+    pending: Mutex<BTreeMap<Lsn, (u64, Arc<Snapshot>)>>,
+    wal: Option<Wal>,
+    /// In-memory mode has no log; a failure there still poisons.
+    poisoned: Mutex<Option<String>>,
+    _lock: Option<File>,
+}
+
+/// A handle to an open database directory (or an in-memory database).
+/// Cheap to clone; all clones share the same state.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+impl Store {
+    /// A database that lives only in memory: same semantics, no files.
+    pub fn in_memory(options: StoreOptions) -> Store {
+        Store::from_parts(None, options, Manifest::empty(), Snapshot::empty(), 1, None, None)
+    }
+
+    /// Open or create the database in `dir`, recovering from the log.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let lock = acquire_lock(dir)?;
+        let manifest = match Manifest::read(dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::empty();
+                m.write(dir)?;
+                m
+            }
+        };
+        remove_garbage(dir, &manifest)?;
+        let mut snapshot = snapshot_from_manifest(dir, &manifest)?;
+        let (last_lsn, newest_log) = replay_logs(dir, &manifest, &mut snapshot)?;
+        let wal = match newest_log {
+            Some((name, valid_len)) => Wal::open(dir, &name, Some(valid_len), last_lsn)?,
+            None => Wal::open(dir, &wal_file_name(manifest.flushed_lsn + 1), None, last_lsn)?,
+        };
+        snapshot.lsn = last_lsn;
+        Ok(Store::from_parts(Some(dir.to_path_buf()), options, manifest, snapshot, last_lsn + 1, Some(wal), Some(lock)))
+    }
+
+    fn from_parts(
+        dir: Option<PathBuf>,
+        options: StoreOptions,
+        manifest: Manifest,
+        snapshot: Snapshot,
+        next_lsn: Lsn,
+        wal: Option<Wal>,
+        lock: Option<File>,
+    ) -> Store {
+        let snapshot = Arc::new(snapshot);
+        Store {
+            inner: Arc::new(Inner {
+                dir,
+                options,
+                writer: Arc::new(Mutex::new(WriterState {
+                    latest: snapshot.clone(),
+                    manifest,
+                    next_lsn,
+                    next_version: 1,
+                })),
+                visible: RwLock::new((0, snapshot)),
+                pending: Mutex::new(BTreeMap::new()),
+                wal,
+                poisoned: Mutex::new(None),
+                _lock: lock,
+            }),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// The latest durable state. Cheap; never waits for writers.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.visible.read().1.clone()
+    }
+
+    /// Start a write transaction. Blocks while another writer is preparing
+    /// (not while it waits for its fsync).
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        self.check_poisoned()?;
+        let guard = self.inner.writer.lock_arc();
+        let base = guard.latest.clone();
+        Ok(WriteTxn { store: self.clone(), guard, base, appends: Vec::new(), deletes: BTreeMap::new() })
+    }
+
+    /// Refuse writes after a failed write, until reopen.
+    fn check_poisoned(&self) -> Result<()> {
+        if let Some(why) = self.inner.poisoned.lock().clone() {
+            return Err(StorageError::Poisoned(why));
+        }
+        if let Some(why) = self.inner.wal.as_ref().and_then(|w| w.failure()) {
+            return Err(StorageError::Poisoned(why));
+        }
+        Ok(())
+    }
+
+    fn poison(&self, err: &StorageError) {
+        let why = err.to_string();
+        if let Some(wal) = &self.inner.wal {
+            wal.poison(why.clone());
+        }
+        let mut p = self.inner.poisoned.lock();
+        if p.is_none() {
+            *p = Some(why);
+        }
+    }
+
+    /// Run a fallible durable step; any failure poisons the store, because
+    /// what reached the disk is no longer known.
+    fn durable<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        step().inspect_err(|e| self.poison(e))
+    }
+
+    fn publish(&self, version: u64, snapshot: Arc<Snapshot>) {
+        let mut visible = self.inner.visible.write();
+        if version > visible.0 {
+            *visible = (version, snapshot);
+        }
+    }
+
+    /// Make visible the newest pending snapshot whose LSN is durable.
+    fn publish_durable(&self, durable: Lsn) {
+        let newest = {
+            let mut pending = self.inner.pending.lock();
+            let later = pending.split_off(&(durable + 1));
+            let done = std::mem::replace(&mut *pending, later);
+            done.into_iter().next_back()
+        };
+        if let Some((_, (version, snap))) = newest {
+            self.publish(version, snap);
+        }
+    }
+
+    /// Wait until every queued commit is durable and visible (writer lock
+    /// held by the caller).
+    fn drain(&self, w: &WriterState) -> Result<()> {
+        if let Some(wal) = &self.inner.wal {
+            let last = w.next_lsn - 1;
+            wal.wait_durable(last)?;
+            self.publish_durable(last);
+        }
+        Ok(())
+    }
+
+    fn install(&self, w: &mut WriterState, mut snapshot: Snapshot) {
+        snapshot.lsn = w.next_lsn - 1;
+        let version = w.next_version;
+        w.next_version += 1;
+        let snapshot = Arc::new(snapshot);
+        w.latest = snapshot.clone();
+        self.publish(version, snapshot);
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        match &self.inner.dir {
+            Some(dir) => self.durable(|| manifest.write(dir)),
+            None => Ok(()),
+        }
+    }
+
+    // ----- catalog -------------------------------------------------------
+
+    /// Create a table. Its columns must have unique, non-empty names.
+    pub fn create_table(&self, name: &str, columns: Vec<ColumnDef>, options: BTreeMap<String, String>) -> Result<TableId> {
+        validate_table(name, &columns, &options)?;
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        if w.latest.table(name).is_some() {
+            return Err(StorageError::AlreadyExists { kind: "table", name: name.to_string() });
+        }
+        self.drain(&w)?;
+        let mut manifest = w.manifest.clone();
+        let id = manifest.next_table_id;
+        manifest.next_table_id += 1;
+        let meta = TableMeta { id, name: name.to_string(), columns, options };
+        manifest.tables.insert(id, TableEntry { meta: meta.clone(), next_row_id: 0, segments: Vec::new(), deleted: String::new() });
+        self.write_manifest(&manifest)?;
+        w.manifest = manifest;
+        let mut snap = (*w.latest).clone();
+        snap.tables.insert(id, Arc::new(TableSnapshot::new(meta, 0)));
+        self.install(&mut w, snap);
+        Ok(id)
+    }
+
+    /// Drop a table; its segment files are removed.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        let table = w
+            .latest
+            .table(name)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: name.to_string() })?;
+        self.drain(&w)?;
+        let mut manifest = w.manifest.clone();
+        let removed = manifest.tables.remove(&table.id());
+        self.write_manifest(&manifest)?;
+        w.manifest = manifest;
+        let mut snap = (*w.latest).clone();
+        snap.tables.remove(&table.id());
+        self.install(&mut w, snap);
+        if let (Some(dir), Some(entry)) = (&self.inner.dir, removed) {
+            for s in &entry.segments {
+                io::remove_file_if_exists(&dir.join(s.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add a nullable column to a table. Rows written before read it as
+    /// NULL.
+    pub fn add_column(&self, table: &str, column: ColumnDef) -> Result<()> {
+        if !column.nullable {
+            return Err(StorageError::InvalidArgument(format!(
+                "column '{}' added to an existing table must be nullable", column.name
+            )));
+        }
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        let t = w
+            .latest
+            .table(table)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        let mut columns = t.meta.columns.clone();
+        columns.push(column);
+        validate_table(table, &columns, &t.meta.options)?;
+        self.drain(&w)?;
+        let mut manifest = w.manifest.clone();
+        let entry = manifest
+            .tables
+            .get_mut(&t.id())
+            .ok_or_else(|| StorageError::Internal(format!("table {table} missing from the manifest")))?;
+        entry.meta.columns = columns.clone();
+        self.write_manifest(&manifest)?;
+        w.manifest = manifest;
+        let mut snap = (*w.latest).clone();
+        let mut ts = (*t).clone();
+        let mut meta = (*ts.meta).clone();
+        meta.columns = columns;
+        ts.meta = Arc::new(meta);
+        snap.tables.insert(ts.id(), Arc::new(ts));
+        self.install(&mut w, snap);
+        Ok(())
+    }
+
+    /// Set (or with `None`, remove) an engine metadata entry, durably.
+    pub fn set_metadata(&self, key: &str, value: Option<String>) -> Result<()> {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_OPTION_BYTES * 16) {
+            return Err(StorageError::LimitExceeded(format!("metadata value for '{key}' is larger than 1 MiB")));
+        }
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        self.drain(&w)?;
+        let mut manifest = w.manifest.clone();
+        match &value {
+            Some(v) => manifest.metadata.insert(key.to_string(), v.clone()),
+            None => manifest.metadata.remove(key),
+        };
+        self.write_manifest(&manifest)?;
+        let mut snap = (*w.latest).clone();
+        snap.metadata = Arc::new(manifest.metadata.clone());
+        w.manifest = manifest;
+        self.install(&mut w, snap);
+        Ok(())
+    }
+
+    // ----- flush and compaction -------------------------------------------
+
+    /// Write every buffered row to segments, record them in the manifest
+    /// and start a new log file.
+    pub fn flush(&self) -> Result<()> {
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        self.flush_locked(&mut w)?;
+        self.auto_compact_locked(&mut w)
+    }
+
+    fn flush_locked(&self, w: &mut WriterState) -> Result<()> {
+        let Some(dir) = self.inner.dir.clone() else {
+            return Ok(());
+        };
+        self.drain(w)?;
+        let flushed_lsn = w.next_lsn - 1;
+        let mut manifest = w.manifest.clone();
+        let mut snap = (*w.latest).clone();
+        let mut written = Vec::new();
+        let outcome = (|| -> Result<()> {
+            for (id, table) in snap.tables.iter_mut() {
+                if table.buffer.is_empty() {
+                    continue;
+                }
+                let mut t = (**table).clone();
+                let seg = self.flush_table(&dir, &mut manifest, &mut t, &mut written)?;
+                if let Some(seg) = seg {
+                    t.segments.push(seg);
+                }
+                let entry = manifest
+                    .tables
+                    .get_mut(id)
+                    .ok_or_else(|| StorageError::Internal(format!("table {id} missing from the manifest")))?;
+                entry.segments = t.segments.iter().map(|s| s.sref.clone()).collect();
+                entry.next_row_id = t.next_row_id;
+                entry.set_deleted(&t.deleted)?;
+                *table = Arc::new(t);
+            }
+            manifest.flushed_lsn = flushed_lsn;
+            fail::fail_point!("storage::flush_before_manifest", |_| Err(StorageError::io(
+                &dir,
+                std::io::Error::other("injected failure before the flush's manifest")
+            )));
+            io::sync_dir(&dir)?;
+            manifest.write(&dir)
+        })();
+        if let Err(e) = outcome {
+            for path in written {
+                let _ = std::fs::remove_file(path);
+            }
+            self.poison(&e);
+            return Err(e);
+        }
+        w.manifest = manifest;
+        self.install(w, snap);
+        if let Some(wal) = &self.inner.wal {
+            let current = self.durable(|| wal.rotate(flushed_lsn))?;
+            remove_old_logs(&dir, &current)?;
+        }
+        Ok(())
+    }
+
+    /// Turn one table's buffer into a segment (dropping deleted rows, whose
+    /// ids then leave the deleted set).
+    fn flush_table(
+        &self,
+        dir: &Path,
+        manifest: &mut Manifest,
+        t: &mut TableSnapshot,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<Option<Arc<Segment>>> {
+        let schema = t.meta.storage_schema();
+        let mut deleted = (*t.deleted).clone();
+        let mut live = Vec::with_capacity(t.buffer.len());
+        for batch in &t.buffer {
+            let batch = conform(batch, &schema)?;
+            let (lo, hi) = row_id_range(&batch)?;
+            let kept = drop_deleted(&batch, &deleted)?;
+            deleted.remove_range(lo..=hi);
+            if kept.num_rows() > 0 {
+                live.push(kept);
+            }
+        }
+        t.buffer.clear();
+        t.buffer_bytes = 0;
+        t.deleted = Arc::new(deleted);
+        if live.is_empty() {
+            return Ok(None);
+        }
+        let id = manifest.next_segment_id;
+        manifest.next_segment_id += 1;
+        let seg = write_segment(dir, id, &schema, live, self.inner.options.zstd_level, written)?;
+        Ok(Some(seg))
+    }
+
+    /// Rewrite all of a table's segments into one, without deleted rows:
+    /// afterwards their bytes are gone from the data directory.
+    pub fn compact(&self, table: &str) -> Result<()> {
+        self.check_poisoned()?;
+        let mut w = self.inner.writer.lock();
+        self.flush_locked(&mut w)?;
+        let t = w
+            .latest
+            .table(table)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        let all: BTreeSet<u64> = t.segments.iter().map(|s| s.sref.id).collect();
+        self.compact_locked(&mut w, t.id(), &all)
+    }
+
+    /// The automatic policy: merge small segments once there are too many,
+    /// and rewrite segments where deletes have piled up.
+    fn auto_compact_locked(&self, w: &mut WriterState) -> Result<()> {
+        if self.inner.dir.is_none() {
+            return self.compact_in_memory(w);
+        }
+        let opts = &self.inner.options;
+        let plans: Vec<(TableId, BTreeSet<u64>)> = w
+            .latest
+            .tables()
+            .filter_map(|t| {
+                let small: BTreeSet<u64> = t
+                    .segments
+                    .iter()
+                    .filter(|s| s.sref.rows < opts.small_segment_rows)
+                    .map(|s| s.sref.id)
+                    .collect();
+                let mut chosen = if small.len() > opts.max_small_segments { small } else { BTreeSet::new() };
+                for s in &t.segments {
+                    let dead = t.deleted.range_cardinality(s.sref.min_row_id..=s.sref.max_row_id);
+                    if dead * 5 > s.sref.rows {
+                        chosen.insert(s.sref.id);
+                    }
+                }
+                (!chosen.is_empty()).then(|| (t.id(), chosen))
+            })
+            .collect();
+        for (table, segments) in plans {
+            self.compact_locked(w, table, &segments)?;
+        }
+        Ok(())
+    }
+
+    /// In memory, compaction drops deleted rows from the buffer.
+    fn compact_in_memory(&self, w: &mut WriterState) -> Result<()> {
+        let mut snap = (*w.latest).clone();
+        for table in snap.tables.values_mut() {
+            if table.deleted.is_empty() {
+                continue;
+            }
+            let mut t = (**table).clone();
+            let schema = t.meta.storage_schema();
+            let mut kept = Vec::new();
+            for b in &t.buffer {
+                let b = drop_deleted(&conform(b, &schema)?, &t.deleted)?;
+                if b.num_rows() > 0 {
+                    kept.push(b);
+                }
+            }
+            t.buffer = kept;
+            t.deleted = Arc::new(RoaringTreemap::new());
+            *table = Arc::new(t);
+        }
+        self.install(w, snap);
+        Ok(())
+    }
+
+    /// Rewrite `which` segments of a table into one (writer lock held,
+    /// buffer already flushed).
+    fn compact_locked(&self, w: &mut WriterState, table: TableId, which: &BTreeSet<u64>) -> Result<()> {
+        let Some(dir) = self.inner.dir.clone() else {
+            return self.compact_in_memory(w);
+        };
+        let Some(t) = w.latest.table_by_id(table).cloned() else {
+            return Ok(());
+        };
+        let (old, keep): (Vec<_>, Vec<_>) = t.segments.iter().cloned().partition(|s| which.contains(&s.sref.id));
+        if old.is_empty() {
+            return Ok(());
+        }
+        let schema = t.meta.storage_schema();
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut manifest = w.manifest.clone();
+        let id = manifest.next_segment_id;
+        manifest.next_segment_id += 1;
+        let path = dir.join(segment_file_name(id));
+        let mut deleted = (*t.deleted).clone();
+        let mut writer = SegmentWriter::create(&path, schema.clone(), self.inner.options.zstd_level)?;
+        let copied = (|| -> Result<()> {
+            for seg in &old {
+                for unit in t.scan_units_of(seg) {
+                    let batch = unit.read(&columns)?;
+                    writer.write(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?)?;
+                }
+                deleted.remove_range(seg.sref.min_row_id..=seg.sref.max_row_id);
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            writer.abandon();
+            return Err(e);
+        }
+        let mut segments = keep;
+        let mut new_files = Vec::new();
+        if writer.rows() == 0 {
+            writer.abandon();
+        } else {
+            let (bytes, groups) = writer.finish().inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })?;
+            new_files.push(path.clone());
+            let reader = Arc::new(SegmentReader::open(&path)?);
+            segments.push(Arc::new(Segment { sref: segment_ref(id, &groups, bytes), reader }));
+        }
+        segments.sort_by_key(|s| s.sref.min_row_id);
+        let entry = manifest
+            .tables
+            .get_mut(&table)
+            .ok_or_else(|| StorageError::Internal(format!("table {table} missing from the manifest")))?;
+        entry.segments = segments.iter().map(|s| s.sref.clone()).collect();
+        entry.set_deleted(&deleted)?;
+        fail::fail_point!("storage::compact_before_manifest", |_| {
+            let _ = std::fs::remove_file(&path);
+            Err(StorageError::io(&dir, std::io::Error::other("injected failure before the compaction's manifest")))
+        });
+        if let Err(e) = io::sync_dir(&dir).and_then(|_| manifest.write(&dir)) {
+            for f in new_files {
+                let _ = std::fs::remove_file(f);
+            }
+            self.poison(&e);
+            return Err(e);
+        }
+        w.manifest = manifest;
+        let mut snap = (*w.latest).clone();
+        let mut nt = (*t).clone();
+        nt.segments = segments;
+        nt.deleted = Arc::new(deleted);
+        snap.tables.insert(table, Arc::new(nt));
+        self.install(w, snap);
+        for s in old {
+            io::remove_file_if_exists(&dir.join(s.sref.file_name()))?;
+        }
+        Ok(())
+    }
+
+    /// Check every checksum of every live segment.
+    pub fn verify(&self) -> Result<()> {
+        let snap = self.snapshot();
+        for t in snap.tables() {
+            for s in &t.segments {
+                s.reader.verify()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush the buffer so the next open replays nothing.
+    pub fn close(&self) -> Result<()> {
+        if self.check_poisoned().is_err() {
+            return Ok(());
+        }
+        self.flush()
+    }
+}
+
+impl TableSnapshot {
+    fn scan_units_of(&self, seg: &Segment) -> Vec<crate::ScanUnit> {
+        let mut only = self.clone();
+        only.segments = self.segments.iter().filter(|s| s.sref.id == seg.sref.id).cloned().collect();
+        only.buffer.clear();
+        only.scan_units()
+    }
+}
+
+/// A write transaction: appends and deletes applied atomically at commit.
+pub struct WriteTxn {
+    store: Store,
+    guard: parking_lot::ArcMutexGuard<RawMutex, WriterState>,
+    base: Arc<Snapshot>,
+    /// (table, first row id, batch in the storage schema)
+    appends: Vec<(TableId, RowId, RecordBatch)>,
+    deletes: BTreeMap<TableId, RoaringTreemap>,
+}
+
+impl WriteTxn {
+    /// The state this transaction builds on: every commit before it,
+    /// including those whose fsync is still in flight. Its own changes are
+    /// not included.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.base
+    }
+
+    /// Append rows to `table`. The batch holds every column of the table
+    /// (hidden ones included) in order; returns the first assigned row id.
+    pub fn append(&mut self, table: &str, batch: RecordBatch) -> Result<RowId> {
+        let t = self
+            .base
+            .table(table)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        validate_batch(&t.meta, &batch)?;
+        let already: u64 = self.appends.iter().filter(|(id, _, _)| *id == t.id()).map(|(_, _, b)| b.num_rows() as u64).sum();
+        let first = t.next_row_id + already;
+        let n = batch.num_rows() as u64;
+        let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(first..first + n));
+        let mut columns = Vec::with_capacity(batch.num_columns() + 1);
+        columns.push(ids);
+        columns.extend(batch.columns().iter().cloned());
+        let stored = RecordBatch::try_new(t.meta.storage_schema(), columns)?;
+        if n > 0 {
+            self.appends.push((t.id(), first, stored));
+        }
+        Ok(first)
+    }
+
+    /// Delete rows by id; ids that are not live are ignored. Returns how
+    /// many live rows this marks deleted.
+    pub fn delete(&mut self, table: &str, rows: &RoaringTreemap) -> Result<u64> {
+        let t = self
+            .base
+            .table(table)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        let mut fresh = rows.clone();
+        fresh -= &*t.deleted;
+        fresh.remove_range(t.next_row_id..);
+        let entry = self.deletes.entry(t.id()).or_default();
+        fresh -= &*entry;
+        let n = fresh.len();
+        *entry |= fresh;
+        Ok(n)
+    }
+
+    /// Commit and wait until durable. On error nothing of the transaction
+    /// is visible; a failure to reach the disk also refuses every later
+    /// write until the database is reopened.
+    pub fn commit(self) -> Result<CommitInfo> {
+        let store = self.store.clone();
+        let pending = self.prepare()?;
+        let info = pending.wait()?;
+        store.maybe_flush()?;
+        Ok(info)
+    }
+
+    /// Queue the commit and release the writer lock; `wait` blocks until it
+    /// is durable. Lets callers wait outside their async executor threads.
+    pub fn prepare(mut self) -> Result<PendingCommit> {
+        let store = self.store.clone();
+        store.check_poisoned()?;
+        let rows_appended: u64 = self.appends.iter().map(|(_, _, b)| b.num_rows() as u64).sum();
+        let rows_deleted: u64 = self.deletes.values().map(|d| d.len()).sum();
+        let info = CommitInfo { lsn: 0, rows_appended, rows_deleted };
+        if rows_appended == 0 && rows_deleted == 0 {
+            return Ok(PendingCommit { store, lsn: None, info });
+        }
+        let direct = store.inner.dir.is_some()
+            && rows_deleted == 0
+            && rows_appended >= store.inner.options.direct_segment_rows as u64;
+        if direct {
+            self.commit_direct()?;
+            return Ok(PendingCommit { store, lsn: None, info });
+        }
+        let snap = self.apply()?;
+        let lsn = self.guard.next_lsn;
+        let record = match &store.inner.wal {
+            Some(_) => Some(TxnRecord { lsn, ops: self.ops()? }.encode()?),
+            None => None,
+        };
+        let w = &mut *self.guard;
+        let (Some(wal), Some(record)) = (&store.inner.wal, record) else {
+            // In memory: visible at once.
+            w.next_lsn += 1;
+            store.install(w, snap);
+            return Ok(PendingCommit { store, lsn: None, info: CommitInfo { lsn, ..info } });
+        };
+        wal.enqueue(lsn, record)?;
+        w.next_lsn += 1;
+        let mut snap = snap;
+        snap.lsn = lsn;
+        let version = w.next_version;
+        w.next_version += 1;
+        let snap = Arc::new(snap);
+        w.latest = snap.clone();
+        store.inner.pending.lock().insert(lsn, (version, snap));
+        drop(self);
+        Ok(PendingCommit { store, lsn: Some(lsn), info: CommitInfo { lsn, ..info } })
+    }
+
+    fn ops(&self) -> Result<Vec<Op>> {
+        let mut ops = Vec::new();
+        for (table, rows) in &self.deletes {
+            ops.push(Op::Delete { table: *table, rows: rows.clone() });
+        }
+        for (table, first, batch) in &self.appends {
+            let user = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+            ops.push(Op::Append { table: *table, first_row_id: *first, ipc: encode_batch(&user)? });
+        }
+        Ok(ops)
+    }
+
+    /// The base snapshot with this transaction's changes.
+    fn apply(&self) -> Result<Snapshot> {
+        let mut snap = (*self.base).clone();
+        for (table, rows) in &self.deletes {
+            let t = snap.tables.get_mut(table).ok_or_else(|| StorageError::Internal("table vanished".into()))?;
+            let mut nt = (**t).clone();
+            let mut d = (*nt.deleted).clone();
+            d |= rows;
+            nt.deleted = Arc::new(d);
+            *t = Arc::new(nt);
+        }
+        for (table, first, batch) in &self.appends {
+            let t = snap.tables.get_mut(table).ok_or_else(|| StorageError::Internal("table vanished".into()))?;
+            let mut nt = (**t).clone();
+            nt.buffer_bytes += batch.get_array_memory_size();
+            nt.buffer.push(batch.clone());
+            nt.next_row_id = nt.next_row_id.max(first + batch.num_rows() as u64);
+            *t = Arc::new(nt);
+        }
+        Ok(snap)
+    }
+
+    /// Bulk path: write the rows straight to new segments and name them in
+    /// the manifest, skipping the log.
+    fn commit_direct(&mut self) -> Result<()> {
+        let store = self.store.clone();
+        let dir = store.inner.dir.clone().ok_or_else(|| StorageError::Internal("direct commit in memory".into()))?;
+        let w = &mut *self.guard;
+        store.drain(w)?;
+        let mut manifest = w.manifest.clone();
+        let mut snap = (*w.latest).clone();
+        let mut written = Vec::new();
+        let mut by_table: BTreeMap<TableId, Vec<RecordBatch>> = BTreeMap::new();
+        for (table, _, batch) in &self.appends {
+            by_table.entry(*table).or_default().push(batch.clone());
+        }
+        let outcome = (|| -> Result<()> {
+            for (table, batches) in by_table {
+                let t = snap.tables.get_mut(&table).ok_or_else(|| StorageError::Internal("table vanished".into()))?;
+                let mut nt = (**t).clone();
+                let schema = nt.meta.storage_schema();
+                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                let id = manifest.next_segment_id;
+                manifest.next_segment_id += 1;
+                let seg = write_segment(&dir, id, &schema, batches, store.inner.options.zstd_level, &mut written)?;
+                nt.next_row_id = nt.next_row_id.max(seg.sref.max_row_id + 1);
+                debug_assert_eq!(seg.sref.rows, rows);
+                nt.segments.push(seg);
+                let entry = manifest
+                    .tables
+                    .get_mut(&table)
+                    .ok_or_else(|| StorageError::Internal(format!("table {table} missing from the manifest")))?;
+                entry.segments = nt.segments.iter().map(|s| s.sref.clone()).collect();
+                entry.next_row_id = entry.next_row_id.max(nt.next_row_id);
+                *t = Arc::new(nt);
+            }
+            io::sync_dir(&dir)?;
+            manifest.write(&dir)
+        })();
+        if let Err(e) = outcome {
+            for p in written {
+                let _ = std::fs::remove_file(p);
+            }
+            store.poison(&e);
+            return Err(e);
+        }
+        w.manifest = manifest;
+        store.install(w, snap);
+        Ok(())
+    }
+}
+
+/// A commit queued in the log, not yet known durable.
+pub struct PendingCommit {
+    store: Store,
+    lsn: Option<Lsn>,
+    info: CommitInfo,
+}
+
+impl PendingCommit {
+    pub fn wait(self) -> Result<CommitInfo> {
+        if let (Some(lsn), Some(wal)) = (self.lsn, &self.store.inner.wal) {
+            wal.wait_durable(lsn)?;
+            self.store.publish_durable(wal.durable_lsn());
+        }
+        Ok(self.info)
+    }
+}
+
+impl Store {
+    /// Flush when the buffer has grown past the threshold.
+    fn maybe_flush(&self) -> Result<()> {
+        if self.inner.dir.is_none() {
+            return Ok(());
+        }
+        let buffered: usize = self.inner.writer.lock().latest.tables().map(|t| t.buffer_bytes).sum();
+        if buffered >= self.inner.options.flush_threshold_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+// ----- helpers ---------------------------------------------------------------
+
+fn segment_ref(id: u64, groups: &[crate::segment::RowGroupMeta], bytes: u64) -> SegmentRef {
+    SegmentRef {
+        id,
+        rows: groups.iter().map(|g| g.rows).sum(),
+        min_row_id: groups.iter().map(|g| g.min_row_id).min().unwrap_or(0),
+        max_row_id: groups.iter().map(|g| g.max_row_id).max().unwrap_or(0),
+        bytes,
+    }
+}
+
+fn write_segment(
+    dir: &Path,
+    id: u64,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    zstd_level: i32,
+    written: &mut Vec<PathBuf>,
+) -> Result<Arc<Segment>> {
+    let path = dir.join(segment_file_name(id));
+    let mut writer = SegmentWriter::create(&path, schema.clone(), zstd_level)?;
+    written.push(path.clone());
+    for b in batches {
+        writer.write(b)?;
+    }
+    let (bytes, groups) = writer.finish()?;
+    let reader = Arc::new(SegmentReader::open(&path)?);
+    Ok(Arc::new(Segment { sref: segment_ref(id, &groups, bytes), reader }))
+}
+
+fn row_id_range(batch: &RecordBatch) -> Result<(RowId, RowId)> {
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or_else(|| StorageError::Internal("row id column is not UInt64".into()))?;
+    let lo = arrow::compute::min(ids).ok_or_else(|| StorageError::Internal("empty buffered batch".into()))?;
+    let hi = arrow::compute::max(ids).ok_or_else(|| StorageError::Internal("empty buffered batch".into()))?;
+    Ok((lo, hi))
+}
+
+fn drop_deleted(batch: &RecordBatch, deleted: &RoaringTreemap) -> Result<RecordBatch> {
+    if deleted.is_empty() {
+        return Ok(batch.clone());
+    }
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or_else(|| StorageError::Internal("row id column is not UInt64".into()))?;
+    let keep: arrow::array::BooleanArray = ids.iter().map(|id| Some(!id.is_some_and(|id| deleted.contains(id)))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+}
+
+/// Bring a batch written under an older table schema to the current one
+/// (columns added since read as NULL).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) => batch.column(i).clone(),
+            Err(_) => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn validate_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(StorageError::InvalidArgument(format!(
+            "{kind} name '{name}' must have between 1 and {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_table(name: &str, columns: &[ColumnDef], options: &BTreeMap<String, String>) -> Result<()> {
+    validate_name("table", name)?;
+    if columns.is_empty() {
+        return Err(StorageError::InvalidArgument(format!("table '{name}' must have at least one column")));
+    }
+    if columns.len() > MAX_COLUMNS {
+        return Err(StorageError::LimitExceeded(format!("table '{name}' has more than {MAX_COLUMNS} columns")));
+    }
+    let mut seen = BTreeSet::new();
+    for c in columns {
+        validate_name("column", &c.name)?;
+        if c.name == ROW_ID_COLUMN {
+            return Err(StorageError::InvalidArgument(format!("column name '{ROW_ID_COLUMN}' is reserved")));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(StorageError::InvalidArgument(format!("column '{}' appears twice in table '{name}'", c.name)));
+        }
+    }
+    let option_bytes: usize = options.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if option_bytes > MAX_OPTION_BYTES {
+        return Err(StorageError::LimitExceeded(format!("options of table '{name}' exceed {MAX_OPTION_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// A batch must have exactly the table's columns, in order, with the same
+/// types, and no NULL in a NOT NULL column.
+fn validate_batch(meta: &TableMeta, batch: &RecordBatch) -> Result<()> {
+    if batch.num_columns() != meta.columns.len() {
+        return Err(StorageError::InvalidArgument(format!(
+            "table '{}' has {} columns, the rows given have {}",
+            meta.name,
+            meta.columns.len(),
+            batch.num_columns()
+        )));
+    }
+    for (c, (field, array)) in meta.columns.iter().zip(batch.schema().fields().iter().zip(batch.columns())) {
+        if field.name() != &c.name {
+            return Err(StorageError::InvalidArgument(format!(
+                "table '{}': expected column '{}', got '{}'",
+                meta.name,
+                c.name,
+                field.name()
+            )));
+        }
+        if array.data_type() != &c.data_type {
+            return Err(StorageError::InvalidArgument(format!(
+                "column '{}' of table '{}' has type {}, the rows given have {}",
+                c.name,
+                meta.name,
+                c.data_type,
+                array.data_type()
+            )));
+        }
+        if !c.nullable && array.null_count() > 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "column '{}' of table '{}' does not accept NULL",
+                c.name, meta.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn acquire_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InvalidArgument(format!(
+            "the database in {} is in use by another process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(&path, e)),
+    }
+}
+
+/// Remove what an interrupted step left behind: temporary files and
+/// segments the manifest does not name.
+fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let live: BTreeSet<String> = manifest
+        .tables
+        .values()
+        .flat_map(|t| t.segments.iter().map(|s| s.file_name()))
+        .collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let orphan_segment = name.starts_with("seg-") && name.ends_with(".tseg") && !live.contains(&name);
+        if name.ends_with(".tmp") || orphan_segment {
+            io::remove_file_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn snapshot_from_manifest(dir: &Path, manifest: &Manifest) -> Result<Snapshot> {
+    let mut snap = Snapshot::empty();
+    snap.lsn = manifest.flushed_lsn;
+    snap.metadata = Arc::new(manifest.metadata.clone());
+    for (id, entry) in &manifest.tables {
+        let mut t = TableSnapshot::new(entry.meta.clone(), entry.next_row_id);
+        for sref in &entry.segments {
+            let reader = Arc::new(SegmentReader::open(&dir.join(sref.file_name()))?);
+            t.segments.push(Arc::new(Segment { sref: sref.clone(), reader }));
+        }
+        let deleted = entry
+            .deleted_bitmap()
+            .map_err(|d| StorageError::corruption(dir.join(crate::manifest::MANIFEST_FILE), 0, d))?;
+        t.deleted = Arc::new(deleted);
+        snap.tables.insert(*id, Arc::new(t));
+    }
+    Ok(snap)
+}
+
+/// Replay every log record after the manifest's flushed LSN. Returns the
+/// last LSN seen and the newest log file with its valid length.
+fn replay_logs(dir: &Path, manifest: &Manifest, snap: &mut Snapshot) -> Result<(Lsn, Option<(String, u64)>)> {
+    let mut logs: Vec<(Lsn, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(first) = parse_wal_file_name(&name) {
+            logs.push((first, name));
+        }
+    }
+    logs.sort();
+    let mut last = manifest.flushed_lsn;
+    let mut newest = None;
+    let count = logs.len();
+    for (i, (_, name)) in logs.into_iter().enumerate() {
+        let path = dir.join(&name);
+        let is_newest = i + 1 == count;
+        let scan = read_log(&path, is_newest)?;
+        let mut prev = 0;
+        for record in scan.records {
+            if record.lsn <= prev {
+                return Err(StorageError::corruption(&path, 0, format!("log LSNs out of order ({} after {prev})", record.lsn)));
+            }
+            prev = record.lsn;
+            if record.lsn <= manifest.flushed_lsn {
+                continue;
+            }
+            apply_record(snap, &record).map_err(|d| StorageError::corruption(&path, 0, d))?;
+            last = last.max(record.lsn);
+        }
+        if is_newest {
+            newest = Some((name, scan.valid_len));
+        }
+    }
+    Ok((last, newest))
+}
+
+fn apply_record(snap: &mut Snapshot, record: &TxnRecord) -> std::result::Result<(), String> {
+    for op in &record.ops {
+        match op {
+            Op::Append { table, first_row_id, ipc } => {
+                let Some(t) = snap.tables.get_mut(table) else { continue };
+                let user = decode_batch(ipc)?;
+                let mut nt = (**t).clone();
+                let n = user.num_rows() as u64;
+                let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(*first_row_id..first_row_id + n));
+                let mut columns = vec![ids];
+                columns.extend(user.columns().iter().cloned());
+                let mut fields = vec![Arc::new(arrow::datatypes::Field::new(ROW_ID_COLUMN, arrow::datatypes::DataType::UInt64, false))];
+                fields.extend(user.schema().fields().iter().cloned());
+                let stored = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                    .map_err(|e| e.to_string())?;
+                let stored = conform(&stored, &nt.meta.storage_schema()).map_err(|e| e.to_string())?;
+                nt.buffer_bytes += stored.get_array_memory_size();
+                nt.buffer.push(stored);
+                nt.next_row_id = nt.next_row_id.max(first_row_id + n);
+                *t = Arc::new(nt);
+            }
+            Op::Delete { table, rows } => {
+                let Some(t) = snap.tables.get_mut(table) else { continue };
+                let mut nt = (**t).clone();
+                let mut d = (*nt.deleted).clone();
+                d |= rows;
+                nt.deleted = Arc::new(d);
+                *t = Arc::new(nt);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_old_logs(dir: &Path, current: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if parse_wal_file_name(&name).is_some() && entry.path() != current {
+            io::remove_file_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
+}

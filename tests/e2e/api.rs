@@ -1,0 +1,172 @@
+//! The embedded Rust API: bulk append, streaming, snapshots, concurrency,
+//! and refusal of writes after a failed fsync or a full disk.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use futures::StreamExt;
+use tessera::{Database, ErrorKind};
+
+use crate::child;
+
+fn events(from: i64, n: i64) -> anyhow::Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+    ]));
+    let ids = Int64Array::from_iter_values(from..from + n);
+    let kinds: StringArray = (from..from + n).map(|i| Some(["view", "click", "purchase"][(i % 3) as usize])).collect();
+    let amounts = Float64Array::from_iter_values((from..from + n).map(|i| (i % 100) as f64));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(kinds), Arc::new(amounts)])?)
+}
+
+async fn count(db: &Database, sql: &str) -> anyhow::Result<i64> {
+    let rows = db.session().sql(sql).await?;
+    Ok(rows[0].column(0).as_primitive::<Int64Type>().value(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_append_stream_and_reopen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let db = Database::open(dir.path())?;
+        db.session().sql("CREATE TABLE events (id BIGINT NOT NULL, kind TEXT, amount DOUBLE)").await?;
+        // Large enough for the direct-to-segment path, then small ones.
+        assert_eq!(db.append("events", vec![events(0, 150_000)?]).await?, 150_000);
+        for i in 0..5 {
+            db.append("events", vec![events(150_000 + i * 10, 10)?]).await?;
+        }
+        let mut stream = db.session().sql_stream("SELECT id FROM events").await?;
+        let mut batches = 0;
+        let mut rows = 0;
+        while let Some(b) = stream.next().await {
+            batches += 1;
+            rows += b?.num_rows();
+        }
+        assert_eq!(rows, 150_050);
+        assert!(batches > 1, "a large result arrives as a stream of batches");
+    }
+    let db = Database::open(dir.path())?;
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await?, 150_050);
+    assert_eq!(count(&db, "SELECT count(*) FROM events WHERE kind = 'purchase'").await?, 50_016);
+    Ok(())
+}
+
+#[tokio::test]
+async fn append_checks_columns_and_types() -> anyhow::Result<()> {
+    let db = Database::in_memory();
+    db.session().sql("CREATE TABLE t (id BIGINT NOT NULL, kind TEXT, amount DOUBLE)").await?;
+    let schema = Arc::new(Schema::new(vec![Field::new("nope", DataType::Int64, false)]));
+    let bad = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))])?;
+    let err = db.append("t", vec![bad]).await.expect_err("unknown column accepted");
+    assert!(err.to_string().contains("no column 'nope'"), "{err}");
+    let schema = Arc::new(Schema::new(vec![Field::new("kind", DataType::Utf8, false)]));
+    let missing = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"]))])?;
+    let err = db.append("t", vec![missing]).await.expect_err("missing NOT NULL column accepted");
+    assert!(err.to_string().contains("'id'"), "{err}");
+    // The good batch before a bad one is not written either.
+    let err = db.append("t", vec![events(0, 3)?, RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new("zzz", DataType::Int64, true)])))]).await;
+    assert!(err.is_err());
+    assert_eq!(count(&db, "SELECT count(*) FROM t").await?, 0);
+    Ok(())
+}
+
+/// A statement reads one snapshot: rows committed while it streams are not
+/// in it; the next statement sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_a_consistent_snapshot() -> anyhow::Result<()> {
+    let db = Database::in_memory();
+    db.session().sql("CREATE TABLE events (id BIGINT NOT NULL, kind TEXT, amount DOUBLE)").await?;
+    for i in 0..20 {
+        db.append("events", vec![events(i * 1000, 1000)?]).await?;
+    }
+    let reader = db.session();
+    let mut stream = reader.sql_stream("SELECT id FROM events").await?;
+    let first = stream.next().await.transpose()?.map(|b| b.num_rows()).unwrap_or(0);
+    db.append("events", vec![events(100_000, 5000)?]).await?;
+    db.session().sql("DELETE FROM events WHERE id < 5000").await?;
+    let mut rows = first;
+    while let Some(b) = stream.next().await {
+        rows += b?.num_rows();
+    }
+    assert_eq!(rows, 20_000, "the stream kept its snapshot");
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await?, 20_000);
+    Ok(())
+}
+
+/// Many concurrent small commits all succeed and are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path())?;
+    db.session().sql("CREATE TABLE events (id BIGINT NOT NULL, kind TEXT, amount DOUBLE)").await?;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                db.append("events", vec![events((t * 25 + i) * 10, 10)?]).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    assert_eq!(count(&db, "SELECT count(DISTINCT id) FROM events").await?, 4000);
+    drop(db);
+    let db = Database::open(dir.path())?;
+    assert_eq!(count(&db, "SELECT count(*) FROM events").await?, 4000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_directory_has_one_owner() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let _db = Database::open(dir.path())?;
+    let err = Database::open(dir.path()).expect_err("opened twice");
+    assert!(err.to_string().contains("in use"), "{err}");
+    Ok(())
+}
+
+/// Child scenario: a write fails at the device (failpoint `which`); it is
+/// refused, every later write is refused, reads keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by write_failures_refuse_writes as a child process"]
+async fn write_failure_child() -> anyhow::Result<()> {
+    let Some((which, dir)) = child::scenario() else { return Ok(()) };
+    let db = Database::open(&dir)?;
+    let s = db.session();
+    s.sql("CREATE TABLE t (a BIGINT)").await?;
+    s.sql("INSERT INTO t VALUES (1)").await?;
+    fail::cfg(which.as_str(), "return").map_err(anyhow::Error::msg)?;
+    let err = s.sql("INSERT INTO t VALUES (2)").await.expect_err("a failed write was acknowledged");
+    fail::remove(which.as_str());
+    assert!(matches!(err.kind(), ErrorKind::Io | ErrorKind::ReadOnlyAfterFailure), "{err}");
+    let err = s.sql("INSERT INTO t VALUES (3)").await.expect_err("a write after a failure was accepted");
+    assert_eq!(err.kind(), ErrorKind::ReadOnlyAfterFailure, "{err}");
+    assert!(err.to_string().contains("reopen"), "{err}");
+    assert_eq!(count(&db, "SELECT count(*) FROM t").await?, 1);
+    println!("child ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn write_failures_refuse_writes() -> anyhow::Result<()> {
+    for which in ["storage::fsync", "storage::write"] {
+        let dir = tempfile::tempdir()?;
+        let child = child::spawn("api::write_failure_child", which, dir.path())?;
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("child ok"), "{which}: child failed: {stdout}");
+        // After reopen: writes work again, the acknowledged row is there,
+        // the refused one is not.
+        let db = Database::open(dir.path())?;
+        db.session().sql("INSERT INTO t VALUES (4)").await?;
+        assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a IN (1, 4)").await?, 2);
+        assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a IN (2, 3)").await?, 0);
+    }
+    Ok(())
+}

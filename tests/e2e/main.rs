@@ -1,0 +1,7 @@
+//! End-to-end tests: one binary, one module per area.
+
+mod api;
+mod child;
+mod crash;
+mod slt;
+mod storage_model;
