@@ -392,7 +392,11 @@ impl Session {
                     WriteOp::Truncate => "TRUNCATE",
                     _ => "COPY",
                 };
-                let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                let names = insert_column_names(&plan);
+                let batches = match self.ctx.execute_logical_plan(plan).await?.collect().await {
+                    Ok(b) => b,
+                    Err(e) => return Err(name_null_column(Error::from(e), &names)),
+                };
                 let rows = batches
                     .first()
                     .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>().map(|a| a.value(0)))
@@ -586,4 +590,37 @@ fn local_name(name: &TableReference) -> Result<String> {
         )));
     }
     Ok(name.table().to_string())
+}
+
+/// For an INSERT: which table column each `columnN` of its VALUES feeds.
+fn insert_column_names(plan: &LogicalPlan) -> Vec<(String, String)> {
+    let LogicalPlan::Dml(dml) = plan else { return Vec::new() };
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else { return Vec::new() };
+    let table = dml.table_name.table().to_string();
+    projection
+        .expr
+        .iter()
+        .filter_map(|e| match e {
+            datafusion::logical_expr::Expr::Alias(alias) => {
+                let source = alias.expr.column_refs().into_iter().next()?.name.clone();
+                Some((source, format!("column '{}' of table '{table}'", alias.name)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Arrow reports a NULL in a NOT NULL column by the VALUES column's name
+/// (`column1`); say which table column it is.
+fn name_null_column(e: Error, names: &[(String, String)]) -> Error {
+    let message = e.to_string();
+    if !message.contains("declared as non-nullable but contains null values") {
+        return e;
+    }
+    for (source, target) in names {
+        if message.contains(&format!("'{source}'")) {
+            return Error::user(format!("NULL value in {target} violates its NOT NULL constraint"));
+        }
+    }
+    Error::user(format!("NULL value in a NOT NULL column: {message}"))
 }

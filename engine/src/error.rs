@@ -36,6 +36,7 @@ pub enum ErrorKind {
 pub enum Error {
     #[error("syntax error: {message}")]
     Syntax {
+        /// Ends with "at Line: L, Column: C" when the position is known.
         message: String,
         line: Option<u64>,
         column: Option<u64>,

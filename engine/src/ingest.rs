@@ -188,7 +188,9 @@ fn read_file(meta: &TableMeta, path: &str, format: FileFormat, columns: &SchemaR
                 builder = builder.with_null_regex(regex);
             }
             let reader = builder.build(BufReader::new(open(path)?)).map_err(in_file)?;
-            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(in_file)
+            reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::user(format!("COPY {} from '{path}': {}", meta.name, file_line_numbers(&e.to_string()))))
         }
         FileFormat::Json => {
             let reader = arrow::json::ReaderBuilder::new(columns.clone())
@@ -242,4 +244,22 @@ fn regex_escape(s: &str) -> String {
 
 fn regex_lite_compile(pattern: &str) -> Result<regex::Regex> {
     regex::Regex::new(pattern).map_err(|e| Error::user(format!("bad NULL string: {e}")))
+}
+
+/// The CSV reader counts lines from 0; people and editors count from 1.
+fn file_line_numbers(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (head, tail) = rest.split_at(at + "line ".len());
+        out.push_str(head);
+        let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+        match digits.parse::<u64>() {
+            Ok(n) => out.push_str(&(n + 1).to_string()),
+            Err(_) => out.push_str(&digits),
+        }
+        rest = &tail[digits.len()..];
+    }
+    out.push_str(rest);
+    out
 }

@@ -33,10 +33,35 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(message: impl Into<String>) -> Self {
-        let message = message.into();
+        let message = clean_message(&message.into());
         let (line, column) = location_in(&message);
         ParseError { message, line, column }
     }
+
+    /// An error found at the end of the input carries the position just
+    /// past the last character.
+    fn at_end_of(mut self, sql: &str) -> Self {
+        if self.line.is_none() {
+            let line = sql.lines().count().max(1) as u64;
+            let column = sql.lines().last().map(|l| l.chars().count() as u64 + 1).unwrap_or(1);
+            self.line = Some(line);
+            self.column = Some(column);
+            self.message = format!("{} at Line: {line}, Column: {column}", self.message);
+        }
+        self
+    }
+}
+
+/// Strip the wrappers DataFusion and sqlparser put around the message.
+fn clean_message(message: &str) -> String {
+    let mut m = message.trim();
+    for prefix in ["SQL error: ", "ParserError(\"", "TokenizerError(\"", "sql parser error: "] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            m = rest;
+        }
+    }
+    let m = m.strip_suffix("\")").unwrap_or(m);
+    m.replace("\\\"", "\"")
 }
 
 /// Pull "Line: L, Column: C" out of a sqlparser message.
@@ -98,6 +123,10 @@ pub enum Statement {
 
 /// Parse one or more `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
+    parse_statements(sql).map_err(|e| e.at_end_of(sql))
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(ParseError::new(format!(
             "statement text of {} bytes exceeds the limit of {MAX_SQL_BYTES} bytes",

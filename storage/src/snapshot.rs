@@ -86,8 +86,12 @@ impl TableSnapshot {
         let mut units = Vec::new();
         for seg in &self.segments {
             for (i, group) in seg.reader.row_groups().iter().enumerate() {
-                if self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) >= group.rows {
-                    continue; // every row of the group is deleted
+                // Row ids of one group need not be contiguous (concurrent
+                // commits interleave), so the count of deleted ids in its
+                // range proves "all deleted" only for a contiguous group.
+                let contiguous = group.max_row_id - group.min_row_id + 1 == group.rows;
+                if contiguous && self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) >= group.rows {
+                    continue;
                 }
                 units.push(ScanUnit {
                     table: self.meta.clone(),

@@ -561,7 +561,7 @@ impl Store {
                     let batch = unit.read(&columns)?;
                     writer.write(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?)?;
                 }
-                deleted.remove_range(seg.sref.min_row_id..=seg.sref.max_row_id);
+                forget_rows_of(&seg.reader, &mut deleted)?;
             }
             Ok(())
         })();
@@ -871,6 +871,26 @@ impl Store {
 }
 
 // ----- helpers ---------------------------------------------------------------
+
+/// Remove the ids of every row stored in a segment from a deleted set
+/// (once the segment is rewritten, those ids are no longer stored there).
+fn forget_rows_of(segment: &SegmentReader, deleted: &mut RoaringTreemap) -> Result<()> {
+    for (g, group) in segment.row_groups().iter().enumerate() {
+        if group.max_row_id - group.min_row_id + 1 == group.rows {
+            deleted.remove_range(group.min_row_id..=group.max_row_id);
+            continue;
+        }
+        let ids = segment.read_column(g, 0)?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| StorageError::Internal("row id column is not UInt64".into()))?;
+        for id in ids.values().iter() {
+            deleted.remove(*id);
+        }
+    }
+    Ok(())
+}
 
 fn segment_ref(id: u64, groups: &[crate::segment::RowGroupMeta], bytes: u64) -> SegmentRef {
     SegmentRef {

@@ -170,3 +170,4 @@ async fn write_failures_refuse_writes() -> anyhow::Result<()> {
     }
     Ok(())
 }
+

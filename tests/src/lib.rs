@@ -99,7 +99,7 @@ pub fn format_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, tessera:
         for r in 0..batch.num_rows() {
             let mut row = Vec::with_capacity(batch.num_columns());
             for (c, f) in batch.columns().iter().zip(&formatters) {
-                let s = if c.is_null(r) { "NULL".to_string() } else { f.value(r).to_string() };
+                let s = if c.is_null(r) { "NULL".to_string() } else { f.value(r).to_string().trim_end().to_string() };
                 row.push(if s.is_empty() { "(empty)".to_string() } else { s });
             }
             rows.push(row);
