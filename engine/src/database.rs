@@ -14,7 +14,7 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionConfig;
-use datafusion::common::TableReference;
+use datafusion::common::{ParamValues, TableReference};
 use futures::TryStreamExt;
 use tessera_sql::{DFStatement, Statement};
 use tessera_storage::{ColumnDef, Store, StoreOptions};
@@ -43,6 +43,7 @@ struct Inner {
     options: Options,
     /// Catalog changes (DDL) run one at a time.
     ddl: tokio::sync::Mutex<()>,
+    template: parking_lot::RwLock<Option<SessionState>>,
 }
 
 /// An open Tessera database. Cheap to clone; clones share everything.
@@ -95,6 +96,7 @@ impl Database {
                 catalogs: Arc::new(catalogs),
                 options,
                 ddl: tokio::sync::Mutex::new(()),
+                template: parking_lot::RwLock::new(None),
             }),
         };
         db.plan_views_blocking()?;
@@ -108,7 +110,23 @@ impl Database {
 
     /// A new session: its own settings, sharing the database.
     pub fn session(&self) -> Session {
-        Session { db: self.clone(), ctx: SessionContext::new_with_state(self.new_state()) }
+        let state = match self.inner.template.read().as_ref() {
+            Some(t) => t.clone(),
+            None => self.new_state(),
+        };
+        Session { db: self.clone(), ctx: SessionContext::new_with_state(state) }
+    }
+
+    /// Make every later session start from `state` (for example one with
+    /// extra functions or catalogs registered). It must have come from
+    /// [`Database::new_session_state`] of this database.
+    pub fn set_session_template(&self, state: SessionState) {
+        *self.inner.template.write() = Some(state);
+    }
+
+    /// A fresh session state over this database's catalog.
+    pub fn new_session_state(&self) -> SessionState {
+        self.new_state()
     }
 
     fn new_state(&self) -> SessionState {
@@ -349,6 +367,12 @@ impl Session {
         }
     }
 
+    /// `COPY table FROM STDIN` with the client's data (text or CSV format,
+    /// as the statement says). All rows or none.
+    pub async fn copy_from_data(&self, copy: &tessera_sql::CopyFrom, data: Vec<u8>) -> Result<u64> {
+        ingest::copy_from_data(&self.db.inner.store, copy, data).await
+    }
+
     /// Every statement reads the state as of its start.
     fn pin_snapshot(&self) {
         let snapshot = self.db.inner.store.snapshot();
@@ -356,16 +380,53 @@ impl Session {
     }
 
     async fn execute_datafusion(&self, statement: DFStatement) -> Result<Output> {
+        let prepared = self.prepare_datafusion(statement).await?;
+        self.run_plan(prepared.plan, &prepared.references).await
+    }
+
+    /// Plan one statement without running it. Parameters (`$1`, `$2`, ...)
+    /// stay open until [`Session::execute_prepared`] binds them.
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared> {
+        match statement {
+            Statement::DataFusion(statement) => {
+                self.pin_snapshot();
+                self.prepare_datafusion(*statement).await
+            }
+            other => Ok(Prepared { plan: LogicalPlan::EmptyRelation(empty_relation()), references: Vec::new(), own: Some(other) }),
+        }
+    }
+
+    async fn prepare_datafusion(&self, statement: DFStatement) -> Result<Prepared> {
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;
         let plan = state.statement_to_plan(statement).await?;
+        Ok(Prepared { plan, references, own: None })
+    }
+
+    /// Run a prepared statement with values for its parameters.
+    pub async fn execute_prepared(&self, prepared: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        if let Some(own) = &prepared.own {
+            if params.as_ref().is_some_and(|p| !param_values_empty(p)) {
+                return Err(Error::user("this statement takes no parameters"));
+            }
+            return self.execute(own.clone()).await;
+        }
+        self.pin_snapshot();
+        let plan = match params {
+            Some(values) => prepared.plan.clone().replace_params_with_values(&values)?,
+            None => prepared.plan.clone(),
+        };
+        self.run_plan(plan, &prepared.references).await
+    }
+
+    async fn run_plan(&self, plan: LogicalPlan, references: &[TableReference]) -> Result<Output> {
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
                 let sql = v
                     .definition
                     .clone()
                     .ok_or_else(|| Error::internal("CREATE VIEW without its text"))?;
-                self.create_view(&v.name, v.or_replace, v.temporary, sql, &references).await?;
+                self.create_view(&v.name, v.or_replace, v.temporary, sql, references).await?;
                 Ok(Output::Done { command: "CREATE VIEW" })
             }
             LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
@@ -579,6 +640,70 @@ impl Session {
         let key = format!("{VIEW_KEY_PREFIX}{name}");
         blocking(move || Ok(store.set_metadata(&key, None)?)).await?;
         self.db.replan_views().await
+    }
+}
+
+/// A planned statement, ready to run (possibly many times, with different
+/// parameter values).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    plan: LogicalPlan,
+    references: Vec<TableReference>,
+    /// Statements Tessera runs itself (COPY FROM, VACUUM, ...) are kept
+    /// as parsed.
+    own: Option<Statement>,
+}
+
+impl Prepared {
+    /// The columns the statement returns (empty for statements without
+    /// rows).
+    pub fn output_schema(&self) -> SchemaRef {
+        if self.own.is_some() || !returns_rows(&self.plan) {
+            return Arc::new(arrow::datatypes::Schema::empty());
+        }
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+
+    /// Types of the parameters `$1..$n` DataFusion inferred (`None` where
+    /// it could not).
+    pub fn parameter_types(&self) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
+        let types = self.plan.get_parameter_types()?;
+        let mut out: Vec<(usize, Option<arrow::datatypes::DataType>)> = types
+            .into_iter()
+            .filter_map(|(name, ty)| name.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, ty)))
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        let n = out.last().map(|(i, _)| *i).unwrap_or(0);
+        let mut result = vec![None; n];
+        for (i, ty) in out {
+            if i >= 1 {
+                result[i - 1] = ty;
+            }
+        }
+        Ok(result)
+    }
+
+    /// The plan, for EXPLAIN-like inspection.
+    pub fn plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+}
+
+fn returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_))
+}
+
+fn empty_relation() -> datafusion::logical_expr::EmptyRelation {
+    datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    }
+}
+
+fn param_values_empty(p: &ParamValues) -> bool {
+    match p {
+        ParamValues::List(v) => v.is_empty(),
+        ParamValues::Map(m) => m.is_empty(),
     }
 }
 

@@ -145,17 +145,8 @@ fn unwrap_df(mut e: DataFusionError) -> DataFusionError {
 }
 
 fn syntax_error(message: String) -> Error {
-    let (line, column) = locate(&message);
+    let (line, column) = tessera_sql::location_in(&message);
     Error::Syntax { message, line, column }
-}
-
-fn locate(message: &str) -> (Option<u64>, Option<u64>) {
-    let number_after = |key: &str| -> Option<u64> {
-        let at = message.rfind(key)? + key.len();
-        let digits: String = message[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().ok()
-    };
-    (number_after("Line:"), number_after("Column:"))
 }
 
 /// Engine errors travel through DataFusion as external errors and come back

@@ -109,20 +109,51 @@ pub(crate) async fn copy_from(store: &Store, ctx: &SessionContext, copy: &CopyFr
             return Err(Error::Unsupported("COPY FROM STDIN needs a client connection (use the server)".into()))
         }
     };
+    copy_from_source(store, copy, Source::File(path)).await
+}
+
+/// `COPY ... FROM STDIN`: the client's bytes, already received.
+pub(crate) async fn copy_from_data(store: &Store, copy: &CopyFrom, data: Vec<u8>) -> Result<u64> {
+    copy_from_source(store, copy, Source::Bytes(data)).await
+}
+
+enum Source {
+    File(String),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::File(p) => format!("'{p}'"),
+            Source::Bytes(_) => "STDIN".to_string(),
+        }
+    }
+
+    fn reader(&self) -> Result<Box<dyn std::io::Read + Send + '_>> {
+        Ok(match self {
+            Source::File(p) => Box::new(BufReader::new(open(p)?)),
+            Source::Bytes(b) => Box::new(std::io::Cursor::new(b.as_slice())),
+        })
+    }
+}
+
+async fn copy_from_source(store: &Store, copy: &CopyFrom, source: Source) -> Result<u64> {
     let meta = store
         .snapshot()
         .table(&copy.table)
         .map(|t| t.meta.clone())
         .ok_or_else(|| Error::user(format!("table '{}' does not exist", copy.table)))?;
     let file_columns = file_columns(&meta, &copy.columns)?;
-    let format = match copy.format {
-        Some(f) => f,
-        None => format_from_extension(&path)?,
+    let format = match (copy.format, &source) {
+        (Some(f), _) => f,
+        (None, Source::File(path)) => format_from_extension(path)?,
+        (None, Source::Bytes(_)) => FileFormat::Text,
     };
     let copy = copy.clone();
     let batches = {
         let meta = meta.clone();
-        blocking(move || read_file(&meta, &path, format, &file_columns, &copy)).await?
+        blocking(move || read_source(&meta, &source, format, &file_columns, &copy)).await?
     };
     let mut full = Vec::with_capacity(batches.len());
     for b in &batches {
@@ -172,9 +203,17 @@ fn open(path: &str) -> Result<File> {
     File::open(path).map_err(|e| Error::user(format!("cannot open '{path}': {e}")))
 }
 
-fn read_file(meta: &TableMeta, path: &str, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Vec<RecordBatch>> {
-    let in_file = |e: arrow::error::ArrowError| Error::user(format!("COPY {} from '{path}': {e}", meta.name));
+fn read_source(meta: &TableMeta, source: &Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Vec<RecordBatch>> {
+    let path = source.name();
+    let in_file = |e: arrow::error::ArrowError| Error::user(format!("COPY {} from {path}: {e}", meta.name));
     match format {
+        FileFormat::Text => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut source.reader()?, &mut bytes)
+                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
+            crate::text_format::read(meta, &bytes, columns, copy.delimiter.unwrap_or(b'\t'), copy.null_string.as_deref().unwrap_or("\\N"))
+                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))
+        }
         FileFormat::Csv => {
             let mut builder = arrow::csv::ReaderBuilder::new(columns.clone())
                 .with_header(copy.header.unwrap_or(false))
@@ -187,27 +226,30 @@ fn read_file(meta: &TableMeta, path: &str, format: FileFormat, columns: &SchemaR
                 let regex = regex_lite_compile(&pattern)?;
                 builder = builder.with_null_regex(regex);
             }
-            let reader = builder.build(BufReader::new(open(path)?)).map_err(in_file)?;
+            let reader = builder.build(source.reader()?).map_err(in_file)?;
             reader
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::user(format!("COPY {} from '{path}': {}", meta.name, file_line_numbers(&e.to_string()))))
+                .map_err(|e| Error::user(format!("COPY {} from {path}: {}", meta.name, file_line_numbers(&e.to_string()))))
         }
         FileFormat::Json => {
             let reader = arrow::json::ReaderBuilder::new(columns.clone())
                 .with_batch_size(FILE_BATCH_ROWS)
                 .with_strict_mode(true)
-                .build(BufReader::new(open(path)?))
+                .build(BufReader::new(source.reader()?))
                 .map_err(in_file)?;
             reader.collect::<std::result::Result<Vec<_>, _>>().map_err(in_file)
         }
         FileFormat::Parquet => {
             use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-                .map_err(|e| Error::user(format!("COPY {} from '{path}': {e}", meta.name)))?;
+            let Source::File(file) = source else {
+                return Err(Error::Unsupported("Parquet from STDIN".into()));
+            };
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open(file)?)
+                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
             let reader = builder
                 .with_batch_size(FILE_BATCH_ROWS)
                 .build()
-                .map_err(|e| Error::user(format!("COPY {} from '{path}': {e}", meta.name)))?;
+                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
             let mut out = Vec::new();
             for batch in reader {
                 let batch = batch.map_err(in_file)?;

@@ -15,10 +15,13 @@ mod database;
 mod error;
 mod ingest;
 mod provider;
+mod text_format;
 
-pub use database::{Database, Options, Output, Session, CATALOG, SCHEMA};
+pub use database::{Database, Options, Output, Prepared, Session, CATALOG, SCHEMA};
 pub use error::{Error, ErrorKind, Result};
 pub use tessera_sql::{parse, Statement};
+/// The SQL dialect's types (statements, COPY options).
+pub use tessera_sql as sql;
 pub use tessera_storage::StoreOptions;
 
 /// Re-exported so users build batches with the same Arrow version.

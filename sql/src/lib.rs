@@ -65,7 +65,7 @@ fn clean_message(message: &str) -> String {
 }
 
 /// Pull "Line: L, Column: C" out of a sqlparser message.
-fn location_in(message: &str) -> (Option<u64>, Option<u64>) {
+pub fn location_in(message: &str) -> (Option<u64>, Option<u64>) {
     let number_after = |key: &str| -> Option<u64> {
         let at = message.rfind(key)? + key.len();
         let digits: String = message[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -78,6 +78,9 @@ fn location_in(message: &str) -> (Option<u64>, Option<u64>) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
     Csv,
+    /// PostgreSQL's text format: tab-separated, `\N` for NULL, backslash
+    /// escapes.
+    Text,
     Parquet,
     Json,
 }
@@ -252,6 +255,7 @@ fn parse_copy_from(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Re
     };
     let mut copy = CopyFrom { table, columns, source, format: None, header: None, delimiter: None, null_string: None };
     let _ = parser.parse_keyword(Keyword::WITH);
+    parse_legacy_copy_options(parser, &mut copy)?;
     if parser.consume_token(&Token::LParen) {
         loop {
             parse_copy_option(parser, &mut copy)?;
@@ -262,6 +266,45 @@ fn parse_copy_from(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Re
         parser.expect_token(&Token::RParen).map_err(perr)?;
     }
     Ok(copy)
+}
+
+/// The pre-9.0 option syntax psql's `\copy` still sends:
+/// `CSV`, `HEADER`, `DELIMITER [AS] 'c'`, `NULL [AS] 's'`, `BINARY`.
+fn parse_legacy_copy_options(
+    parser: &mut datafusion_sql::sqlparser::parser::Parser,
+    copy: &mut CopyFrom,
+) -> Result<(), ParseError> {
+    loop {
+        let at = parser.peek_token().span.start;
+        match word_at(parser, 0).as_deref() {
+            Some("CSV") => {
+                parser.next_token();
+                copy.format = Some(FileFormat::Csv);
+            }
+            Some("HEADER") => {
+                parser.next_token();
+                copy.header = Some(true);
+            }
+            Some("BINARY") => {
+                return Err(ParseError::new(format!("COPY in binary format is not supported; use csv or text at {at}")));
+            }
+            Some("DELIMITER") | Some("NULL") => {
+                let key = word_at(parser, 0).unwrap_or_default();
+                parser.next_token();
+                let _ = parser.parse_keyword(Keyword::AS);
+                let value = parser.parse_literal_string().map_err(perr)?;
+                if key == "DELIMITER" {
+                    if value.len() != 1 {
+                        return Err(ParseError::new(format!("COPY DELIMITER must be a single one-byte character at {at}")));
+                    }
+                    copy.delimiter = value.bytes().next();
+                } else {
+                    copy.null_string = Some(value);
+                }
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 fn parse_copy_option(
@@ -297,7 +340,8 @@ fn parse_copy_option(
     match key.as_str() {
         "format" => {
             copy.format = Some(match value.as_deref().map(|s| s.to_ascii_lowercase()).as_deref() {
-                Some("csv") | Some("text") => FileFormat::Csv,
+                Some("csv") => FileFormat::Csv,
+                Some("text") => FileFormat::Text,
                 Some("parquet") => FileFormat::Parquet,
                 Some("json") | Some("ndjson") => FileFormat::Json,
                 other => {

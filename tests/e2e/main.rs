@@ -5,3 +5,4 @@ mod child;
 mod crash;
 mod slt;
 mod storage_model;
+mod wire;

@@ -1,0 +1,507 @@
+//! One handler for every connection; each connection's own state (its
+//! engine session, settings, a COPY in progress) lives in the connection's
+//! session extensions.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, StreamExt};
+use parking_lot::Mutex;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use pgwire::messages::response::TransactionStatus;
+use tessera::sql::{CopyFrom, CopySource, DFStatement};
+use tessera::{Database, Output, Prepared, Session, Statement};
+
+use crate::errors::{pg_error, to_pg};
+use crate::pgcompat::setting_default;
+
+/// Largest COPY FROM STDIN payload accepted.
+pub const MAX_COPY_BYTES: usize = 2 << 30;
+
+/// What one connection keeps between messages.
+pub struct ConnState {
+    session: Session,
+    settings: Mutex<BTreeMap<String, String>>,
+    copy: Mutex<Option<CopyIn>>,
+    /// Statements that changed data since BEGIN (they are committed
+    /// already; see `begin_notice`).
+    writes_in_block: Mutex<u64>,
+}
+
+struct CopyIn {
+    copy: CopyFrom,
+    data: Vec<u8>,
+    failed: Option<String>,
+}
+
+/// A statement as the protocol layer sees it.
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Begin,
+    Commit,
+    Rollback,
+    Set { name: String, value: String },
+    Show { name: String },
+    /// Accepted and ignored: DISCARD, DEALLOCATE, LISTEN...
+    Noop(&'static str),
+    CopyFromStdin(CopyFrom),
+    Engine(Box<Statement>),
+}
+
+/// A parsed (and for engine statements, planned) extended-protocol
+/// statement.
+#[derive(Clone, Debug)]
+pub struct PgStatement {
+    pub kind: Kind,
+    pub prepared: Option<Arc<Prepared>>,
+}
+
+#[derive(Clone)]
+pub struct Handler {
+    db: Database,
+    parser: Arc<Parser>,
+}
+
+impl Handler {
+    pub fn new(db: Database) -> Self {
+        let parser = Arc::new(Parser { db: db.clone() });
+        Handler { db, parser }
+    }
+
+    fn conn<C: ClientInfo>(db: &Database, client: &C) -> Arc<ConnState> {
+        client.session_extensions().get_or_insert_with(|| ConnState {
+            session: db.session(),
+            settings: Mutex::new(BTreeMap::new()),
+            copy: Mutex::new(None),
+            writes_in_block: Mutex::new(0),
+        })
+    }
+}
+
+/// Split SQL text into protocol-level statements.
+pub fn classify(sql: &str) -> tessera::Result<Vec<Kind>> {
+    // Queries first go through the PostgreSQL-compatibility parser, which
+    // knows the catalog queries clients send that need rewriting.
+    if let Some(statements) = crate::pgcompat::parse_query(sql) {
+        return Ok(statements
+            .into_iter()
+            .map(|s| classify_one(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(s))))))
+            .collect());
+    }
+    let statements = tessera::parse(sql)?;
+    Ok(statements.into_iter().map(classify_one).collect())
+}
+
+fn classify_one(statement: Statement) -> Kind {
+    use tessera::sql::sqlparser::ast::Statement as S;
+    match statement {
+        Statement::CopyFrom(c) if c.source == CopySource::Stdin => Kind::CopyFromStdin(c),
+        Statement::DataFusion(df) => match *df {
+            DFStatement::Statement(s) => match *s {
+                S::StartTransaction { .. } => Kind::Begin,
+                S::Commit { .. } => Kind::Commit,
+                S::Rollback { .. } => Kind::Rollback,
+                S::ShowVariable { variable } => Kind::Show {
+                    name: variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" "),
+                },
+                S::Discard { .. } => Kind::Noop("DISCARD ALL"),
+                S::Deallocate { .. } => Kind::Noop("DEALLOCATE"),
+                S::Set(set) => classify_set(&set.to_string()),
+                other => {
+                    let text = other.to_string();
+                    if text.to_ascii_uppercase().starts_with("SET ") {
+                        classify_set(&text)
+                    } else {
+                        Kind::Engine(Box::new(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(
+                            crate::pgcompat::rewrite(other),
+                        ))))))
+                    }
+                }
+            },
+            other => Kind::Engine(Box::new(Statement::DataFusion(Box::new(other)))),
+        },
+        other => Kind::Engine(Box::new(other)),
+    }
+}
+
+/// `SET [SESSION|LOCAL] name {=|TO} value`, `SET TIME ZONE value`,
+/// `SET SESSION CHARACTERISTICS ...`, read from the statement's text.
+fn classify_set(text: &str) -> Kind {
+    let mut rest = text.trim().trim_end_matches(';');
+    for prefix in ["SET ", "set "] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let upper = rest.to_ascii_uppercase();
+    for modifier in ["SESSION ", "LOCAL "] {
+        if upper.starts_with(modifier) && !upper.starts_with("SESSION CHARACTERISTICS") {
+            rest = &rest[modifier.len()..];
+        }
+    }
+    let upper = rest.to_ascii_uppercase();
+    if let Some(v) = upper.strip_prefix("TIME ZONE ").map(|_| &rest["TIME ZONE ".len()..]) {
+        return Kind::Set { name: "timezone".into(), value: unquote(v) };
+    }
+    if upper.starts_with("SESSION CHARACTERISTICS") || upper.starts_with("TRANSACTION") {
+        return Kind::Noop("SET");
+    }
+    let (name, value) = match (rest.find('='), upper.find(" TO ")) {
+        (Some(eq), to) if to.is_none_or(|t| eq < t) => (&rest[..eq], &rest[eq + 1..]),
+        (_, Some(to)) => (&rest[..to], &rest[to + 4..]),
+        _ => (rest, ""),
+    };
+    Kind::Set { name: name.trim().to_ascii_lowercase(), value: unquote(value) }
+}
+
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    let v = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')).unwrap_or(v);
+    v.replace("''", "'")
+}
+
+fn error_info(e: PgWireError) -> ErrorInfo {
+    match e {
+        PgWireError::UserError(info) => *info,
+        other => ErrorInfo::new("ERROR".into(), "XX000".into(), other.to_string()),
+    }
+}
+
+fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
+    Arc::new(FormatOptions::from_client_metadata(client.metadata()))
+}
+
+/// Turn an engine result into a protocol response. Rows stream.
+pub fn to_response(output: Output, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<Response> {
+    match output {
+        Output::Rows(stream) => {
+            let schema = stream.schema();
+            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+            let for_rows = fields.clone();
+            let rows = stream
+                .map(move |batch| match batch {
+                    Ok(b) => futures::stream::iter(encode_recordbatch(for_rows.clone(), b)).boxed(),
+                    Err(e) => futures::stream::once(async move { Err(to_pg(tessera::Error::from(e))) }).boxed(),
+                })
+                .flatten();
+            Ok(Response::Query(QueryResponse::new(fields, rows)))
+        }
+        Output::Affected { command, rows } => {
+            let tag = Tag::new(command).with_rows(rows as usize);
+            Ok(Response::Execution(if command == "INSERT" { tag.with_oid(0) } else { tag }))
+        }
+        Output::Done { command } => Ok(Response::Execution(Tag::new(command))),
+    }
+}
+
+fn show_response(name: &str, value: String) -> PgWireResult<Response> {
+    let fields = Arc::new(vec![FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text)]);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    encoder.encode_field(&Some(value))?;
+    let row = encoder.take_row();
+    Ok(Response::Query(QueryResponse::new(fields, futures::stream::once(async move { Ok(row) }))))
+}
+
+const BEGIN_NOTICE: &str = "Tessera commits every statement on its own, also inside BEGIN ... COMMIT: \
+    changes are durable as each statement completes and ROLLBACK cannot undo them";
+
+async fn notice<C>(client: &mut C, severity: &str, message: String) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let info = ErrorInfo::new(severity.to_string(), "01000".to_string(), message);
+    client.send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
+    Ok(())
+}
+
+impl Handler {
+    /// Run one protocol-level statement that is not an engine statement.
+    async fn run_special<C>(&self, client: &mut C, conn: &ConnState, kind: &Kind) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match kind {
+            Kind::Begin => {
+                if client.transaction_status() != TransactionStatus::Idle {
+                    notice(client, "WARNING", "there is already a transaction in progress".into()).await?;
+                    return Ok(Response::Execution(Tag::new("BEGIN")));
+                }
+                *conn.writes_in_block.lock() = 0;
+                notice(client, "NOTICE", BEGIN_NOTICE.into()).await?;
+                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+            }
+            Kind::Commit => {
+                let tag = if client.transaction_status() == TransactionStatus::Error { "ROLLBACK" } else { "COMMIT" };
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
+            Kind::Rollback => {
+                let writes = std::mem::take(&mut *conn.writes_in_block.lock());
+                if writes > 0 {
+                    notice(
+                        client,
+                        "WARNING",
+                        format!("ROLLBACK cannot undo the {writes} statement(s) of this block that changed data: each was committed when it ran"),
+                    )
+                    .await?;
+                }
+                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Kind::Set { name, value } => {
+                if name.starts_with("datafusion.") {
+                    let sql = format!("SET {name} = '{}'", value.replace('\'', "''"));
+                    let statement = tessera::parse(&sql).map_err(|e| to_pg(e.into()))?.pop().ok_or_else(|| pg_error("42601", "empty SET"))?;
+                    conn.session.execute(statement).await.map_err(to_pg)?;
+                }
+                client.metadata_mut().insert(name.clone(), value.clone());
+                conn.settings.lock().insert(name.clone(), value.clone());
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Kind::Show { name } => {
+                let known = conn.settings.lock().get(name).cloned().or_else(|| setting_default(name));
+                match known {
+                    Some(v) => show_response(name, v),
+                    None => Err(pg_error("42704", format!("unrecognized configuration parameter \"{name}\""))),
+                }
+            }
+            Kind::Noop(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Kind::CopyFromStdin(copy) => {
+                let columns = self.copy_columns(copy)?;
+                *conn.copy.lock() = Some(CopyIn { copy: copy.clone(), data: Vec::new(), failed: None });
+                Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty())))
+            }
+            Kind::Engine(_) => Err(pg_error("XX000", "engine statement in the special path")),
+        }
+    }
+
+    fn copy_columns(&self, copy: &CopyFrom) -> PgWireResult<usize> {
+        let snap = self.db.store().snapshot();
+        let table = snap
+            .table(&copy.table)
+            .ok_or_else(|| pg_error("42P01", format!("table '{}' does not exist", copy.table)))?;
+        Ok(if copy.columns.is_empty() {
+            table.meta.columns.iter().filter(|c| !c.hidden).count()
+        } else {
+            copy.columns.len()
+        })
+    }
+
+    fn note_write(&self, client_status: TransactionStatus, conn: &ConnState, response: &Response) {
+        if client_status == TransactionStatus::Transaction && matches!(response, Response::Execution(_)) {
+            *conn.writes_in_block.lock() += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = Self::conn(&self.db, client);
+        let kinds = classify(query).map_err(to_pg)?;
+        let mut responses = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            let status = client.transaction_status();
+            if status == TransactionStatus::Error && !matches!(kind, Kind::Commit | Kind::Rollback) {
+                responses.push(Response::Error(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "25P02".into(),
+                    "current transaction is aborted, commands ignored until end of transaction block".into(),
+                ))));
+                break;
+            }
+            let outcome = match &kind {
+                Kind::Engine(statement) => match conn.session.execute((**statement).clone()).await {
+                    Ok(output) => to_response(output, &Format::UnifiedText, format_options(client)),
+                    Err(e) => Err(to_pg(e)),
+                },
+                special => self.run_special(client, &conn, special).await,
+            };
+            match outcome {
+                Ok(response) => {
+                    self.note_write(status, &conn, &response);
+                    let copy = matches!(response, Response::CopyIn(_));
+                    responses.push(response);
+                    if copy {
+                        break; // the rest of the text waits for the COPY data
+                    }
+                }
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error_info(e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Plans statements for the extended protocol, in the connection's session.
+pub struct Parser {
+    db: Database,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<PgStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut kinds = classify(sql).map_err(to_pg)?;
+        if kinds.len() > 1 {
+            return Err(pg_error("42601", "cannot insert multiple commands into a prepared statement"));
+        }
+        let Some(kind) = kinds.pop() else { return Ok(None) };
+        let prepared = match &kind {
+            Kind::Engine(statement) => {
+                let conn = Handler::conn(&self.db, client);
+                Some(Arc::new(conn.session.prepare((**statement).clone()).await.map_err(to_pg)?))
+            }
+            _ => None,
+        };
+        Ok(Some(PgStatement { kind, prepared }))
+    }
+
+    fn get_parameter_types(&self, stmt: &PgStatement) -> PgWireResult<Vec<Type>> {
+        let Some(prepared) = &stmt.prepared else { return Ok(Vec::new()) };
+        let types = prepared.parameter_types().map_err(to_pg)?;
+        Ok(types
+            .iter()
+            .map(|t| t.as_ref().and_then(|t| into_pg_type(t).ok()).unwrap_or(Type::UNKNOWN))
+            .collect())
+    }
+
+    fn get_result_schema(&self, stmt: &PgStatement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match (&stmt.kind, &stmt.prepared) {
+            (Kind::Show { name }, _) => Ok(vec![FieldInfo::new(name.clone(), None, None, Type::TEXT, FieldFormat::Text)]),
+            (_, Some(prepared)) => {
+                let schema = prepared.output_schema();
+                arrow_schema_to_pg_fields(&schema, format.unwrap_or(&Format::UnifiedText), None)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = PgStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<PgStatement>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = Self::conn(&self.db, client);
+        let statement = &portal.statement.statement;
+        let status = client.transaction_status();
+        if status == TransactionStatus::Error && !matches!(statement.kind, Kind::Commit | Kind::Rollback) {
+            return Err(pg_error("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+        }
+        let Some(prepared) = &statement.prepared else {
+            return self.run_special(client, &conn, &statement.kind).await;
+        };
+        let inferred = prepared.parameter_types().map_err(to_pg)?;
+        if portal.parameter_len() != inferred.len() {
+            return Err(pg_error(
+                "08P01",
+                format!("the statement has {} parameter(s), {} were bound", inferred.len(), portal.parameter_len()),
+            ));
+        }
+        let params = if inferred.is_empty() {
+            None
+        } else {
+            let wire = self.parser.get_parameter_types(statement)?;
+            let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+            let inferred_refs: Vec<Option<&arrow::datatypes::DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
+            let values = deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+            Some(values)
+        };
+        let output = conn.session.execute_prepared(prepared, params).await.map_err(to_pg)?;
+        let response = to_response(output, &portal.result_column_format, format_options(client))?;
+        self.note_write(status, &conn, &response);
+        Ok(response)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = Self::conn(&self.db, client);
+        let mut copy = conn.copy.lock();
+        if let Some(state) = copy.as_mut() {
+            if state.failed.is_none() {
+                if state.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+                    state.failed = Some(format!("COPY data exceeds the limit of {MAX_COPY_BYTES} bytes"));
+                    state.data = Vec::new();
+                } else {
+                    state.data.extend_from_slice(&copy_data.data);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = Self::conn(&self.db, client);
+        let state = conn.copy.lock().take().ok_or_else(|| pg_error("08P01", "COPY data without a COPY in progress"))?;
+        if let Some(why) = state.failed {
+            return Err(pg_error("54000", why));
+        }
+        let rows = conn.session.copy_from_data(&state.copy, state.data).await.map_err(to_pg)?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(rows as usize).into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let conn = Self::conn(&self.db, client);
+        conn.copy.lock().take();
+        pg_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}

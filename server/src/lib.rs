@@ -1,0 +1,8 @@
+//! Tessera's PostgreSQL wire-protocol server.
+
+pub mod errors;
+pub mod handler;
+pub mod pgcompat;
+pub mod server;
+
+pub use server::{serve, ServerOptions};

@@ -1,0 +1,166 @@
+//! Accepting connections: limits, TLS, authentication, shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::process_socket;
+use tessera::Database;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::handler::Handler;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: String,
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { listen: "127.0.0.1:5433".into(), max_connections: 100 }
+    }
+}
+
+/// Loopback connections need no password while no user exists.
+struct TrustLoopback {
+    manager: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for TrustLoopback {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.manager.clone())
+    }
+
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !client.socket_addr().ip().is_loopback() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "no users exist yet: only loopback connections are accepted (create a user first)".into(),
+            ))));
+        }
+        Ok(())
+    }
+}
+
+struct Handlers {
+    handler: Arc<Handler>,
+    startup: Arc<TrustLoopback>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        if let PgWireError::IoError(e) = error {
+            log(&format!("connection {}: {e}", client.socket_addr()));
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.handler.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+pub fn log(message: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    eprintln!("[{now}] tessera: {message}");
+}
+
+/// Serve until `shutdown` resolves; then stop accepting, let running
+/// statements finish their commits, and flush the database.
+pub async fn serve(
+    db: Database,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<SocketAddr> {
+    crate::pgcompat::install(&db)?;
+    let listener = TcpListener::bind(&options.listen).await?;
+    let addr = listener.local_addr()?;
+    log(&format!("listening on {addr} (database \"tessera\"); loopback connections are trusted while no user exists"));
+    let manager = Arc::new(ConnectionManager::new());
+    let handlers = Arc::new(Handlers {
+        handler: Arc::new(Handler::new(db.clone())),
+        startup: Arc::new(TrustLoopback { manager: manager.clone() }),
+        cancel: Arc::new(DefaultCancelHandler::new(manager)),
+    });
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => { log(&format!("accept failed: {e}")); continue; }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    log(&format!("refusing {peer}: {} connections already open", options.max_connections));
+                    tokio::spawn(refuse(socket));
+                    continue;
+                };
+                let handlers = handlers.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = process_socket(socket, None, handlers).await {
+                        log(&format!("connection from {peer} ended: {e}"));
+                    }
+                });
+            }
+        }
+    }
+    log("shutting down: finishing commits and flushing");
+    db.checkpoint().await?;
+    Ok(addr)
+}
+
+/// Tell a client over the limit why, in the protocol's words.
+async fn refuse(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let message = b"SFATAL\0C53300\0Msorry, too many clients already\0\0";
+    let mut packet = Vec::with_capacity(message.len() + 5);
+    packet.push(b'E');
+    packet.extend_from_slice(&((message.len() + 4) as u32).to_be_bytes());
+    packet.extend_from_slice(message);
+    let _ = socket.write_all(&packet).await;
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./tessera-data")
+}

@@ -1,0 +1,236 @@
+//! The server, tested with real clients against a running `tessera serve`
+//! process: psql, Python's psycopg (3) and asyncpg, SQLAlchemy.
+//!
+//! The clients come from the package registries: `.ci/run` installs psql;
+//! this harness puts the Python packages in a virtual environment under
+//! the build cache.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// Build the `tessera` binary (a no-op when it is up to date) and return
+/// its path.
+fn tessera_binary() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-p", "tessera-server", "--bin", "tessera", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err("cargo build of the tessera binary failed".into());
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .filter(|l| l.contains("\"executable\":\"") && l.contains("tessera"))
+            .filter_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(PathBuf::from))
+            .find(|p| p.file_name().is_some_and(|n| n == "tessera"))
+            .ok_or_else(|| "cargo did not report the tessera executable".to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// A running server on a free port, killed (SIGTERM) when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start() -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Server> {
+        let bin = tessera_binary()?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let started = Instant::now();
+        let port = loop {
+            let line = lines.next().context("the server exited before listening")??;
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().context("no address")?;
+                break addr.rsplit(':').next().context("no port")?.parse::<u16>()?;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the server did not start");
+        };
+        // Keep draining the log so the server never blocks on stderr.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Ok(Server { child, port, dir: Some(dir) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
+    }
+
+    /// Stop with SIGTERM and wait; returns whether it exited cleanly and
+    /// the directory (to start again on the same data).
+    pub fn stop(mut self) -> anyhow::Result<(bool, tempfile::TempDir)> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let status = self.child.wait()?;
+        let dir = self.dir.take().context("no directory")?;
+        Ok((status.success(), dir))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn psql(port: u16, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "tessera", "-d", "tessera", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .context("running psql (install postgresql-client)")?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
+}
+
+/// The Python environment with the client libraries, made once.
+fn python() -> anyhow::Result<PathBuf> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(|| {
+        let base = std::env::var("TESSERA_TEST_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+            std::env::var("HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/tmp")).join(".cache/tessera-test-venv")
+        });
+        let py = base.join("bin/python");
+        let ready = base.join("ready-v1");
+        if !ready.exists() {
+            let ok = Command::new("python3").args(["-m", "venv"]).arg(&base).status().map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("python3 -m venv failed".into());
+            }
+            let ok = Command::new(&py)
+                .args(["-m", "pip", "install", "--quiet", "psycopg[binary]==3.*", "asyncpg", "sqlalchemy==2.*"])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("pip install of the test clients failed".into());
+            }
+            std::fs::write(&ready, b"").map_err(|e| e.to_string())?;
+        }
+        Ok(py)
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn run_python(script: &str, port: u16, dir: &Path) -> anyhow::Result<String> {
+    let py = python()?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients").join(script);
+    let out = Command::new(py)
+        .arg(&path)
+        .env("TESSERA_PORT", port.to_string())
+        .env("TESSERA_TMP", dir)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    anyhow::ensure!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    Ok(stdout)
+}
+
+#[test]
+fn psql_session() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let port = server.port;
+    let (ok, out, err) = psql(port, &["-c", "CREATE TABLE customers (id BIGINT NOT NULL, email TEXT, points INT)"])?;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("CREATE TABLE"), "{out}");
+    let (ok, out, err) = psql(port, &["-c", "INSERT INTO customers VALUES (1, 'anna@example.com', 10), (2, NULL, 20)"])?;
+    assert!(ok && out.contains("INSERT 0 2"), "{out}{err}");
+    let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT id, email, points FROM customers ORDER BY id"])?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1|anna@example.com|10\n2||20");
+    let (ok, out, err) = psql(port, &["-c", "CREATE VIEW big AS SELECT * FROM customers WHERE points > 15"])?;
+    assert!(ok, "{out}{err}");
+
+    // Catalog commands.
+    let (ok, out, err) = psql(port, &["-c", "\\dt"])?;
+    assert!(ok && out.contains("customers"), "\\dt: {out}{err}");
+    let (ok, out, err) = psql(port, &["-c", "\\dv"])?;
+    assert!(ok && out.contains("big"), "\\dv: {out}{err}");
+    let (ok, out, err) = psql(port, &["-c", "\\d customers"])?;
+    assert!(ok && out.contains("email") && out.contains("bigint"), "\\d: {out}{err}");
+    let (ok, out, err) = psql(port, &["-l"])?;
+    assert!(ok && out.contains("tessera"), "\\l: {out}{err}");
+
+    // \copy in and out.
+    let csv = server.dir().join("in.csv");
+    std::fs::write(&csv, "3,carl@example.com,30\n4,,40\n")?;
+    let (ok, out, err) = psql(port, &["-c", &format!("\\copy customers FROM '{}' csv", csv.display())])?;
+    assert!(ok && out.contains("COPY 2"), "\\copy in: {out}{err}");
+    let text = server.dir().join("in.txt");
+    std::fs::write(&text, "5\tdora@example.com\t\\N\n")?;
+    let (ok, out, err) = psql(port, &["-c", &format!("\\copy customers FROM '{}'", text.display())])?;
+    assert!(ok && out.contains("COPY 1"), "\\copy text: {out}{err}");
+    let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT count(*), count(email), sum(points) FROM customers"])?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5|3|100");
+
+    // A bad row names its line; nothing of that COPY is kept.
+    std::fs::write(&csv, "6,x@example.com,60\n7,y@example.com,lots\n")?;
+    let (ok, out, err) = psql(port, &["-c", &format!("\\copy customers FROM '{}' csv", csv.display())])?;
+    assert!(!ok && err.contains("line 2"), "bad copy: {out}{err}");
+    let (_, out, _) = psql(port, &["-A", "-t", "-c", "SELECT count(*) FROM customers"])?;
+    assert_eq!(out.trim(), "5");
+
+    // Errors carry PostgreSQL's SQLSTATE.
+    let (ok, _, err) = psql(port, &["-v", "VERBOSITY=verbose", "-c", "SELECT * FROM nowhere"])?;
+    assert!(!ok && err.contains("42P01"), "{err}");
+    let (ok, _, err) = psql(port, &["-v", "VERBOSITY=verbose", "-c", "SELEC 1"])?;
+    assert!(!ok && err.contains("42601"), "{err}");
+
+    // Several statements in one simple query.
+    let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT 1; SELECT 2"])?;
+    assert!(ok && out.contains('2'), "{out}{err}");
+    assert!(server.stop()?.0, "the server did not stop cleanly");
+    Ok(())
+}
+
+#[test]
+fn data_survives_a_restart_and_sigterm_is_clean() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let (ok, out, err) = psql(server.port, &["-c", "CREATE TABLE t (a BIGINT); INSERT INTO t VALUES (1), (2), (3)"])?;
+    assert!(ok, "{out}{err}");
+    let (clean, dir) = server.stop()?;
+    assert!(clean, "SIGTERM did not stop the server cleanly");
+    let server = Server::start_in(dir)?;
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT sum(a) FROM t"])?;
+    assert!(ok && out.trim() == "6", "{out}{err}");
+    Ok(())
+}
+
+#[test]
+fn python_clients() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let out = run_python("psycopg_client.py", server.port, server.dir())?;
+    assert!(out.contains("psycopg ok"), "{out}");
+    let out = run_python("asyncpg_client.py", server.port, server.dir())?;
+    assert!(out.contains("asyncpg ok"), "{out}");
+    let out = run_python("sqlalchemy_client.py", server.port, server.dir())?;
+    assert!(out.contains("sqlalchemy ok"), "{out}");
+    Ok(())
+}
