@@ -463,7 +463,18 @@ pub(crate) fn with_hidden_columns(meta: &TableMeta, visible: &RecordBatch) -> cr
         if c.hidden {
             arrays.push(arrow::array::new_null_array(&c.data_type, visible.num_rows()));
         } else {
-            arrays.push(visible.column(next).clone());
+            // Bound parameters can arrive in a sibling type (Utf8 for a
+            // Utf8View column); convert strictly, never silently to NULL.
+            let column = visible.column(next);
+            let column = if column.data_type() == &c.data_type {
+                column.clone()
+            } else {
+                let strict = CastOptions { safe: false, ..Default::default() };
+                cast_with_options(column, &c.data_type, &strict).map_err(|e| {
+                    Error::user(format!("value for column '{}' does not fit type {}: {e}", c.name, c.data_type))
+                })?
+            };
+            arrays.push(column);
             next += 1;
         }
     }

@@ -55,6 +55,9 @@ pub enum Kind {
     Begin,
     Commit,
     Rollback,
+    /// Savepoints are accepted; as every statement is already committed,
+    /// rolling back to one undoes nothing (and says so).
+    RollbackToSavepoint,
     Set { name: String, value: String },
     Show { name: String },
     /// Accepted and ignored: DISCARD, DEALLOCATE, LISTEN...
@@ -115,7 +118,10 @@ fn classify_one(statement: Statement) -> Kind {
             DFStatement::Statement(s) => match *s {
                 S::StartTransaction { .. } => Kind::Begin,
                 S::Commit { .. } => Kind::Commit,
+                S::Rollback { savepoint: Some(_), .. } => Kind::RollbackToSavepoint,
                 S::Rollback { .. } => Kind::Rollback,
+                S::Savepoint { .. } => Kind::Noop("SAVEPOINT"),
+                S::ReleaseSavepoint { .. } => Kind::Noop("RELEASE"),
                 S::ShowVariable { variable } => Kind::Show {
                     name: variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" "),
                 },
@@ -261,6 +267,13 @@ impl Handler {
                     .await?;
                 }
                 Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Kind::RollbackToSavepoint => {
+                let writes = *conn.writes_in_block.lock();
+                if writes > 0 {
+                    notice(client, "WARNING", format!("ROLLBACK TO SAVEPOINT cannot undo the {writes} statement(s) that changed data: each was committed when it ran")).await?;
+                }
+                Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Kind::Set { name, value } => {
                 if name.starts_with("datafusion.") {
