@@ -388,13 +388,14 @@ impl Store {
         let mut written = Vec::new();
         let outcome = (|| -> Result<()> {
             for (id, table) in snap.tables.iter_mut() {
-                if table.buffer.is_empty() {
-                    continue;
-                }
+                // Every table's deleted set goes into the manifest, also
+                // for tables with nothing buffered: the log records of its
+                // deletes are about to be skipped by replay.
                 let mut t = (**table).clone();
-                let seg = self.flush_table(&dir, &mut manifest, &mut t, &mut written)?;
-                if let Some(seg) = seg {
-                    t.segments.push(seg);
+                if !t.buffer.is_empty() {
+                    if let Some(seg) = self.flush_table(&dir, &mut manifest, &mut t, &mut written)? {
+                        t.segments.push(seg);
+                    }
                 }
                 let entry = manifest
                     .tables
