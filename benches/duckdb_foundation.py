@@ -35,7 +35,7 @@ def main():
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
-            result = con.execute(sql).fetch_arrow_table()
+            result = con.execute(sql).to_arrow_table()
             times.append(time.perf_counter() - t)
         out[f"{name}_s"] = statistics.median(times)
         out[f"{name}_rows"] = result.num_rows

@@ -106,15 +106,17 @@ impl TableProvider for TesseraTable {
         let table = self.snapshot_table(state)?;
         let mut units = table.scan_units();
         let total = units.len();
+        let mut late = None;
         if let Some(predicate) = conjunction(filters.to_vec()) {
             let df_schema = DFSchema::try_from(self.schema.clone())?;
-            let physical = state.create_physical_expr(predicate, &df_schema)?;
+            let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
             // A predicate the pruner cannot use just prunes nothing.
             #[allow(deprecated)] // the builder needs a file schema we do not have
             if let Ok(pruner) = PruningPredicate::try_new(physical, self.schema.clone()) {
                 let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.schema })?;
                 units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
             }
+            late = LateFilter::new(state, &self.schema, predicate);
         }
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
@@ -122,7 +124,7 @@ impl TableProvider for TesseraTable {
         };
         let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
         let partitions = split_contiguous(units, state.config().target_partitions());
-        Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total)))
+        Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)))
     }
 
     async fn insert_into(
@@ -299,6 +301,7 @@ pub(crate) struct ScanExec {
     schema: SchemaRef,
     limit: Option<usize>,
     total_units: usize,
+    late: Option<Arc<LateFilter>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -310,6 +313,7 @@ impl ScanExec {
         schema: SchemaRef,
         limit: Option<usize>,
         total_units: usize,
+        late: Option<LateFilter>,
     ) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -317,7 +321,8 @@ impl ScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        ScanExec { table, partitions, columns, schema, limit, total_units, properties: Arc::new(properties) }
+        let late = late.map(Arc::new);
+        ScanExec { table, partitions, columns, schema, limit, total_units, late, properties: Arc::new(properties) }
     }
 }
 
@@ -333,6 +338,9 @@ impl DisplayAs for ScanExec {
         )?;
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
+        }
+        if let Some(late) = &self.late {
+            write!(f, ", filter_first=[{}]", late.columns.join(", "))?;
         }
         Ok(())
     }
@@ -352,6 +360,7 @@ impl ExecutionPlan for ScanExec {
             columns: self.columns.clone(),
             schema: self.schema.clone(),
             remaining: self.limit,
+            late: self.late.clone(),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(reader))))
     }
@@ -364,6 +373,64 @@ struct UnitReader {
     columns: Vec<String>,
     schema: SchemaRef,
     remaining: Option<usize>,
+    late: Option<Arc<LateFilter>>,
+}
+
+/// Late materialization: read the columns the filter needs, evaluate it,
+/// and decode the other projected columns only for units with matches.
+/// DataFusion still applies the filter above the scan (it is declared
+/// inexact), so this only saves work, never changes results.
+#[derive(Debug)]
+struct LateFilter {
+    columns: Vec<String>,
+    schema: SchemaRef,
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl LateFilter {
+    fn new(state: &dyn Session, table: &SchemaRef, predicate: Expr) -> Option<Self> {
+        let wanted: std::collections::BTreeSet<String> = predicate.column_refs().into_iter().map(|c| c.name.clone()).collect();
+        let fields: Vec<Field> = table.fields().iter().filter(|f| wanted.contains(f.name())).map(|f| f.as_ref().clone()).collect();
+        if fields.is_empty() || fields.len() != wanted.len() {
+            return None;
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let df_schema = DFSchema::try_from(schema.clone()).ok()?;
+        let predicate = state.create_physical_expr(predicate, &df_schema).ok()?;
+        let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+        Some(LateFilter { columns, schema, predicate })
+    }
+
+    /// The unit's projected rows that pass the filter; `None` when none do.
+    fn read(&self, unit: &ScanUnit, projected: &[String]) -> DfResult<Option<RecordBatch>> {
+        let pre = unit.read(&self.columns).map_err(to_df)?;
+        if pre.num_rows() == 0 {
+            return Ok(None);
+        }
+        let pre = RecordBatch::try_new(self.schema.clone(), pre.columns().to_vec())?;
+        let mask = self.predicate.evaluate(&pre)?.into_array(pre.num_rows())?;
+        let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
+            return Ok(Some(unit.read(projected).map_err(to_df)?));
+        };
+        if mask.true_count() == 0 {
+            return Ok(None);
+        }
+        let rest: Vec<String> = projected.iter().filter(|c| !self.columns.contains(c)).cloned().collect();
+        let others = unit.read(&rest).map_err(to_df)?;
+        let mut arrays = Vec::with_capacity(projected.len());
+        let mut fields = Vec::with_capacity(projected.len());
+        for name in projected {
+            let (batch, i) = match pre.schema().index_of(name) {
+                Ok(i) => (&pre, i),
+                Err(_) => (&others, others.schema().index_of(name)?),
+            };
+            arrays.push(batch.column(i).clone());
+            fields.push(batch.schema().field(i).clone());
+        }
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(pre.num_rows()));
+        let full = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)?;
+        Ok(Some(filter_record_batch(&full, mask)?))
+    }
 }
 
 impl Iterator for UnitReader {
@@ -375,9 +442,16 @@ impl Iterator for UnitReader {
                 return None;
             }
             let unit = self.units.next()?;
-            let batch = match unit.read(&self.columns) {
-                Ok(b) => b,
-                Err(e) => return Some(Err(to_df(e))),
+            let batch = match &self.late {
+                Some(late) => match late.read(&unit, &self.columns) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e) => return Some(Err(e)),
+                },
+                None => match unit.read(&self.columns) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(to_df(e))),
+                },
             };
             if batch.num_rows() == 0 {
                 continue;

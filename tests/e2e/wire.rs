@@ -234,3 +234,35 @@ fn python_clients() -> anyhow::Result<()> {
     assert!(out.contains("sqlalchemy ok"), "{out}");
     Ok(())
 }
+
+/// What Metabase, DBeaver, Grafana, psql and pgcli send on connect.
+#[test]
+fn bi_tool_catalog_queries() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let out = run_python("catalog_replay.py", server.port, server.dir())?;
+    assert!(out.contains("catalog queries:"), "{out}");
+    Ok(())
+}
+
+/// The PostgreSQL JDBC driver (Debian package libpostgresql-jdbc-java),
+/// from a small Java program compiled here.
+#[test]
+fn jdbc_client() -> anyhow::Result<()> {
+    let jar = ["/usr/share/java/postgresql.jar", "/usr/share/java/postgresql-jdbc4.jar"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("the JDBC driver is missing: apt-get install libpostgresql-jdbc-java (.ci/run does)")?;
+    let server = Server::start()?;
+    let classes = server.dir().join("classes");
+    std::fs::create_dir_all(&classes)?;
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/JdbcClient.java");
+    let out = Command::new("javac").arg("-cp").arg(&jar).arg("-d").arg(&classes).arg(&source).output()?;
+    anyhow::ensure!(out.status.success(), "javac: {}", String::from_utf8_lossy(&out.stderr));
+    let classpath = format!("{}:{}", classes.display(), jar.display());
+    let out = Command::new("java").args(["-cp", &classpath, "JdbcClient", &server.port.to_string()]).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("jdbc ok"), "{stdout}\n{stderr}");
+    Ok(())
+}
