@@ -98,19 +98,23 @@ impl Handler {
 
 /// Split SQL text into protocol-level statements.
 pub fn classify(sql: &str) -> tessera::Result<Vec<Kind>> {
+    let sql = crate::pgcompat::preprocess(sql);
+    let sql = sql.as_ref();
     // Queries first go through the PostgreSQL-compatibility parser, which
     // knows the catalog queries clients send that need rewriting.
     if let Some(statements) = crate::pgcompat::parse_query(sql) {
         return Ok(statements
             .into_iter()
-            .map(|s| classify_one(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(s))))))
+            .map(|s| classify_one(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(s)))), false))
             .collect());
     }
     let statements = tessera::parse(sql)?;
-    Ok(statements.into_iter().map(classify_one).collect())
+    Ok(statements.into_iter().map(|s| classify_one(s, true)).collect())
 }
 
-fn classify_one(statement: Statement) -> Kind {
+/// `rewrite`: apply the client-compatibility rewrites (not yet done by the
+/// parser that produced the statement).
+fn classify_one(statement: Statement, rewrite: bool) -> Kind {
     use tessera::sql::sqlparser::ast::Statement as S;
     match statement {
         Statement::CopyFrom(c) if c.source == CopySource::Stdin => Kind::CopyFromStdin(c),
@@ -133,9 +137,8 @@ fn classify_one(statement: Statement) -> Kind {
                     if text.to_ascii_uppercase().starts_with("SET ") {
                         classify_set(&text)
                     } else {
-                        Kind::Engine(Box::new(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(
-                            crate::pgcompat::rewrite(other),
-                        ))))))
+                        let other = if rewrite { crate::pgcompat::rewrite(other) } else { crate::pgcompat::rewrite_tessera(other) };
+                        Kind::Engine(Box::new(Statement::DataFusion(Box::new(DFStatement::Statement(Box::new(other))))))
                     }
                 }
             },

@@ -201,7 +201,13 @@ fn compat() -> &'static datafusion_pg_catalog::sql::PostgresCompatibilityParser 
 
 /// Apply the client-compatibility rewrites to one statement.
 pub fn rewrite(statement: datafusion::sql::sqlparser::ast::Statement) -> datafusion::sql::sqlparser::ast::Statement {
-    let mut statement = compat().rewrite(statement);
+    rewrite_tessera(compat().rewrite(statement))
+}
+
+/// Only Tessera's own rewrites (for statements the compatibility parser
+/// already rewrote).
+pub fn rewrite_tessera(statement: datafusion::sql::sqlparser::ast::Statement) -> datafusion::sql::sqlparser::ast::Statement {
+    let mut statement = statement;
     aggregate_scalar_subqueries(&mut statement);
     if statement.to_string().contains("pg_catalog.") {
         null_subqueries_in_case(&mut statement);
@@ -408,6 +414,15 @@ mod tests {
     }
 
     #[test]
+    fn regproc_literals_stay_names() {
+        assert_eq!(
+            preprocess("SELECT typinput='pg_catalog.array_in'::regproc AS is_array FROM pg_type"),
+            "SELECT typinput='array_in' AS is_array FROM pg_type"
+        );
+        assert_eq!(preprocess("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
     fn index_key_arrays_become_nulls() {
         let out = rewritten(
             "SELECT c.conname, unnest(pg_catalog.pg_index.indkey) AS attnum, generate_subscripts(pg_catalog.pg_index.indkey, 1) AS ord \
@@ -424,4 +439,34 @@ mod tests {
         let lower = out.to_lowercase();
         assert!(lower.contains("max(t.typname)") || lower.starts_with("select null"), "{out}");
     }
+}
+
+/// Text-level fixes applied before parsing. `'pg_catalog.array_in'::regproc`
+/// compares with `pg_type.typinput`, which the catalog keeps as the
+/// function's name: keep the literal a name instead of turning it into an
+/// OID lookup.
+pub fn preprocess(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains("::regproc") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("'::regproc") {
+        let (head, tail) = rest.split_at(at);
+        // head ends with the literal's text; find its opening quote.
+        match head.rfind('\'') {
+            Some(open) => {
+                let literal = &head[open + 1..];
+                let name = literal.rsplit('.').next().unwrap_or(literal);
+                out.push_str(&head[..open]);
+                out.push('\'');
+                out.push_str(name);
+                out.push('\'');
+            }
+            None => out.push_str(head),
+        }
+        rest = &tail["'::regproc".len()..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
