@@ -24,7 +24,9 @@ pub fn sqlstate(e: &Error) -> &'static str {
 }
 
 fn user_sqlstate(m: &str) -> &'static str {
-    if m.contains("no field named") || (m.contains("column") && m.contains("does not exist")) || m.contains("has no column") {
+    if m.contains("statement timeout") {
+        "57014"
+    } else if m.contains("no field named") || (m.contains("column") && m.contains("does not exist")) || m.contains("has no column") {
         "42703"
     } else if (m.contains("table") || m.contains("view") || m.contains("relation")) && (m.contains("does not exist") || m.contains("not found")) {
         "42P01"

@@ -63,7 +63,18 @@ pub enum Kind {
     /// Accepted and ignored: DISCARD, DEALLOCATE, LISTEN...
     Noop(&'static str),
     CopyFromStdin(CopyFrom),
+    /// `COPY table|(query) TO STDOUT`: the rows of `query`, as COPY data.
+    CopyToStdout(CopyOut),
     Engine(Box<Statement>),
+}
+
+#[derive(Clone, Debug)]
+pub struct CopyOut {
+    query: String,
+    csv: bool,
+    header: bool,
+    delimiter: Option<char>,
+    null: Option<String>,
 }
 
 /// A parsed (and for engine statements, planned) extended-protocol
@@ -100,6 +111,9 @@ impl Handler {
 pub fn classify(sql: &str) -> tessera::Result<Vec<Kind>> {
     let sql = crate::pgcompat::preprocess(sql);
     let sql = sql.as_ref();
+    if let Some(copy) = copy_to_stdout(sql)? {
+        return Ok(vec![Kind::CopyToStdout(copy)]);
+    }
     // Queries first go through the PostgreSQL-compatibility parser, which
     // knows the catalog queries clients send that need rewriting.
     if let Some(statements) = crate::pgcompat::parse_query(sql) {
@@ -148,6 +162,59 @@ fn classify_one(statement: Statement, rewrite: bool) -> Kind {
     }
 }
 
+/// `COPY table [(cols)] TO STDOUT [options]` or `COPY (query) TO STDOUT`,
+/// parsed with sqlparser's PostgreSQL COPY grammar.
+fn copy_to_stdout(sql: &str) -> tessera::Result<Option<CopyOut>> {
+    use tessera::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement as S};
+    let upper = sql.trim_start().to_ascii_uppercase();
+    if !upper.starts_with("COPY") || !upper.contains("STDOUT") {
+        return Ok(None);
+    }
+    let dialect = tessera::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let statements = tessera::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| tessera::Error::Syntax { message: e.to_string(), line: None, column: None })?;
+    let [S::Copy { source, to: true, target: CopyTarget::Stdout, options, legacy_options, .. }] = statements.as_slice() else {
+        return Ok(None);
+    };
+    let query = match source {
+        CopySource::Table { table_name, columns } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+        CopySource::Table { table_name, columns } => format!(
+            "SELECT {} FROM {table_name}",
+            columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        CopySource::Query(q) => q.to_string(),
+    };
+    let mut out = CopyOut { query, csv: false, header: false, delimiter: None, null: None };
+    for o in options {
+        match o {
+            CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => out.csv = true,
+                "text" => out.csv = false,
+                other => return Err(tessera::Error::Unsupported(format!("COPY TO STDOUT in {other} format"))),
+            },
+            CopyOption::Header(h) => out.header = *h,
+            CopyOption::Delimiter(d) => out.delimiter = Some(*d),
+            CopyOption::Null(n) => out.null = Some(n.clone()),
+            other => return Err(tessera::Error::Unsupported(format!("COPY option {other}"))),
+        }
+    }
+    for o in legacy_options {
+        match o {
+            CopyLegacyOption::Csv(csv_options) => {
+                out.csv = true;
+                if csv_options.iter().any(|c| matches!(c, CopyLegacyCsvOption::Header)) {
+                    out.header = true;
+                }
+            }
+            CopyLegacyOption::Header => out.header = true,
+            CopyLegacyOption::Delimiter(d) => out.delimiter = Some(*d),
+            CopyLegacyOption::Null(n) => out.null = Some(n.clone()),
+            other => return Err(tessera::Error::Unsupported(format!("COPY option {other}"))),
+        }
+    }
+    Ok(Some(out))
+}
+
 /// `SET [SESSION|LOCAL] name {=|TO} value`, `SET TIME ZONE value`,
 /// `SET SESSION CHARACTERISTICS ...`, read from the statement's text.
 fn classify_set(text: &str) -> Kind {
@@ -194,13 +261,18 @@ fn format_options<C: ClientInfo>(client: &C) -> Arc<FormatOptions> {
 }
 
 /// Turn an engine result into a protocol response. Rows stream.
-pub fn to_response(output: Output, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<Response> {
+pub fn to_response(
+    output: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+    deadline: Option<tokio::time::Instant>,
+) -> PgWireResult<Response> {
     match output {
         Output::Rows(stream) => {
             let schema = stream.schema();
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
             let for_rows = fields.clone();
-            let rows = stream
+            let rows = with_deadline(stream, deadline)
                 .map(move |batch| match batch {
                     Ok(b) => futures::stream::iter(encode_recordbatch(for_rows.clone(), b)).boxed(),
                     Err(e) => futures::stream::once(async move { Err(to_pg(tessera::Error::from(e))) }).boxed(),
@@ -213,6 +285,62 @@ pub fn to_response(output: Output, format: &Format, options: Arc<FormatOptions>)
             Ok(Response::Execution(if command == "INSERT" { tag.with_oid(0) } else { tag }))
         }
         Output::Done { command } => Ok(Response::Execution(Tag::new(command))),
+    }
+}
+
+const TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
+
+/// Rows stop with a 57014 error once the statement's time is up.
+fn with_deadline(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    deadline: Option<tokio::time::Instant>,
+) -> futures::stream::BoxStream<'static, datafusion::error::Result<arrow::array::RecordBatch>> {
+    let Some(deadline) = deadline else { return stream.boxed() };
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    futures::stream::unfold((stream, sleep, false), |(mut stream, mut sleep, done)| async move {
+        if done {
+            return None;
+        }
+        tokio::select! {
+            _ = &mut sleep => Some((
+                Err(datafusion::error::DataFusionError::Execution(TIMEOUT_MESSAGE.into())),
+                (stream, sleep, true),
+            )),
+            item = stream.next() => item.map(|i| (i, (stream, sleep, false))),
+        }
+    })
+    .boxed()
+}
+
+/// `statement_timeout` of the connection: `0` (off), a number of
+/// milliseconds, or a number with `ms`, `s` or `min`.
+fn statement_timeout(conn: &ConnState) -> Option<std::time::Duration> {
+    let value = conn.settings.lock().get("statement_timeout").cloned()?;
+    let v = value.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix("min") {
+        (n, 60_000)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (v.as_str(), 1)
+    };
+    let millis: u64 = number.trim().parse().ok()?;
+    (millis > 0).then(|| std::time::Duration::from_millis(millis * scale))
+}
+
+/// Run an engine call under the statement timeout.
+async fn timed<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = tessera::Result<T>>,
+) -> PgWireResult<T> {
+    match deadline {
+        Some(d) => match tokio::time::timeout_at(d, work).await {
+            Ok(r) => r.map_err(to_pg),
+            Err(_) => Err(pg_error("57014", TIMEOUT_MESSAGE)),
+        },
+        None => work.await.map_err(to_pg),
     }
 }
 
@@ -301,8 +429,59 @@ impl Handler {
                 *conn.copy.lock() = Some(CopyIn { copy: copy.clone(), data: Vec::new(), failed: None });
                 Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty())))
             }
+            Kind::CopyToStdout(copy) => self.copy_out(conn, copy).await,
             Kind::Engine(_) => Err(pg_error("XX000", "engine statement in the special path")),
         }
+    }
+
+    /// Run the query and stream its rows as COPY data.
+    async fn copy_out(&self, conn: &ConnState, copy: &CopyOut) -> PgWireResult<Response> {
+        use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyTextOptions};
+        let stream = conn.session.sql_stream(&copy.query).await.map_err(to_pg)?;
+        let schema = stream.schema();
+        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?);
+        let columns = fields.len();
+        let make_encoder = {
+            let fields = fields.clone();
+            let copy = copy.clone();
+            move || {
+                if copy.csv {
+                    let mut o = CopyCsvOptions::default();
+                    if let Some(d) = copy.delimiter {
+                        o.delimiter = d.to_string().into();
+                    }
+                    if let Some(n) = &copy.null {
+                        o.null_string = n.as_str().into();
+                    }
+                    CopyEncoder::new_csv(fields.clone(), o)
+                } else {
+                    let mut o = CopyTextOptions::default();
+                    if let Some(d) = copy.delimiter {
+                        o.delimiter = d.to_string().into();
+                    }
+                    if let Some(n) = &copy.null {
+                        o.null_string = n.as_str().into();
+                    }
+                    CopyEncoder::new_text(fields.clone(), o)
+                }
+            }
+        };
+        let header = if copy.header {
+            let sep = copy.delimiter.unwrap_or(if copy.csv { ',' } else { '\t' });
+            let line = schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(&sep.to_string()) + "\n";
+            Some(Ok(CopyData::new(line.into_bytes().into())))
+        } else {
+            None
+        };
+        let rows = stream.flat_map(move |batch| {
+            let items: Vec<PgWireResult<CopyData>> = match batch {
+                Ok(b) => encode_copy_rows(&b, &fields, &mut make_encoder()),
+                Err(e) => vec![Err(to_pg(tessera::Error::from(e)))],
+            };
+            futures::stream::iter(items)
+        });
+        let data = futures::stream::iter(header).chain(rows);
+        Ok(Response::CopyOut(CopyResponse::new(0, columns, data)))
     }
 
     fn copy_columns(&self, copy: &CopyFrom) -> PgWireResult<usize> {
@@ -346,10 +525,11 @@ impl SimpleQueryHandler for Handler {
                 ))));
                 break;
             }
+            let deadline = statement_timeout(&conn).map(|d| tokio::time::Instant::now() + d);
             let outcome = match &kind {
-                Kind::Engine(statement) => match conn.session.execute((**statement).clone()).await {
-                    Ok(output) => to_response(output, &Format::UnifiedText, format_options(client)),
-                    Err(e) => Err(to_pg(e)),
+                Kind::Engine(statement) => match timed(deadline, conn.session.execute((**statement).clone())).await {
+                    Ok(output) => to_response(output, &Format::UnifiedText, format_options(client), deadline),
+                    Err(e) => Err(e),
                 },
                 special => self.run_special(client, &conn, special).await,
             };
@@ -462,8 +642,9 @@ impl ExtendedQueryHandler for Handler {
             let values = deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
             Some(values)
         };
-        let output = conn.session.execute_prepared(prepared, params).await.map_err(to_pg)?;
-        let response = to_response(output, &portal.result_column_format, format_options(client))?;
+        let deadline = statement_timeout(&conn).map(|d| tokio::time::Instant::now() + d);
+        let output = timed(deadline, conn.session.execute_prepared(prepared, params)).await?;
+        let response = to_response(output, &portal.result_column_format, format_options(client), deadline)?;
         self.note_write(status, &conn, &response);
         Ok(response)
     }
@@ -520,4 +701,24 @@ impl CopyHandler for Handler {
         conn.copy.lock().take();
         pg_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
+}
+
+fn encode_copy_rows(
+    batch: &arrow::array::RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    encoder: &mut pgwire::api::results::CopyEncoder,
+) -> Vec<PgWireResult<CopyData>> {
+    use arrow_pg::encoder::{encode_value, Encoder};
+    let schema = batch.schema();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for (c, column) in batch.columns().iter().enumerate() {
+            if let Err(e) = encode_value(encoder, column, row, schema.field(c), &fields[c]) {
+                out.push(Err(e));
+                return out;
+            }
+        }
+        out.push(Ok(encoder.take_row()));
+    }
+    out
 }

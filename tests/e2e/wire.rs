@@ -20,7 +20,9 @@ fn tessera_binary() -> anyhow::Result<PathBuf> {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "-p", "tessera-server", "--bin", "tessera", "--message-format=json"])
+            // --workspace: the same feature set as the test build, so the build
+            // reuses its artifacts instead of compiling the crates again.
+            .args(["build", "--workspace", "--bin", "tessera", "--message-format=json"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(Stdio::inherit())
             .output()
@@ -197,11 +199,23 @@ fn psql_session() -> anyhow::Result<()> {
     let (_, out, _) = psql(port, &["-A", "-t", "-c", "SELECT count(*) FROM customers"])?;
     assert_eq!(out.trim(), "5");
 
+    // COPY ... TO STDOUT, text and CSV.
+    let (ok, out, err) = psql(port, &["-c", "COPY (SELECT id, email FROM customers WHERE id <= 2 ORDER BY id) TO STDOUT"])?;
+    assert!(ok, "{err}");
+    assert_eq!(out, "1\tanna@example.com\n2\t\\N\n");
+    let (ok, out, err) = psql(port, &["-c", "COPY customers (id, points) TO STDOUT WITH (FORMAT csv, HEADER true)"])?;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("id,points\n") && out.lines().count() == 6, "{out}");
+
     // Errors carry PostgreSQL's SQLSTATE.
     let (ok, _, err) = psql(port, &["-v", "VERBOSITY=verbose", "-c", "SELECT * FROM nowhere"])?;
     assert!(!ok && err.contains("42P01"), "{err}");
     let (ok, _, err) = psql(port, &["-v", "VERBOSITY=verbose", "-c", "SELEC 1"])?;
     assert!(!ok && err.contains("42601"), "{err}");
+
+    // statement_timeout cancels a long statement with 57014.
+    let (ok, _, err) = psql(port, &["-v", "VERBOSITY=verbose", "-c", "SET statement_timeout = 50; SELECT count(*) FROM generate_series(1, 2000000000) a"])?;
+    assert!(!ok && err.contains("57014") && err.contains("statement timeout"), "{err}");
 
     // Several statements in one simple query.
     let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT 1; SELECT 2"])?;
