@@ -65,6 +65,7 @@ pub enum Kind {
     CopyFromStdin(CopyFrom),
     /// `COPY table|(query) TO STDOUT`: the rows of `query`, as COPY data.
     CopyToStdout(CopyOut),
+    User(crate::users::UserStatement),
     Engine(Box<Statement>),
 }
 
@@ -113,6 +114,9 @@ pub fn classify(sql: &str) -> tessera::Result<Vec<Kind>> {
     let sql = sql.as_ref();
     if let Some(copy) = copy_to_stdout(sql)? {
         return Ok(vec![Kind::CopyToStdout(copy)]);
+    }
+    if let Some(user) = crate::users::parse(sql)? {
+        return Ok(vec![Kind::User(user)]);
     }
     // Queries first go through the PostgreSQL-compatibility parser, which
     // knows the catalog queries clients send that need rewriting.
@@ -430,6 +434,10 @@ impl Handler {
                 Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty())))
             }
             Kind::CopyToStdout(copy) => self.copy_out(conn, copy).await,
+            Kind::User(statement) => {
+                let tag = crate::users::execute(&self.db, statement).await.map_err(to_pg)?;
+                Ok(Response::Execution(Tag::new(tag)))
+            }
             Kind::Engine(_) => Err(pg_error("XX000", "engine statement in the special path")),
         }
     }

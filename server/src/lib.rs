@@ -4,5 +4,6 @@ pub mod errors;
 pub mod handler;
 pub mod pgcompat;
 pub mod server;
+pub mod users;
 
 pub use server::{serve, ServerOptions};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -61,9 +62,36 @@ impl NoopStartupHandler for TrustLoopback {
     }
 }
 
+/// Per connection: SCRAM-SHA-256 once any user exists, otherwise trust for
+/// loopback connections. Decided at the connection's first message.
+struct Startup {
+    db: Database,
+    trust: TrustLoopback,
+    sasl: SASLAuthStartupHandler<DefaultServerParameterProvider>,
+    use_scram: parking_lot::Mutex<Option<bool>>,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let scram = *self.use_scram.lock().get_or_insert_with(|| crate::users::any_user(&self.db));
+        if scram {
+            self.sasl.on_startup(client, message).await
+        } else {
+            self.trust.on_startup(client, message).await
+        }
+    }
+}
+
 struct Handlers {
+    db: Database,
     handler: Arc<Handler>,
-    startup: Arc<TrustLoopback>,
+    manager: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -85,7 +113,18 @@ impl PgWireServerHandlers for Handlers {
         self.handler.clone()
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.startup.clone()
+        // Called once per connection: the SASL exchange keeps per-connection state.
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = crate::pgcompat::SERVER_VERSION.to_string();
+        let sasl = SASLAuthStartupHandler::new(Arc::new(parameters))
+            .with_scram(crate::users::scram(&self.db))
+            .with_connection_manager(self.manager.clone());
+        Arc::new(Startup {
+            db: self.db.clone(),
+            trust: TrustLoopback { manager: self.manager.clone() },
+            sasl,
+            use_scram: parking_lot::Mutex::new(None),
+        })
     }
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.handler.clone()
@@ -113,11 +152,17 @@ pub async fn serve(
     crate::pgcompat::install(&db)?;
     let listener = TcpListener::bind(&options.listen).await?;
     let addr = listener.local_addr()?;
-    log(&format!("listening on {addr} (database \"tessera\"); loopback connections are trusted while no user exists"));
+    let auth = if crate::users::any_user(&db) {
+        "users authenticate with SCRAM-SHA-256"
+    } else {
+        "no user exists yet, so loopback connections are trusted for any user name (CREATE USER turns on passwords)"
+    };
+    log(&format!("listening on {addr} (database \"tessera\"); {auth}"));
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
+        db: db.clone(),
         handler: Arc::new(Handler::new(db.clone())),
-        startup: Arc::new(TrustLoopback { manager: manager.clone() }),
+        manager: manager.clone(),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
     let slots = Arc::new(Semaphore::new(options.max_connections));

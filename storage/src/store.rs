@@ -1044,13 +1044,23 @@ fn acquire_lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InvalidArgument(format!(
-            "the database in {} is in use by another process",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(&path, e)),
+    // A lock can outlive its holder for a moment: a process forked by this
+    // one shares the lock until it execs. Retry briefly before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::InvalidArgument(format!(
+                    "the database in {} is in use by another process",
+                    dir.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io(&path, e)),
+        }
     }
 }
 

@@ -102,12 +102,20 @@ impl Drop for Server {
 }
 
 fn psql(port: u16, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let out = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "tessera", "-d", "tessera", "-v", "ON_ERROR_STOP=1"])
+    psql_as(port, "tessera", None, args)
+}
+
+fn psql_as(port: u16, user: &str, password: Option<&str>, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let mut command = Command::new("psql");
+    command
+        .args(["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "tessera", "-v", "ON_ERROR_STOP=1"])
         .args(args)
         .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .context("running psql (install postgresql-client)")?;
+        .env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        command.env("PGPASSWORD", p);
+    }
+    let out = command.output().context("running psql (install postgresql-client)")?;
     Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
 }
 
@@ -278,5 +286,43 @@ fn jdbc_client() -> anyhow::Result<()> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("jdbc ok"), "{stdout}\n{stderr}");
+    Ok(())
+}
+
+/// Users and SCRAM-SHA-256: once a user exists, every connection must
+/// authenticate; wrong and missing passwords and unknown users are refused
+/// alike; the server keeps serving.
+#[test]
+fn users_and_passwords() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let port = server.port;
+    let (ok, out, err) = psql(port, &["-c", "CREATE USER anna WITH PASSWORD 'correct horse'"])?;
+    assert!(ok && out.contains("CREATE ROLE"), "{out}{err}");
+    // No more trust.
+    let (ok, _, err) = psql(port, &["-c", "SELECT 1"])?;
+    assert!(!ok && err.contains("password"), "trust after a user exists: {err}");
+    let (ok, out, err) = psql_as(port, "anna", Some("correct horse"), &["-A", "-t", "-c", "SELECT 41 + 1"])?;
+    assert!(ok && out.trim() == "42", "{out}{err}");
+    let (ok, _, err) = psql_as(port, "anna", Some("wrong"), &["-c", "SELECT 1"])?;
+    assert!(!ok && err.to_lowercase().contains("password authentication failed"), "{err}");
+    let (ok, _, err) = psql_as(port, "nobody", Some("wrong"), &["-c", "SELECT 1"])?;
+    assert!(!ok && err.to_lowercase().contains("password authentication failed"), "{err}");
+    let (ok, _, err) = psql_as(port, "anna", None, &["-c", "SELECT 1"])?;
+    assert!(!ok && err.contains("password"), "{err}");
+    // Passwords are stored hashed: the data directory never holds them.
+    let manifest = std::fs::read(server.dir().join("data/MANIFEST"))?;
+    assert!(!String::from_utf8_lossy(&manifest).contains("correct horse"));
+    // Changing and dropping.
+    let (ok, out, err) = psql_as(port, "anna", Some("correct horse"), &["-c", "ALTER USER anna WITH PASSWORD 'battery staple'"])?;
+    assert!(ok && out.contains("ALTER ROLE"), "{out}{err}");
+    let (ok, _, _) = psql_as(port, "anna", Some("correct horse"), &["-c", "SELECT 1"])?;
+    assert!(!ok, "the old password still works");
+    let (ok, out, err) = psql_as(port, "anna", Some("battery staple"), &["-c", "CREATE USER anna PASSWORD 'x'"])?;
+    assert!(!ok && err.contains("already exists"), "{out}{err}");
+    let (ok, out, err) = psql_as(port, "anna", Some("battery staple"), &["-c", "DROP USER anna"])?;
+    assert!(ok && out.contains("DROP ROLE"), "{out}{err}");
+    // With no user left, loopback is trusted again.
+    let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT 1"])?;
+    assert!(ok && out.trim() == "1", "{out}{err}");
     Ok(())
 }
