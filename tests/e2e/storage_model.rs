@@ -196,7 +196,11 @@ fn run(ops: &[Op], on_disk: bool) -> anyhow::Result<()> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // 24 cases in CI; PROPTEST_CASES=N for a deeper run by hand.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn storage_matches_model_on_disk(ops in proptest::collection::vec(op(), 1..40)) {
