@@ -10,7 +10,7 @@ use anyhow::Context;
 use tessera::{Database, Output};
 
 const DEFAULT_DATA_DIR: &str = "./tessera-data";
-const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--max-connections N]\n       tessera sql [--data-dir DIR] \"SQL; ...\"";
+const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--max-connections N] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"";
 
 struct ServeArgs {
     data_dir: PathBuf,
@@ -26,8 +26,23 @@ fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
             "--data-dir" => out.data_dir = PathBuf::from(value("a directory")?),
             "--listen" => out.options.listen = value("HOST:PORT")?,
             "--max-connections" => out.options.max_connections = value("a number")?.parse().context("--max-connections")?,
+            "--tls-cert" => {
+                let key = out.options.tls.take().map(|(_, k)| k).unwrap_or_default();
+                out.options.tls = Some((PathBuf::from(value("a PEM file")?), key));
+            }
+            "--tls-key" => {
+                let cert = out.options.tls.take().map(|(c, _)| c).unwrap_or_default();
+                out.options.tls = Some((cert, PathBuf::from(value("a PEM file")?)));
+            }
+            "--require-tls" => out.options.require_tls = true,
             other => anyhow::bail!("unknown option {other}\n{USAGE}"),
         }
+    }
+    if let Some((cert, key)) = &out.options.tls {
+        anyhow::ensure!(
+            !cert.as_os_str().is_empty() && !key.as_os_str().is_empty(),
+            "TLS needs both --tls-cert and --tls-key"
+        );
     }
     Ok(out)
 }

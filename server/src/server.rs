@@ -26,12 +26,38 @@ use crate::handler::Handler;
 pub struct ServerOptions {
     pub listen: String,
     pub max_connections: usize,
+    /// PEM certificate chain and private key: offer TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse connections that did not negotiate TLS.
+    pub require_tls: bool,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { listen: "127.0.0.1:5433".into(), max_connections: 100 }
+        ServerOptions { listen: "127.0.0.1:5433".into(), max_connections: 100, tls: None, require_tls: false }
     }
+}
+
+/// The rustls acceptor for a PEM certificate chain and key.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<pgwire::tokio::TlsAcceptor> {
+    use anyhow::Context;
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    // Both providers may be compiled in; choose ring explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading TLS certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing TLS certificate {}", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading TLS key {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not fit together")?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Loopback connections need no password while no user exists.
@@ -66,6 +92,7 @@ impl NoopStartupHandler for TrustLoopback {
 /// loopback connections. Decided at the connection's first message.
 struct Startup {
     db: Database,
+    require_tls: bool,
     trust: TrustLoopback,
     sasl: SASLAuthStartupHandler<DefaultServerParameterProvider>,
     use_scram: parking_lot::Mutex<Option<bool>>,
@@ -79,6 +106,13 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server accepts only TLS connections (connect with sslmode=require)".into(),
+            ))));
+        }
         let scram = *self.use_scram.lock().get_or_insert_with(|| crate::users::any_user(&self.db));
         if scram {
             self.sasl.on_startup(client, message).await
@@ -90,6 +124,7 @@ impl StartupHandler for Startup {
 
 struct Handlers {
     db: Database,
+    require_tls: bool,
     handler: Arc<Handler>,
     manager: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
@@ -121,6 +156,7 @@ impl PgWireServerHandlers for Handlers {
             .with_connection_manager(self.manager.clone());
         Arc::new(Startup {
             db: self.db.clone(),
+            require_tls: self.require_tls,
             trust: TrustLoopback { manager: self.manager.clone() },
             sasl,
             use_scram: parking_lot::Mutex::new(None),
@@ -157,10 +193,21 @@ pub async fn serve(
     } else {
         "no user exists yet, so loopback connections are trusted for any user name (CREATE USER turns on passwords)"
     };
-    log(&format!("listening on {addr} (database \"tessera\"); {auth}"));
+    let tls = match (&options.tls, options.require_tls) {
+        (Some(_), true) => "TLS required",
+        (Some(_), false) => "TLS offered",
+        (None, _) => "no TLS",
+    };
+    log(&format!("listening on {addr} (database \"tessera\"); {tls}; {auth}"));
     let manager = Arc::new(ConnectionManager::new());
+    anyhow::ensure!(!options.require_tls || options.tls.is_some(), "--require-tls needs --tls-cert and --tls-key");
+    let acceptor = match &options.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let handlers = Arc::new(Handlers {
         db: db.clone(),
+        require_tls: options.require_tls,
         handler: Arc::new(Handler::new(db.clone())),
         manager: manager.clone(),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
@@ -181,9 +228,10 @@ pub async fn serve(
                     continue;
                 };
                 let handlers = handlers.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = process_socket(socket, None, handlers).await {
+                    if let Err(e) = process_socket(socket, acceptor, handlers).await {
                         log(&format!("connection from {peer} ended: {e}"));
                     }
                 });

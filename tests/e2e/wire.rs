@@ -56,10 +56,15 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Server> {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> anyhow::Result<Server> {
         let bin = tessera_binary()?;
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -324,5 +329,37 @@ fn users_and_passwords() -> anyhow::Result<()> {
     // With no user left, loopback is trusted again.
     let (ok, out, err) = psql(port, &["-A", "-t", "-c", "SELECT 1"])?;
     assert!(ok && out.trim() == "1", "{out}{err}");
+    Ok(())
+}
+
+/// TLS with a self-signed certificate; with --require-tls a plaintext
+/// connection is refused and the server keeps serving.
+#[test]
+fn tls_required() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    anyhow::ensure!(status.success(), "openssl could not make a certificate");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = Server::start_with(dir, &["--tls-cert", &cert_s, "--tls-key", &key_s, "--require-tls"])?;
+    let conninfo = |mode: &str| format!("host=127.0.0.1 port={} user=tessera dbname=tessera sslmode={mode}", server.port);
+    let run = |mode: &str| -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new("psql").args(["-X", "-w", "-A", "-t", "-d", &conninfo(mode), "-c", "SELECT ssl FROM (SELECT 1 AS ssl)"]).output()?;
+        Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
+    };
+    let (ok, out, err) = run("require")?;
+    assert!(ok && out.trim() == "1", "TLS connection: {out}{err}");
+    let (ok, _, err) = run("disable")?;
+    assert!(!ok && err.contains("only TLS connections"), "plaintext accepted: {err}");
+    let (ok, _, err) = run("require")?;
+    assert!(ok, "the server stopped serving after a refused client: {err}");
     Ok(())
 }
