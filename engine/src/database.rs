@@ -352,7 +352,7 @@ impl Session {
         match statement {
             Statement::CreateTable { statement, options } => self.create_table(*statement, options).await,
             Statement::CopyFrom(copy) => {
-                let rows = ingest::copy_from(&self.db.inner.store, &self.ctx, &copy).await?;
+                let rows = ingest::copy_from(&self.db.inner.store, &copy).await?;
                 Ok(Output::Affected { command: "COPY", rows })
             }
             Statement::Vacuum { table } => {

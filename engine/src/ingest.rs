@@ -9,7 +9,6 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::execution::context::SessionContext;
 use tessera_sql::{CopyFrom, CopySource, FileFormat};
 use tessera_storage::{Store, TableMeta};
 
@@ -101,8 +100,7 @@ pub(crate) fn conform_by_position(meta: &TableMeta, batch: &RecordBatch) -> Resu
 
 /// `COPY table [(columns)] FROM 'file'`: read the whole file, check every
 /// row, then commit once.
-pub(crate) async fn copy_from(store: &Store, ctx: &SessionContext, copy: &CopyFrom) -> Result<u64> {
-    let _ = ctx;
+pub(crate) async fn copy_from(store: &Store, copy: &CopyFrom) -> Result<u64> {
     let path = match &copy.source {
         CopySource::File(p) => p.clone(),
         CopySource::Stdin => {

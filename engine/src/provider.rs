@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -90,10 +90,6 @@ impl TableProvider for TesseraTable {
         // Filters prune row groups by their statistics; DataFusion still
         // applies them to the rows that remain.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
-    }
-
-    fn statistics(&self) -> Option<Statistics> {
-        None
     }
 
     async fn scan(

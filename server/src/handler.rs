@@ -449,30 +449,22 @@ impl Handler {
         let schema = stream.schema();
         let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?);
         let columns = fields.len();
-        let make_encoder = {
-            let fields = fields.clone();
-            let copy = copy.clone();
-            move || {
-                if copy.csv {
-                    let mut o = CopyCsvOptions::default();
-                    if let Some(d) = copy.delimiter {
-                        o.delimiter = d.to_string().into();
-                    }
-                    if let Some(n) = &copy.null {
-                        o.null_string = n.as_str().into();
-                    }
-                    CopyEncoder::new_csv(fields.clone(), o)
-                } else {
-                    let mut o = CopyTextOptions::default();
-                    if let Some(d) = copy.delimiter {
-                        o.delimiter = d.to_string().into();
-                    }
-                    if let Some(n) = &copy.null {
-                        o.null_string = n.as_str().into();
-                    }
-                    CopyEncoder::new_text(fields.clone(), o)
-                }
-            }
+        let delimiter = copy.delimiter.map(|d| d.to_string().into());
+        let null = copy.null.as_deref().map(Into::into);
+        let mut encoder = if copy.csv {
+            let defaults = CopyCsvOptions::default();
+            let options = CopyCsvOptions {
+                delimiter: delimiter.unwrap_or(defaults.delimiter.clone()),
+                null_string: null.unwrap_or(defaults.null_string.clone()),
+                ..defaults
+            };
+            CopyEncoder::new_csv(fields.clone(), options)
+        } else {
+            let defaults = CopyTextOptions::default();
+            CopyEncoder::new_text(
+                fields.clone(),
+                CopyTextOptions { delimiter: delimiter.unwrap_or(defaults.delimiter), null_string: null.unwrap_or(defaults.null_string) },
+            )
         };
         let header = if copy.header {
             let sep = copy.delimiter.unwrap_or(if copy.csv { ',' } else { '\t' });
@@ -483,7 +475,7 @@ impl Handler {
         };
         let rows = stream.flat_map(move |batch| {
             let items: Vec<PgWireResult<CopyData>> = match batch {
-                Ok(b) => encode_copy_rows(&b, &fields, &mut make_encoder()),
+                Ok(b) => encode_copy_rows(&b, &fields, &mut encoder),
                 Err(e) => vec![Err(to_pg(tessera::Error::from(e)))],
             };
             futures::stream::iter(items)

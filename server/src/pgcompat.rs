@@ -1,9 +1,8 @@
 //! What PostgreSQL clients expect beyond DataFusion: `pg_catalog`, the
 //! functions they call on connect, and rewrites of their SQL.
 
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringArray};
+use arrow::array::StringArray;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility};
@@ -164,33 +163,16 @@ impl ScalarUDFImpl for CurrentSetting {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
-        let name = args.args.first().cloned().ok_or_else(|| datafusion::error::DataFusionError::Plan("current_setting needs a name".into()))?;
+        let name = args.args.first().ok_or_else(|| datafusion::error::DataFusionError::Plan("current_setting needs a name".into()))?;
         let missing_ok = matches!(args.args.get(1), Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))));
-        let lookup = |n: Option<&str>| -> datafusion::error::Result<Option<String>> {
-            match n {
-                None => Ok(None),
-                Some(n) => match setting_default(n) {
-                    Some(v) => Ok(Some(v)),
-                    None if missing_ok => Ok(None),
-                    None => Err(datafusion::error::DataFusionError::Plan(format!("unrecognized configuration parameter \"{n}\""))),
-                },
-            }
-        };
-        match name {
-            ColumnarValue::Scalar(s) => {
-                let text = match s {
-                    ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v,
-                    other => Some(other.to_string()),
-                };
-                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(lookup(text.as_deref())?)))
-            }
-            ColumnarValue::Array(a) => {
-                let a = arrow::compute::cast(&a, &DataType::Utf8)?;
-                let a = a.as_any().downcast_ref::<StringArray>().ok_or_else(|| datafusion::error::DataFusionError::Internal("cast to text".into()))?;
-                let out: StringArray = a.iter().map(lookup).collect::<datafusion::error::Result<_>>()?;
-                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-            }
-        }
+        map_text(name, args.number_rows, &DataType::Utf8, |n| match n {
+            None => Ok(ScalarValue::Utf8(None)),
+            Some(n) => match setting_default(n) {
+                Some(v) => Ok(ScalarValue::Utf8(Some(v))),
+                None if missing_ok => Ok(ScalarValue::Utf8(None)),
+                None => Err(datafusion::error::DataFusionError::Plan(format!("unrecognized configuration parameter \"{n}\""))),
+            },
+        })
     }
 }
 
@@ -331,6 +313,27 @@ pub fn parse_query(sql: &str) -> Option<Vec<datafusion::sql::sqlparser::ast::Sta
     compat().parse(sql).ok()
 }
 
+/// Apply `f` to every value of a text argument (a scalar or a column),
+/// giving a result of type `returns` in the same shape.
+fn map_text(
+    arg: &ColumnarValue,
+    rows: usize,
+    returns: &DataType,
+    f: impl Fn(Option<&str>) -> datafusion::error::Result<ScalarValue>,
+) -> datafusion::error::Result<ColumnarValue> {
+    let text = arrow::compute::cast(&arg.to_array(rows.max(1))?, &DataType::Utf8)?;
+    let text = text
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("cast to text".into()))?;
+    let values = text.iter().map(f).collect::<datafusion::error::Result<Vec<_>>>()?;
+    match (arg, values.first()) {
+        (ColumnarValue::Scalar(_), Some(v)) => Ok(ColumnarValue::Scalar(v.clone())),
+        (_, None) => Ok(ColumnarValue::Array(arrow::array::new_empty_array(returns))),
+        (ColumnarValue::Array(_), Some(_)) => Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?)),
+    }
+}
+
 /// OIDs of PostgreSQL's built-in types, by every name clients use.
 fn builtin_type_oid(name: &str) -> Option<i32> {
     let name = name.trim().trim_start_matches("pg_catalog.").trim_matches('"').to_ascii_lowercase();
@@ -385,22 +388,8 @@ impl ScalarUDFImpl for ToRegtype {
         Ok(DataType::Int32)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
-        let arg = args.args.into_iter().next().ok_or_else(|| datafusion::error::DataFusionError::Plan("to_regtype needs a name".into()))?;
-        match arg {
-            ColumnarValue::Scalar(s) => {
-                let text = match s {
-                    ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v,
-                    other => Some(other.to_string()),
-                };
-                Ok(ColumnarValue::Scalar(ScalarValue::Int32(text.as_deref().and_then(builtin_type_oid))))
-            }
-            ColumnarValue::Array(a) => {
-                let a = arrow::compute::cast(&a, &DataType::Utf8)?;
-                let a = a.as_any().downcast_ref::<StringArray>().ok_or_else(|| datafusion::error::DataFusionError::Internal("cast to text".into()))?;
-                let out: arrow::array::Int32Array = a.iter().map(|v| v.and_then(builtin_type_oid)).collect();
-                Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-            }
-        }
+        let arg = args.args.first().ok_or_else(|| datafusion::error::DataFusionError::Plan("to_regtype needs a name".into()))?;
+        map_text(arg, args.number_rows, &DataType::Int32, |n| Ok(ScalarValue::Int32(n.and_then(builtin_type_oid))))
     }
 }
 
