@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tessera_storage::Store;
 
 use crate::error::{to_df, Error};
+use crate::identity::system::{SystemRelation, SystemTable};
+use crate::identity::{Identity, EVENTS_TABLE};
 use crate::provider::TesseraTable;
 
 /// Storage metadata keys of views start with this.
@@ -35,6 +37,7 @@ pub(crate) struct PlannedView {
 
 pub(crate) struct TesseraSchema {
     store: Store,
+    identity: Arc<Identity>,
     views: RwLock<BTreeMap<String, PlannedView>>,
     external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
@@ -46,8 +49,13 @@ impl std::fmt::Debug for TesseraSchema {
 }
 
 impl TesseraSchema {
-    pub(crate) fn new(store: Store) -> Self {
-        TesseraSchema { store, views: RwLock::new(BTreeMap::new()), external: RwLock::new(HashMap::new()) }
+    pub(crate) fn new(store: Store, identity: Arc<Identity>) -> Self {
+        TesseraSchema { store, identity, views: RwLock::new(BTreeMap::new()), external: RwLock::new(HashMap::new()) }
+    }
+
+    /// Identity system relations exist once an identifier type does.
+    fn has_identity(&self) -> bool {
+        self.store.snapshot().table(EVENTS_TABLE).is_some()
     }
 
     /// Views persisted in storage, by name.
@@ -110,15 +118,25 @@ impl TesseraSchema {
 impl SchemaProvider for TesseraSchema {
     fn table_names(&self) -> Vec<String> {
         let snap = self.store.snapshot();
-        let mut names: Vec<String> = snap.tables().map(|t| t.name().to_string()).collect();
+        let mut names: Vec<String> = snap.tables().map(|t| t.name().to_string()).filter(|n| n != EVENTS_TABLE).collect();
+        if self.has_identity() {
+            names.extend(SystemRelation::NAMES.iter().map(|n| n.to_string()));
+        }
         names.extend(self.views.read().keys().cloned());
         names.extend(self.external.read().keys().cloned());
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == EVENTS_TABLE {
+            return Ok(None);
+        }
         if let Some(t) = self.store.snapshot().table(name) {
-            return Ok(Some(Arc::new(TesseraTable::new(self.store.clone(), t.meta.clone()))));
+            return Ok(Some(Arc::new(TesseraTable::new(self.store.clone(), t.meta.clone(), self.identity.clone()))));
+        }
+        if let Some(relation) = SystemRelation::named(name).filter(|_| self.has_identity()) {
+            let table = SystemTable::new(self.store.clone(), self.identity.state().clone(), relation, None).map_err(to_df)?;
+            return Ok(Some(Arc::new(table)));
         }
         if let Some(v) = self.views.read().get(name) {
             return match &v.plan {
@@ -141,6 +159,9 @@ impl SchemaProvider for TesseraSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.is_table(name) || self.is_view(name) || self.external.read().contains_key(name)
+        (self.is_table(name) && name != EVENTS_TABLE)
+            || (SystemRelation::named(name).is_some() && self.has_identity())
+            || self.is_view(name)
+            || self.external.read().contains_key(name)
     }
 }

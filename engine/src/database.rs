@@ -20,6 +20,8 @@ use tessera_sql::{DFStatement, Statement};
 use tessera_storage::{ColumnDef, Store, StoreOptions};
 
 use crate::catalog::{PlannedView, TesseraSchema, ViewDef, VIEW_KEY_PREFIX};
+use crate::identity::system::ProfileLookup;
+use crate::identity::Identity;
 use crate::error::{Error, Result};
 use crate::ingest;
 use crate::provider::PinnedSnapshot;
@@ -38,6 +40,7 @@ pub struct Options {
 
 struct Inner {
     store: Store,
+    identity: Arc<Identity>,
     schema: Arc<TesseraSchema>,
     catalogs: Arc<dyn CatalogProviderList>,
     options: Options,
@@ -84,7 +87,8 @@ impl Database {
     }
 
     fn with_store(store: Store, options: Options) -> Result<Database> {
-        let schema = Arc::new(TesseraSchema::new(store.clone()));
+        let identity = Arc::new(Identity::open(store.clone())?);
+        let schema = Arc::new(TesseraSchema::new(store.clone(), identity.clone()));
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(SCHEMA, schema.clone())?;
         let catalogs = MemoryCatalogProviderList::new();
@@ -92,6 +96,7 @@ impl Database {
         let db = Database {
             inner: Arc::new(Inner {
                 store,
+                identity,
                 schema,
                 catalogs: Arc::new(catalogs),
                 options,
@@ -139,11 +144,14 @@ impl Database {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(partitions);
-        SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_catalog_list(self.inner.catalogs.clone())
-            .build()
+            .build();
+        let lookup = ProfileLookup { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
+        state.register_udtf("profile_lookup", Arc::new(lookup));
+        state
     }
 
     /// Append record batches to a table in one transaction. Columns are
@@ -161,7 +169,7 @@ impl Database {
         for b in &batches {
             full.push(ingest::conform_by_name(&meta, b)?);
         }
-        ingest::commit_batches(self.inner.store.clone(), meta, full).await
+        ingest::commit_batches(self.inner.store.clone(), self.inner.identity.clone(), meta, full).await
     }
 
     /// Write buffered rows to segment files now.
@@ -287,6 +295,13 @@ impl Output {
     }
 }
 
+/// A statement's result rows from one batch.
+fn rows_output(batch: RecordBatch) -> Output {
+    let schema = batch.schema();
+    let stream = futures::stream::iter(vec![Ok(batch)]);
+    Output::Rows(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream)))
+}
+
 fn count_batch(rows: u64) -> Result<RecordBatch> {
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
         "count",
@@ -352,8 +367,30 @@ impl Session {
         match statement {
             Statement::CreateTable { statement, options } => self.create_table(*statement, options).await,
             Statement::CopyFrom(copy) => {
-                let rows = ingest::copy_from(&self.db.inner.store, &copy).await?;
+                let rows = ingest::copy_from(&self.db.inner.store, &self.db.inner.identity, &copy).await?;
                 Ok(Output::Affected { command: "COPY", rows })
+            }
+            Statement::CreateIdentifier { name, if_not_exists, options } => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                let identity = self.db.inner.identity.clone();
+                blocking(move || identity.create_type(&name, if_not_exists, &options)).await?;
+                Ok(Output::Done { command: "CREATE IDENTIFIER" })
+            }
+            Statement::DropIdentifier { name, if_exists } => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                let identity = self.db.inner.identity.clone();
+                blocking(move || identity.drop_type(&name, if_exists)).await?;
+                Ok(Output::Done { command: "DROP IDENTIFIER" })
+            }
+            Statement::ShowIdentifiers => Ok(rows_output(crate::identity::show_identifiers(&self.db.inner.identity)?)),
+            Statement::ResolveIdentities => {
+                let identity = self.db.inner.identity.clone();
+                let report = blocking(move || identity.verify()).await?;
+                Ok(rows_output(crate::identity::report_batch(&report)?))
+            }
+            Statement::SetTableIdentifiers { table, identifiers } => {
+                self.set_table_identifiers(&table, &identifiers).await?;
+                Ok(Output::Done { command: "ALTER TABLE" })
             }
             Statement::Vacuum { table } => {
                 self.db.vacuum(table.as_deref()).await?;
@@ -370,7 +407,18 @@ impl Session {
     /// `COPY table FROM STDIN` with the client's data (text or CSV format,
     /// as the statement says). All rows or none.
     pub async fn copy_from_data(&self, copy: &tessera_sql::CopyFrom, data: Vec<u8>) -> Result<u64> {
-        ingest::copy_from_data(&self.db.inner.store, copy, data).await
+        ingest::copy_from_data(&self.db.inner.store, &self.db.inner.identity, copy, data).await
+    }
+
+    /// `ALTER TABLE t SET (identifiers = '...')`: declare identifier
+    /// columns on a table that has none yet, and resolve its rows.
+    async fn set_table_identifiers(&self, table: &str, declaration: &str) -> Result<()> {
+        let _ddl = self.db.inner.ddl.lock().await;
+        let identity = self.db.inner.identity.clone();
+        let store = self.db.inner.store.clone();
+        let table = table.to_string();
+        let declaration = declaration.to_string();
+        blocking(move || crate::identity::declare_on_existing(&store, &identity, &table, &declaration)).await
     }
 
     /// Every statement reads the state as of its start.
@@ -500,6 +548,9 @@ impl Session {
         if !c.column_defaults.is_empty() {
             return Err(Error::Unsupported(format!("DEFAULT values on columns of table '{name}'")));
         }
+        if crate::identity::RESERVED_NAMES.contains(&name.as_str()) {
+            return Err(Error::user(format!("'{name}' is the name of a system relation")));
+        }
         let _ddl = self.db.inner.ddl.lock().await;
         let schema = &self.db.inner.schema;
         if schema.is_view(&name) {
@@ -514,13 +565,20 @@ impl Session {
             }
             self.drop_table_locked(&name).await?;
         }
-        let columns: Vec<ColumnDef> = c
+        let mut columns: Vec<ColumnDef> = c
             .input
             .schema()
             .fields()
             .iter()
             .map(|f| ColumnDef::new(f.name(), f.data_type().clone(), f.is_nullable()))
             .collect();
+        if let Some(declaration) = options.get(crate::identity::spec::IDENTIFIERS_OPTION) {
+            let hidden = {
+                let state = self.db.inner.identity.read();
+                crate::identity::hidden_identity_columns(&state, &name, &columns, declaration)?
+            };
+            columns.extend(hidden);
+        }
         let store = self.db.inner.store.clone();
         let table_name = name.clone();
         blocking(move || Ok(store.create_table(&table_name, columns, options)?)).await?;
@@ -552,7 +610,7 @@ impl Session {
         for b in &batches {
             full.push(ingest::conform_by_position(&meta, b)?);
         }
-        ingest::commit_batches(self.db.inner.store.clone(), meta, full).await
+        ingest::commit_batches(self.db.inner.store.clone(), self.db.inner.identity.clone(), meta, full).await
     }
 
     async fn drop_table(&self, name: &TableReference, if_exists: bool) -> Result<()> {
@@ -579,8 +637,15 @@ impl Session {
             )));
         }
         let store = self.db.inner.store.clone();
+        let identity = self.db.inner.identity.clone();
         let owned = name.to_string();
-        blocking(move || Ok(store.drop_table(&owned)?)).await
+        blocking(move || {
+            // Take the table's links out of the graph (one transaction that
+            // deletes every row) before the table itself goes.
+            crate::identity::delete_all_rows(&store, &identity, &owned)?;
+            Ok(store.drop_table(&owned)?)
+        })
+        .await
     }
 
     async fn create_view(

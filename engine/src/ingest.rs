@@ -14,18 +14,26 @@ use tessera_storage::{Store, TableMeta};
 
 use crate::database::blocking;
 use crate::error::{Error, Result};
+use crate::identity::{Identity, RESERVED_NAMES};
 
 /// Rows per batch when reading files.
 const FILE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Commit batches (full storage rows) as one transaction.
-pub(crate) async fn commit_batches(store: Store, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
+pub(crate) async fn commit_batches(store: Store, identity: Arc<Identity>, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
+    if RESERVED_NAMES.contains(&meta.name.as_str()) {
+        return Err(Error::user(format!("system table '{}' cannot be changed directly", meta.name)));
+    }
     blocking(move || {
         let mut txn = store.begin_write()?;
-        for b in batches {
+        let mut writer = identity.writer_for(&txn, &meta)?;
+        for mut b in batches {
+            if let Some(w) = writer.as_mut() {
+                b = w.resolve(&meta, b, txn.next_row_id(&meta.name)?)?;
+            }
             txn.append(&meta.name, b)?;
         }
-        Ok(txn.commit()?.rows_appended)
+        Ok(crate::identity::commit(&store, txn, writer)?.rows_appended)
     })
     .await
 }
@@ -100,19 +108,19 @@ pub(crate) fn conform_by_position(meta: &TableMeta, batch: &RecordBatch) -> Resu
 
 /// `COPY table [(columns)] FROM 'file'`: read the whole file, check every
 /// row, then commit once.
-pub(crate) async fn copy_from(store: &Store, copy: &CopyFrom) -> Result<u64> {
+pub(crate) async fn copy_from(store: &Store, identity: &Arc<Identity>, copy: &CopyFrom) -> Result<u64> {
     let path = match &copy.source {
         CopySource::File(p) => p.clone(),
         CopySource::Stdin => {
             return Err(Error::Unsupported("COPY FROM STDIN needs a client connection (use the server)".into()))
         }
     };
-    copy_from_source(store, copy, Source::File(path)).await
+    copy_from_source(store, identity, copy, Source::File(path)).await
 }
 
 /// `COPY ... FROM STDIN`: the client's bytes, already received.
-pub(crate) async fn copy_from_data(store: &Store, copy: &CopyFrom, data: Vec<u8>) -> Result<u64> {
-    copy_from_source(store, copy, Source::Bytes(data)).await
+pub(crate) async fn copy_from_data(store: &Store, identity: &Arc<Identity>, copy: &CopyFrom, data: Vec<u8>) -> Result<u64> {
+    copy_from_source(store, identity, copy, Source::Bytes(data)).await
 }
 
 enum Source {
@@ -136,7 +144,7 @@ impl Source {
     }
 }
 
-async fn copy_from_source(store: &Store, copy: &CopyFrom, source: Source) -> Result<u64> {
+async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFrom, source: Source) -> Result<u64> {
     let meta = store
         .snapshot()
         .table(&copy.table)
@@ -157,7 +165,7 @@ async fn copy_from_source(store: &Store, copy: &CopyFrom, source: Source) -> Res
     for b in &batches {
         full.push(conform_by_name(&meta, b)?);
     }
-    commit_batches(store.clone(), meta, full).await
+    commit_batches(store.clone(), identity.clone(), meta, full).await
 }
 
 /// The columns the file holds, in file order.

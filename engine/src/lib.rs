@@ -13,6 +13,7 @@
 mod catalog;
 mod database;
 mod error;
+mod identity;
 mod ingest;
 mod provider;
 mod text_format;

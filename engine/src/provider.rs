@@ -28,6 +28,9 @@ use futures::StreamExt;
 use tessera_storage::{RowIdSet, ScanUnit, Snapshot, StatValue, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
 
 use crate::error::{to_df, Error};
+use crate::identity::resolve::{any_in_range, profile_targets, target_nodes, ResolveExec};
+use crate::identity::spec::{TableIdentity, NODE_COLUMN_PREFIX, PROFILE_ID_COLUMN};
+use crate::identity::{Identity, RESERVED_NAMES};
 
 /// The snapshot a statement reads, pinned in the session config when the
 /// statement starts, so every scan of one statement sees the same state.
@@ -39,13 +42,37 @@ pub(crate) struct PinnedSnapshot(pub Arc<Snapshot>);
 pub(crate) struct TesseraTable {
     store: Store,
     meta: Arc<TableMeta>,
+    /// The visible columns, plus `profile_id` for a table with identifiers.
     schema: SchemaRef,
+    /// The visible stored columns only.
+    stored: SchemaRef,
+    identity: Arc<Identity>,
+    layout: Option<TableIdentity>,
 }
 
 impl TesseraTable {
-    pub(crate) fn new(store: Store, meta: Arc<TableMeta>) -> Self {
-        let schema = visible_schema(&meta);
-        TesseraTable { store, meta, schema }
+    pub(crate) fn new(store: Store, meta: Arc<TableMeta>, identity: Arc<Identity>) -> Self {
+        let stored = visible_schema(&meta);
+        // A declaration that no longer parses shows as a table without
+        // profiles rather than hiding the table.
+        let layout = TableIdentity::of(&meta).ok().flatten();
+        let schema = match &layout {
+            Some(_) => {
+                let mut fields: Vec<Field> = stored.fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new(PROFILE_ID_COLUMN, DataType::Int64, true));
+                Arc::new(Schema::new(fields))
+            }
+            None => stored.clone(),
+        };
+        TesseraTable { store, meta, schema, stored, identity, layout }
+    }
+
+    /// Writes to system tables are the engine's alone.
+    fn check_writable(&self) -> DfResult<()> {
+        if RESERVED_NAMES.contains(&self.meta.name.as_str()) {
+            return Err(to_df(Error::user(format!("system table '{}' cannot be changed directly", self.meta.name))));
+        }
+        Ok(())
     }
 
     fn snapshot_table(&self, state: &dyn Session) -> DfResult<Arc<TableSnapshot>> {
@@ -60,7 +87,12 @@ impl TesseraTable {
     }
 
     fn physical_filters(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
-        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        if filters.iter().any(|f| f.column_refs().iter().any(|c| c.name == PROFILE_ID_COLUMN) && self.layout.is_some()) {
+            return Err(to_df(Error::Unsupported(
+                "DELETE and UPDATE cannot filter on profile_id; filter on the identifier columns".into(),
+            )));
+        }
+        let df_schema = DFSchema::try_from(self.stored.clone())?;
         filters.iter().map(|f| state.create_physical_expr(f.clone(), &df_schema)).collect()
     }
 }
@@ -102,25 +134,91 @@ impl TableProvider for TesseraTable {
         let table = self.snapshot_table(state)?;
         let mut units = table.scan_units();
         let total = units.len();
+        let pid_index = self.layout.as_ref().map(|_| self.stored.fields().len());
+        let (pid_filters, stored_filters): (Vec<Expr>, Vec<Expr>) = filters
+            .iter()
+            .cloned()
+            .partition(|f| pid_index.is_some() && f.column_refs().iter().any(|c| c.name == PROFILE_ID_COLUMN));
         let mut late = None;
-        if let Some(predicate) = conjunction(filters.to_vec()) {
-            let df_schema = DFSchema::try_from(self.schema.clone())?;
+        if let Some(predicate) = conjunction(stored_filters) {
+            let df_schema = DFSchema::try_from(self.stored.clone())?;
             let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
             // A predicate the pruner cannot use just prunes nothing.
             #[allow(deprecated)] // the builder needs a file schema we do not have
-            if let Ok(pruner) = PruningPredicate::try_new(physical, self.schema.clone()) {
-                let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.schema })?;
+            if let Ok(pruner) = PruningPredicate::try_new(physical, self.stored.clone()) {
+                let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.stored })?;
                 units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
             }
-            late = LateFilter::new(state, &self.schema, predicate);
+            late = LateFilter::new(state, &self.stored, predicate);
         }
-        let projected = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
         };
-        let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
+        let projected = Arc::new(self.schema.project(&projection)?);
+        let (Some(layout), Some(pid_index)) = (&self.layout, pid_index) else {
+            let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
+            let partitions = split_contiguous(units, state.config().target_partitions());
+            return Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)));
+        };
+        // Profile lookups: `profile_id = X` keeps only X's rows and skips
+        // units whose node ids cannot hold X's identifiers.
+        let mut targets: Option<std::collections::BTreeSet<u64>> = None;
+        for f in &pid_filters {
+            if let Some(ids) = profile_targets(f) {
+                let state = self.identity.read();
+                let set = ids
+                    .into_iter()
+                    .filter_map(|i| u64::try_from(i).ok())
+                    .filter(|i| state.graph.anchor(*i).is_some())
+                    .collect::<std::collections::BTreeSet<u64>>();
+                targets = Some(match targets {
+                    Some(t) => t.intersection(&set).copied().collect(),
+                    None => set,
+                });
+            }
+        }
+        if let Some(t) = &targets {
+            let nodes = target_nodes(&self.identity.read(), t);
+            units.retain(|u| {
+                layout.slots.iter().any(|s| match u.stats(&format!("{NODE_COLUMN_PREFIX}{}", s.column)) {
+                    Some(st) => match (&st.min, &st.max) {
+                        (Some(StatValue::UInt(lo)), Some(StatValue::UInt(hi))) => any_in_range(&nodes, *lo, *hi),
+                        (None, None) => false,
+                        _ => true,
+                    },
+                    None => true,
+                })
+            });
+        }
+        let pid_position = projection.iter().position(|i| *i == pid_index);
+        let user: Vec<usize> = projection.iter().copied().filter(|i| *i != pid_index).collect();
+        let mut fields: Vec<Field> = user.iter().map(|i| self.stored.field(*i).clone()).collect();
+        let user_columns = fields.len();
+        if pid_position.is_none() && targets.is_none() && pid_filters.is_empty() {
+            let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+            let partitions = split_contiguous(units, state.config().target_partitions());
+            return Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)));
+        }
+        for s in &layout.slots {
+            fields.push(Field::new(format!("{NODE_COLUMN_PREFIX}{}", s.column), DataType::UInt64, true));
+        }
+        fields.push(Field::new(crate::identity::spec::LINK_COLUMN, DataType::UInt32, true));
+        let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let inner_schema = Arc::new(Schema::new(fields));
         let partitions = split_contiguous(units, state.config().target_partitions());
-        Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)))
+        // A limit below a profile filter would cut rows before filtering.
+        let inner_limit = if targets.is_some() { None } else { limit };
+        let scan = Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, inner_schema, inner_limit, total, late));
+        Ok(Arc::new(ResolveExec::new(
+            scan,
+            self.identity.state().clone(),
+            projected,
+            pid_position,
+            user_columns,
+            layout.slots.len(),
+            targets,
+        )))
     }
 
     async fn insert_into(
@@ -129,17 +227,25 @@ impl TableProvider for TesseraTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.check_writable()?;
         let replace = match insert_op {
             InsertOp::Append => false,
             InsertOp::Overwrite | InsertOp::Replace => true,
         };
-        let sink = InsertSink { store: self.store.clone(), meta: self.meta.clone(), schema: self.schema.clone(), replace };
+        let sink = InsertSink {
+            store: self.store.clone(),
+            meta: self.meta.clone(),
+            schema: self.stored.clone(),
+            replace,
+            identity: self.identity.clone(),
+        };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.check_writable()?;
         let filters = self.physical_filters(state, &filters)?;
-        Ok(Arc::new(DmlExec::new(self.store.clone(), self.meta.clone(), self.schema.clone(), DmlKind::Delete { filters })))
+        Ok(Arc::new(DmlExec::new(self.store.clone(), self.meta.clone(), self.stored.clone(), self.identity.clone(), DmlKind::Delete { filters })))
     }
 
     async fn update(
@@ -148,10 +254,14 @@ impl TableProvider for TesseraTable {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        self.check_writable()?;
+        let df_schema = DFSchema::try_from(self.stored.clone())?;
         let mut physical = Vec::with_capacity(assignments.len());
         for (name, expr) in assignments {
-            let index = self.schema.index_of(&name).map_err(|_| {
+            if name == PROFILE_ID_COLUMN && self.layout.is_some() {
+                return Err(to_df(Error::user("profile_id is computed from the identifiers; it cannot be assigned")));
+            }
+            let index = self.stored.index_of(&name).map_err(|_| {
                 to_df(Error::user(format!("column '{name}' of table '{}' does not exist", self.meta.name)))
             })?;
             physical.push((index, state.create_physical_expr(expr, &df_schema)?));
@@ -160,13 +270,21 @@ impl TableProvider for TesseraTable {
         Ok(Arc::new(DmlExec::new(
             self.store.clone(),
             self.meta.clone(),
-            self.schema.clone(),
+            self.stored.clone(),
+            self.identity.clone(),
             DmlKind::Update { filters, assignments: physical },
         )))
     }
 
     async fn truncate(&self, _state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DmlExec::new(self.store.clone(), self.meta.clone(), self.schema.clone(), DmlKind::Delete { filters: Vec::new() })))
+        self.check_writable()?;
+        Ok(Arc::new(DmlExec::new(
+            self.store.clone(),
+            self.meta.clone(),
+            self.stored.clone(),
+            self.identity.clone(),
+            DmlKind::Delete { filters: Vec::new() },
+        )))
     }
 }
 
@@ -475,6 +593,7 @@ struct InsertSink {
     meta: Arc<TableMeta>,
     schema: SchemaRef,
     replace: bool,
+    identity: Arc<Identity>,
 }
 
 impl DisplayAs for InsertSink {
@@ -497,17 +616,25 @@ impl DataSink for InsertSink {
         let store = self.store.clone();
         let meta = self.meta.clone();
         let replace = self.replace;
+        let identity = self.identity.clone();
         let rows = tokio::task::spawn_blocking(move || -> crate::Result<u64> {
             let mut txn = store.begin_write()?;
+            let mut writer = identity.writer_for(&txn, &meta)?;
             if replace {
                 let all = all_row_ids(txn.snapshot(), &meta)?;
+                if let Some(w) = writer.as_mut() {
+                    w.unlink_ids(&meta, &all)?;
+                }
                 txn.delete(&meta.name, &all)?;
             }
             for batch in batches {
-                let full = with_hidden_columns(&meta, &batch)?;
+                let mut full = with_hidden_columns(&meta, &batch)?;
+                if let Some(w) = writer.as_mut() {
+                    full = w.resolve(&meta, full, txn.next_row_id(&meta.name)?)?;
+                }
                 txn.append(&meta.name, full)?;
             }
-            Ok(txn.commit()?.rows_appended)
+            Ok(crate::identity::commit(&store, txn, writer)?.rows_appended)
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -581,6 +708,7 @@ struct DmlExec {
     store: Store,
     meta: Arc<TableMeta>,
     visible: SchemaRef,
+    identity: Arc<Identity>,
     kind: Arc<DmlKind>,
     properties: Arc<PlanProperties>,
 }
@@ -590,7 +718,7 @@ fn count_schema() -> SchemaRef {
 }
 
 impl DmlExec {
-    fn new(store: Store, meta: Arc<TableMeta>, visible: SchemaRef, kind: DmlKind) -> Self {
+    fn new(store: Store, meta: Arc<TableMeta>, visible: SchemaRef, identity: Arc<Identity>, kind: DmlKind) -> Self {
         let schema = count_schema();
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -598,7 +726,7 @@ impl DmlExec {
             EmissionType::Final,
             Boundedness::Bounded,
         );
-        DmlExec { store, meta, visible, kind: Arc::new(kind), properties: Arc::new(properties) }
+        DmlExec { store, meta, visible, identity, kind: Arc::new(kind), properties: Arc::new(properties) }
     }
 }
 
@@ -624,10 +752,11 @@ impl ExecutionPlan for DmlExec {
         let meta = self.meta.clone();
         let visible = self.visible.clone();
         let kind = self.kind.clone();
+        let identity = self.identity.clone();
         let schema = count_schema();
         let out_schema = schema.clone();
         let fut = async move {
-            let count = tokio::task::spawn_blocking(move || run_dml(&store, &meta, &visible, &kind))
+            let count = tokio::task::spawn_blocking(move || run_dml(&store, &meta, &visible, &identity, &kind))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
                 .map_err(to_df)?;
@@ -640,8 +769,9 @@ impl ExecutionPlan for DmlExec {
 
 /// Evaluate the filters against every live row of the latest state and
 /// apply the change, all under the writer lock.
-fn run_dml(store: &Store, meta: &TableMeta, visible: &SchemaRef, kind: &DmlKind) -> crate::Result<u64> {
+fn run_dml(store: &Store, meta: &TableMeta, visible: &SchemaRef, identity: &Identity, kind: &DmlKind) -> crate::Result<u64> {
     let mut txn = store.begin_write()?;
+    let mut writer = identity.writer_for(&txn, meta)?;
     let snap = txn.snapshot().clone();
     let table = snap
         .table_by_id(meta.id)
@@ -677,16 +807,22 @@ fn run_dml(store: &Store, meta: &TableMeta, visible: &SchemaRef, kind: &DmlKind)
             continue;
         }
         doomed.extend(matched.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        if let Some(w) = writer.as_mut() {
+            w.unlink(&table.meta, &matched)?;
+        }
         if let Some(assignments) = assignments {
             let matched_user = filter_record_batch(&user, &mask)?;
             replacements.push(updated_rows(&table.meta, &matched, &matched_user, &visible_idx, assignments)?);
         }
     }
     let count = txn.delete(&meta.name, &doomed)?;
-    for rows in replacements {
+    for mut rows in replacements {
+        if let Some(w) = writer.as_mut() {
+            rows = w.resolve(&table.meta, rows, txn.next_row_id(&meta.name)?)?;
+        }
         txn.append(&meta.name, rows)?;
     }
-    txn.commit()?;
+    crate::identity::commit(store, txn, writer)?;
     Ok(count)
 }
 

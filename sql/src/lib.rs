@@ -122,6 +122,22 @@ pub enum Statement {
     Vacuum { table: Option<String> },
     /// `CHECKPOINT`: flush buffered rows to segments.
     Checkpoint,
+    /// `CREATE IDENTIFIER [IF NOT EXISTS] name [(option = value, ...)]`.
+    CreateIdentifier {
+        name: String,
+        if_not_exists: bool,
+        options: BTreeMap<String, String>,
+    },
+    /// `DROP IDENTIFIER [IF EXISTS] name`.
+    DropIdentifier { name: String, if_exists: bool },
+    /// `SHOW IDENTIFIERS`.
+    ShowIdentifiers,
+    /// `RESOLVE IDENTITIES`: rebuild the identity graph from the tables
+    /// and check it against the live one.
+    ResolveIdentities,
+    /// `ALTER TABLE name SET (identifiers = '...')`: declare (or replace)
+    /// the identifier columns of an existing table.
+    SetTableIdentifiers { table: String, identifiers: String },
 }
 
 /// Parse one or more `;`-separated statements.
@@ -162,6 +178,24 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
                 parser.parser.next_token();
                 Statement::Checkpoint
             }
+            Some(Own::CreateIdentifier) => parse_create_identifier(&mut parser.parser)?,
+            Some(Own::DropIdentifier) => {
+                parser.parser.next_token();
+                parser.parser.next_token();
+                let if_exists = parser.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+                Statement::DropIdentifier { name: identifier_name(&mut parser.parser)?, if_exists }
+            }
+            Some(Own::ShowIdentifiers) => {
+                parser.parser.next_token();
+                parser.parser.next_token();
+                Statement::ShowIdentifiers
+            }
+            Some(Own::ResolveIdentities) => {
+                parser.parser.next_token();
+                parser.parser.next_token();
+                Statement::ResolveIdentities
+            }
+            Some(Own::SetTableIdentifiers) => parse_set_table_identifiers(&mut parser.parser)?,
             None => {
                 let parsed = parser.parse_statement().map_err(|e| ParseError::new(e.strip_backtrace()))?;
                 lift_create_table_options(parsed)?
@@ -180,6 +214,11 @@ enum Own {
     CopyFrom,
     Vacuum,
     Checkpoint,
+    CreateIdentifier,
+    DropIdentifier,
+    ShowIdentifiers,
+    ResolveIdentities,
+    SetTableIdentifiers,
 }
 
 fn word_at(parser: &datafusion_sql::sqlparser::parser::Parser, n: usize) -> Option<String> {
@@ -190,9 +229,15 @@ fn word_at(parser: &datafusion_sql::sqlparser::parser::Parser, n: usize) -> Opti
 }
 
 fn own_statement_kind(parser: &datafusion_sql::sqlparser::parser::Parser) -> Option<Own> {
+    let second = word_at(parser, 1);
     match word_at(parser, 0)?.as_str() {
         "VACUUM" => Some(Own::Vacuum),
         "CHECKPOINT" => Some(Own::Checkpoint),
+        "CREATE" if second.as_deref() == Some("IDENTIFIER") => Some(Own::CreateIdentifier),
+        "DROP" if second.as_deref() == Some("IDENTIFIER") => Some(Own::DropIdentifier),
+        "SHOW" if second.as_deref() == Some("IDENTIFIERS") => Some(Own::ShowIdentifiers),
+        "RESOLVE" if second.as_deref() == Some("IDENTITIES") => Some(Own::ResolveIdentities),
+        "ALTER" if second.as_deref() == Some("TABLE") && sets_identifiers(parser) => Some(Own::SetTableIdentifiers),
         "COPY" => {
             // COPY name [(cols)] FROM ... is ours; COPY ... TO is DataFusion's.
             if parser.peek_nth_token(1).token == Token::LParen {
@@ -366,6 +411,74 @@ fn parse_copy_option(
     Ok(())
 }
 
+/// Does `ALTER TABLE name SET (identifiers ...` follow?
+fn sets_identifiers(parser: &datafusion_sql::sqlparser::parser::Parser) -> bool {
+    // ALTER TABLE [IF EXISTS] a[.b] SET ( identifiers
+    for n in 3..8 {
+        if word_at(parser, n).as_deref() == Some("SET") {
+            return parser.peek_nth_token(n + 1).token == Token::LParen
+                && word_at(parser, n + 2).as_deref() == Some("IDENTIFIERS");
+        }
+    }
+    false
+}
+
+/// An identifier type's name: one unquoted or quoted word, lower-cased
+/// when unquoted.
+fn identifier_name(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Result<String, ParseError> {
+    let ident = parser.parse_identifier().map_err(perr)?;
+    Ok(if ident.quote_style.is_some() { ident.value } else { ident.value.to_lowercase() })
+}
+
+/// `CREATE IDENTIFIER [IF NOT EXISTS] name [(option = value, ...)]`
+fn parse_create_identifier(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Result<Statement, ParseError> {
+    parser.next_token();
+    parser.next_token();
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = identifier_name(parser)?;
+    let mut options = BTreeMap::new();
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            let key = identifier_name(parser)?;
+            parser.expect_token(&Token::Eq).map_err(perr)?;
+            let value = match parser.next_token().token {
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+                Token::Number(n, _) => n,
+                Token::Word(w) => w.value,
+                other => {
+                    return Err(ParseError::new(format!(
+                        "identifier option '{key}' needs a value (a number or a quoted string), found: {other}"
+                    )))
+                }
+            };
+            if options.insert(key.clone(), value).is_some() {
+                return Err(ParseError::new(format!("identifier option '{key}' is given twice")));
+            }
+            if parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            parser.expect_token(&Token::RParen).map_err(perr)?;
+            break;
+        }
+    }
+    Ok(Statement::CreateIdentifier { name, if_not_exists, options })
+}
+
+/// `ALTER TABLE name SET (identifiers = '...')`
+fn parse_set_table_identifiers(parser: &mut datafusion_sql::sqlparser::parser::Parser) -> Result<Statement, ParseError> {
+    parser.next_token();
+    parser.next_token();
+    let table = object_name(parser)?;
+    parser.expect_keyword(Keyword::SET).map_err(perr)?;
+    parser.expect_token(&Token::LParen).map_err(perr)?;
+    let key = identifier_name(parser)?;
+    debug_assert_eq!(key, "identifiers");
+    parser.expect_token(&Token::Eq).map_err(perr)?;
+    let identifiers = parser.parse_literal_string().map_err(perr)?;
+    parser.expect_token(&Token::RParen).map_err(perr)?;
+    Ok(Statement::SetTableIdentifiers { table, identifiers })
+}
+
 /// Move `CREATE TABLE ... WITH (k = v, ...)` options out of the statement.
 fn lift_create_table_options(parsed: DFStatement) -> Result<Statement, ParseError> {
     let DFStatement::Statement(inner) = parsed else {
@@ -444,6 +557,29 @@ mod tests {
         assert!(matches!(&parsed[0], Statement::Vacuum { table: None }));
         assert!(matches!(&parsed[1], Statement::Vacuum { table: Some(t) } if t == "events"));
         assert!(matches!(&parsed[2], Statement::Checkpoint));
+    }
+
+    #[test]
+    fn identifier_statements() {
+        let parsed = parse(
+            "CREATE IDENTIFIER email (normalize = 'email', max_per_profile = 5, priority = 2); \
+             create identifier if not exists Cookie; DROP IDENTIFIER IF EXISTS phone; SHOW IDENTIFIERS; \
+             RESOLVE IDENTITIES; ALTER TABLE crm SET (identifiers = 'mail AS email')",
+        )
+        .unwrap();
+        let Statement::CreateIdentifier { name, if_not_exists, options } = &parsed[0] else { panic!("{parsed:?}") };
+        assert_eq!((name.as_str(), *if_not_exists), ("email", false));
+        assert_eq!(options.get("normalize").map(String::as_str), Some("email"));
+        assert_eq!(options.get("max_per_profile").map(String::as_str), Some("5"));
+        assert!(matches!(&parsed[1], Statement::CreateIdentifier { name, if_not_exists: true, options } if name == "cookie" && options.is_empty()));
+        assert!(matches!(&parsed[2], Statement::DropIdentifier { name, if_exists: true } if name == "phone"));
+        assert!(matches!(&parsed[3], Statement::ShowIdentifiers));
+        assert!(matches!(&parsed[4], Statement::ResolveIdentities));
+        assert!(matches!(&parsed[5], Statement::SetTableIdentifiers { table, identifiers } if table == "crm" && identifiers == "mail AS email"));
+        assert!(parse("CREATE IDENTIFIER email (normalize 'email')").is_err());
+        assert!(parse("CREATE IDENTIFIER email (a = 1, a = 2)").is_err());
+        // Other ALTER TABLE forms stay DataFusion's.
+        assert!(matches!(&parse("ALTER TABLE t ADD COLUMN x INT").unwrap()[0], Statement::DataFusion(_)));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use error::{Result, StorageError};
 pub use manifest::{ColumnDef, TableMeta};
 pub use segment::{ChunkStats, RowGroupMeta, SegmentReader, StatValue};
 pub use snapshot::{ScanUnit, Snapshot, TableSnapshot};
-pub use store::{CommitInfo, Store, StoreOptions, WriteTxn};
+pub use store::{CommitInfo, PendingCommit, Store, StoreOptions, WriteTxn};
 
 /// Name of the hidden column that carries every row's stable id.
 pub const ROW_ID_COLUMN: &str = "_row_id";

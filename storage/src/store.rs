@@ -311,9 +311,15 @@ impl Store {
     /// Add a nullable column to a table. Rows written before read it as
     /// NULL.
     pub fn add_column(&self, table: &str, column: ColumnDef) -> Result<()> {
-        if !column.nullable {
+        self.alter_table(table, vec![column], None)
+    }
+
+    /// Add nullable columns to a table and optionally replace its options,
+    /// in one durable catalog change.
+    pub fn alter_table(&self, table: &str, add: Vec<ColumnDef>, options: Option<BTreeMap<String, String>>) -> Result<()> {
+        if let Some(c) = add.iter().find(|c| !c.nullable) {
             return Err(StorageError::InvalidArgument(format!(
-                "column '{}' added to an existing table must be nullable", column.name
+                "column '{}' added to an existing table must be nullable", c.name
             )));
         }
         self.check_poisoned()?;
@@ -324,8 +330,9 @@ impl Store {
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
         let mut columns = t.meta.columns.clone();
-        columns.push(column);
-        validate_table(table, &columns, &t.meta.options)?;
+        columns.extend(add);
+        let options = options.unwrap_or_else(|| t.meta.options.clone());
+        validate_table(table, &columns, &options)?;
         self.drain(&w)?;
         let mut manifest = w.manifest.clone();
         let entry = manifest
@@ -333,12 +340,14 @@ impl Store {
             .get_mut(&t.id())
             .ok_or_else(|| StorageError::Internal(format!("table {table} missing from the manifest")))?;
         entry.meta.columns = columns.clone();
+        entry.meta.options = options.clone();
         self.write_manifest(&manifest)?;
         w.manifest = manifest;
         let mut snap = (*w.latest).clone();
         let mut ts = (*t).clone();
         let mut meta = (*ts.meta).clone();
         meta.columns = columns;
+        meta.options = options;
         ts.meta = Arc::new(meta);
         snap.tables.insert(ts.id(), Arc::new(ts));
         self.install(&mut w, snap);
@@ -660,6 +669,17 @@ impl WriteTxn {
         &self.base
     }
 
+    /// The row id the next row appended to `table` in this transaction
+    /// will get.
+    pub fn next_row_id(&self, table: &str) -> Result<RowId> {
+        let t = self
+            .base
+            .table(table)
+            .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        let already: u64 = self.appends.iter().filter(|(id, _, _)| *id == t.id()).map(|(_, _, b)| b.num_rows() as u64).sum();
+        Ok(t.next_row_id + already)
+    }
+
     /// Append rows to `table`. The batch holds every column of the table
     /// (hidden ones included) in order; returns the first assigned row id.
     pub fn append(&mut self, table: &str, batch: RecordBatch) -> Result<RowId> {
@@ -858,8 +878,9 @@ impl PendingCommit {
 }
 
 impl Store {
-    /// Flush when the buffer has grown past the threshold.
-    fn maybe_flush(&self) -> Result<()> {
+    /// Flush when the buffer has grown past the threshold (after a commit
+    /// made with `prepare` and `wait`).
+    pub fn maybe_flush(&self) -> Result<()> {
         if self.inner.dir.is_none() {
             return Ok(());
         }

@@ -1,0 +1,756 @@
+//! Identity resolution: identifier types, the identity graph kept current
+//! at every commit, and its durable form.
+//!
+//! Durability without a file of its own: every decision is stored in the
+//! rows of the same transaction. A source row carries, in hidden columns,
+//! the node id of each identifier (`_idnode_<column>`), which of them it
+//! linked (`_idlink`, a bit mask) and when (`_idseen`); every profile
+//! event (created, merged, split, moved, deleted) is a row of the hidden
+//! table `_cdp_profile_events`, and every refusal a row of
+//! `identity_rejections`. So after a crash the graph is exactly what the
+//! surviving rows say: it is rebuilt from them on open (components do not
+//! depend on the order rows are read in; profile ids come from the event
+//! log in order).
+
+pub(crate) mod graph;
+pub(crate) mod normalize;
+pub(crate) mod resolve;
+pub(crate) mod spec;
+pub(crate) mod system;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit, UInt32Type, UInt64Type};
+use parking_lot::{ArcRwLockWriteGuard, RawRwLock, RwLock};
+use tessera_storage::{ColumnDef, PendingCommit, Snapshot, Store, TableMeta, WriteTxn, ROW_ID_COLUMN};
+
+use crate::error::{Error, Result};
+use graph::{Graph, NodeId, ProfileEvent, Rules, TypeId};
+use normalize::{key_of, Normalized, Normalizer};
+use spec::{IdentifierSpec, TableIdentity, MAX_IDENTIFIERS_PER_PROFILE, NEXT_TYPE_ID_KEY, TYPE_KEY_PREFIX};
+
+/// Hidden table of profile events (the merge log and the anchors).
+pub const EVENTS_TABLE: &str = "_cdp_profile_events";
+/// Table of refused identifier values.
+pub const REJECTIONS_TABLE: &str = "identity_rejections";
+/// Names users cannot take for their own tables.
+pub const RESERVED_NAMES: &[&str] =
+    &[EVENTS_TABLE, REJECTIONS_TABLE, "profiles", "profile_identifiers", "profile_merges"];
+
+/// A compiled identifier type.
+pub(crate) struct TypeInfo {
+    pub spec: IdentifierSpec,
+    pub normalizer: Normalizer,
+}
+
+/// Everything identity resolution knows, behind one lock.
+pub(crate) struct State {
+    pub graph: Graph,
+    pub types: BTreeMap<String, Arc<TypeInfo>>,
+    pub by_id: HashMap<TypeId, Arc<TypeInfo>>,
+    pub rules: Rules,
+    /// Set when the graph could not be rebuilt after a failed commit;
+    /// queries that need it fail until the database is reopened.
+    pub broken: Option<String>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityState")
+            .field("identifiers", &self.graph.node_count())
+            .field("profiles", &self.graph.profile_count())
+            .finish()
+    }
+}
+
+impl State {
+    fn empty() -> State {
+        State {
+            graph: Graph::new(),
+            types: BTreeMap::new(),
+            by_id: HashMap::new(),
+            rules: Rules { types: Vec::new(), max_identifiers: MAX_IDENTIFIERS_PER_PROFILE },
+            broken: None,
+        }
+    }
+
+    pub fn check_usable(&self) -> Result<()> {
+        match &self.broken {
+            Some(why) => Err(Error::Internal(format!("identity graph unavailable until the database is reopened: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn set_types(&mut self, specs: Vec<IdentifierSpec>) -> Result<()> {
+        self.types.clear();
+        self.by_id.clear();
+        self.rules.types.clear();
+        for spec in specs {
+            let info = Arc::new(TypeInfo { normalizer: spec.normalizer()?, spec });
+            let id = info.spec.id as usize;
+            if self.rules.types.len() <= id {
+                self.rules.types.resize(id + 1, None);
+            }
+            self.rules.types[id] = Some(info.spec.rules());
+            self.by_id.insert(info.spec.id, info.clone());
+            self.types.insert(info.spec.name.clone(), info);
+        }
+        Ok(())
+    }
+
+    pub fn type_named(&self, name: &str) -> Result<&Arc<TypeInfo>> {
+        self.types
+            .get(name)
+            .ok_or_else(|| Error::user(format!("unknown identifier type '{name}'")))
+    }
+
+    /// Normalize a raw value of a type to its node, if the graph has it.
+    pub fn node_for(&self, type_name: &str, raw: &str) -> Result<Option<NodeId>> {
+        let info = self.type_named(type_name)?;
+        match info.normalizer.normalize(raw, &info.spec.blocked) {
+            Normalized::Value(v) => Ok(self.graph.lookup(&key_of(info.spec.id, &v))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The identity subsystem of one database.
+pub(crate) struct Identity {
+    store: Store,
+    state: Arc<RwLock<State>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").finish()
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+fn secs(micros: i64) -> u32 {
+    (micros / 1_000_000).clamp(1, u32::MAX as i64) as u32
+}
+
+impl Identity {
+    /// Load the identity state from the rows of a store.
+    pub fn open(store: Store) -> Result<Identity> {
+        let state = build_state(&store.snapshot())?;
+        Ok(Identity { store, state: Arc::new(RwLock::new(state)) })
+    }
+
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
+        self.state.read()
+    }
+
+    pub fn state(&self) -> &Arc<RwLock<State>> {
+        &self.state
+    }
+
+    /// Start resolving the changes of a write transaction (the store's
+    /// writer lock is held by `txn`, so writers are serialized).
+    pub fn writer(&self, txn: &WriteTxn) -> Result<IdWriter> {
+        let state = self.state.write_arc();
+        state.check_usable()?;
+        Ok(IdWriter {
+            state,
+            base: txn.snapshot().clone(),
+            now: now_micros(),
+            events: Vec::new(),
+            rejections: Rejections::default(),
+            touched: false,
+            finished: false,
+        })
+    }
+
+    /// A writer when the table has identifiers (`None` otherwise).
+    pub fn writer_for(&self, txn: &WriteTxn, meta: &TableMeta) -> Result<Option<IdWriter>> {
+        if meta.options.contains_key(spec::IDENTIFIERS_OPTION) {
+            Ok(Some(self.writer(txn)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reload types after a catalog change.
+    pub fn reload_types(&self) -> Result<()> {
+        let specs = stored_specs(&self.store.snapshot())?;
+        self.state.write().set_types(specs)
+    }
+
+    /// `RESOLVE IDENTITIES`: rebuild from the tables and compare.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let txn = self.store.begin_write()?;
+        let rebuilt = build_state(txn.snapshot())?;
+        let live = self.state.read();
+        live.check_usable()?;
+        live.graph.check().map_err(|e| Error::Internal(format!("identity graph invariant broken: {e}")))?;
+        let a = live.graph.partition();
+        let b = rebuilt.graph.partition();
+        let report = VerifyReport {
+            profiles: a.len() as u64,
+            identifiers: a.iter().map(|(_, k)| k.len() as u64).sum(),
+            agrees: a == b,
+        };
+        drop(txn);
+        if !report.agrees {
+            let differing = a.iter().filter(|p| !b.contains(p)).count() + b.iter().filter(|p| !a.contains(p)).count();
+            return Err(Error::Internal(format!(
+                "the identity graph disagrees with a rebuild from the tables in {differing} profiles"
+            )));
+        }
+        Ok(report)
+    }
+
+    /// Create an identifier type.
+    pub fn create_type(&self, name: &str, if_not_exists: bool, options: &BTreeMap<String, String>) -> Result<bool> {
+        let snap = self.store.snapshot();
+        if snap.metadata().contains_key(&format!("{TYPE_KEY_PREFIX}{name}")) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(tessera_storage::StorageError::AlreadyExists { kind: "identifier type", name: name.to_string() }.into());
+        }
+        let id: u64 = snap.metadata().get(NEXT_TYPE_ID_KEY).and_then(|v| v.parse().ok()).unwrap_or(1);
+        if id as usize >= spec::MAX_IDENTIFIER_TYPES {
+            return Err(Error::ResourcesExhausted(format!(
+                "at most {} identifier types can ever be created", spec::MAX_IDENTIFIER_TYPES
+            )));
+        }
+        let spec = IdentifierSpec::from_options(name, id as TypeId, options)?;
+        self.ensure_system_tables()?;
+        let json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.set_metadata(NEXT_TYPE_ID_KEY, Some((id + 1).to_string()))?;
+        self.store.set_metadata(&format!("{TYPE_KEY_PREFIX}{name}"), Some(json))?;
+        self.reload_types()?;
+        Ok(true)
+    }
+
+    /// Drop an identifier type no table uses.
+    pub fn drop_type(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let snap = self.store.snapshot();
+        if !snap.metadata().contains_key(&format!("{TYPE_KEY_PREFIX}{name}")) {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(tessera_storage::StorageError::NotFound { kind: "identifier type", name: name.to_string() }.into());
+        }
+        for t in snap.tables() {
+            if let Some(ti) = TableIdentity::of(&t.meta)? {
+                if let Some(slot) = ti.slots.iter().find(|s| s.type_name == name) {
+                    return Err(Error::user(format!(
+                        "identifier type '{name}' is used by column '{}' of table '{}'",
+                        slot.column,
+                        t.name()
+                    )));
+                }
+            }
+        }
+        self.store.set_metadata(&format!("{TYPE_KEY_PREFIX}{name}"), None)?;
+        self.reload_types()?;
+        Ok(true)
+    }
+
+    fn ensure_system_tables(&self) -> Result<()> {
+        let snap = self.store.snapshot();
+        if snap.table(EVENTS_TABLE).is_none() {
+            self.store.create_table(EVENTS_TABLE, system::event_columns(), BTreeMap::new())?;
+        }
+        if snap.table(REJECTIONS_TABLE).is_none() {
+            self.store.create_table(REJECTIONS_TABLE, system::rejection_columns(), BTreeMap::new())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct VerifyReport {
+    pub profiles: u64,
+    pub identifiers: u64,
+    pub agrees: bool,
+}
+
+fn stored_specs(snap: &Snapshot) -> Result<Vec<IdentifierSpec>> {
+    snap.metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with(TYPE_KEY_PREFIX))
+        .map(|(k, v)| {
+            serde_json::from_str::<IdentifierSpec>(v)
+                .map_err(|e| Error::Internal(format!("catalog entry '{k}' does not parse: {e}")))
+        })
+        .collect()
+}
+
+/// A text column as a plain string array.
+fn strings(array: &ArrayRef) -> Result<StringArray> {
+    let utf8 = if array.data_type() == &DataType::Utf8 { array.clone() } else { cast(array, &DataType::Utf8)? };
+    Ok(utf8.as_string::<i32>().clone())
+}
+
+/// Rebuild the whole identity state from the rows of a snapshot.
+fn build_state(snap: &Snapshot) -> Result<State> {
+    let mut state = State::empty();
+    state.set_types(stored_specs(snap)?)?;
+    let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
+    for table in snap.tables() {
+        let Some(ti) = TableIdentity::of(&table.meta)? else { continue };
+        let mut columns: Vec<String> = Vec::new();
+        for s in &ti.slots {
+            columns.push(s.column.clone());
+            columns.push(table.meta.columns[s.node_index].name.clone());
+        }
+        columns.push(spec::LINK_COLUMN.into());
+        columns.push(spec::SEEN_COLUMN.into());
+        let infos: Vec<Arc<TypeInfo>> =
+            ti.slots.iter().map(|s| state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
+        let mut known: Vec<bool> = Vec::new();
+        let mut linked: Vec<NodeId> = Vec::with_capacity(ti.slots.len());
+        for unit in table.scan_units() {
+            let batch = unit.read(&columns)?;
+            let n = ti.slots.len();
+            let values: Vec<StringArray> = (0..n).map(|i| strings(batch.column(2 * i))).collect::<Result<_>>()?;
+            let nodes: Vec<&UInt64Array> = (0..n).map(|i| batch.column(2 * i + 1).as_primitive::<UInt64Type>()).collect();
+            let link = batch.column(2 * n).as_primitive::<UInt32Type>();
+            let seen = batch.column(2 * n + 1).as_primitive::<arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                linked.clear();
+                let mask = if link.is_null(row) { 0 } else { link.value(row) };
+                for i in 0..n {
+                    if nodes[i].is_null(row) {
+                        continue;
+                    }
+                    let node = u32::try_from(nodes[i].value(row)).map_err(|_| corrupt("node id out of range".into()))?;
+                    if known.len() <= node as usize {
+                        known.resize(node as usize + 1, false);
+                    }
+                    if !known[node as usize] {
+                        let info = &infos[i];
+                        let Normalized::Value(v) = info.normalizer.normalize(values[i].value(row), &info.spec.blocked) else {
+                            return Err(corrupt(format!(
+                                "table '{}' column '{}' holds a node for a value that is not an identifier",
+                                table.name(),
+                                ti.slots[i].column
+                            )));
+                        };
+                        state.graph.insert_at(node, info.spec.id, key_of(info.spec.id, &v)).map_err(corrupt)?;
+                        known[node as usize] = true;
+                    }
+                    if mask & (1 << i) != 0 {
+                        linked.push(node);
+                    }
+                }
+                let at = if seen.is_null(row) { 1 } else { secs(seen.value(row)) };
+                state.graph.relink(&linked, at);
+            }
+        }
+    }
+    system::replay_rejections(snap, &mut state)?;
+    system::replay_events(snap, &mut state.graph)?;
+    state.graph.finish_rebuild().map_err(corrupt)?;
+    Ok(state)
+}
+
+/// Refused values gathered during a commit, as columns.
+#[derive(Default)]
+pub(crate) struct Rejections {
+    pub table: Vec<String>,
+    pub row: Vec<u64>,
+    pub column: Vec<String>,
+    pub type_name: Vec<String>,
+    pub value: Vec<String>,
+    pub reason: Vec<&'static str>,
+    pub detail: Vec<String>,
+    pub node: Vec<Option<u64>>,
+}
+
+impl Rejections {
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, table: &str, row: u64, column: &str, type_name: &str, value: &str, reason: &'static str, detail: String, node: Option<NodeId>) {
+        self.table.push(table.to_string());
+        self.row.push(row);
+        self.column.push(column.to_string());
+        self.type_name.push(type_name.to_string());
+        self.value.push(value.to_string());
+        self.reason.push(reason);
+        self.detail.push(detail);
+        self.node.push(node.map(u64::from));
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// A profile event with the row that caused it.
+pub(crate) struct LoggedEvent {
+    pub event: ProfileEvent,
+    pub table: Option<String>,
+    pub row: Option<u64>,
+}
+
+/// Resolves one transaction's rows while holding the identity lock.
+/// Dropped without [`IdWriter::commit`] after changing the graph, it
+/// rebuilds the graph from the rows (the transaction never happened).
+pub(crate) struct IdWriter {
+    state: ArcRwLockWriteGuard<RawRwLock, State>,
+    base: Arc<Snapshot>,
+    now: i64,
+    events: Vec<LoggedEvent>,
+    rejections: Rejections,
+    touched: bool,
+    finished: bool,
+}
+
+impl IdWriter {
+    /// Fill the hidden identity columns of rows about to be appended to a
+    /// table with identifiers (`batch` in the table's append schema; rows
+    /// get ids from `first_row_id`). Other tables pass through.
+    pub fn resolve(&mut self, meta: &TableMeta, batch: RecordBatch, first_row_id: u64) -> Result<RecordBatch> {
+        let Some(ti) = TableIdentity::of(meta)? else { return Ok(batch) };
+        self.touched = true;
+        let mut settle_events = Vec::new();
+        self.state.graph.settle(secs(self.now), &mut settle_events);
+        self.log(settle_events, None, None);
+        let n = batch.num_rows();
+        let infos: Vec<Arc<TypeInfo>> =
+            ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
+        let values: Vec<StringArray> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
+        let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
+        let mut masks: Vec<u32> = Vec::with_capacity(n);
+        let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
+        let mut events = Vec::new();
+        let now_secs = secs(self.now);
+        // Repeated values (a cookie on every event) are normalized once.
+        let mut seen: Vec<HashMap<&str, Option<NodeId>>> = vec![HashMap::new(); ti.slots.len()];
+        for row in 0..n {
+            row_nodes.clear();
+            let row_id = first_row_id + row as u64;
+            for (i, slot) in ti.slots.iter().enumerate() {
+                if values[i].is_null(row) {
+                    nodes[i].push(None);
+                    continue;
+                }
+                let raw = values[i].value(row);
+                let node = match seen[i].get(raw) {
+                    Some(n) => *n,
+                    None => {
+                        let info = &infos[i];
+                        let node = match info.normalizer.normalize(raw, &info.spec.blocked) {
+                            Normalized::Absent => None,
+                            Normalized::Value(v) => {
+                                Some(self.state.graph.intern(info.spec.id, key_of(info.spec.id, &v)).map_err(Error::ResourcesExhausted)?)
+                            }
+                            Normalized::Blocked => {
+                                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, "blocked", "value is on the blocked list".into(), None);
+                                continue_none(&mut nodes[i]);
+                                continue;
+                            }
+                            Normalized::Invalid(why) => {
+                                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, "invalid", why, None);
+                                continue_none(&mut nodes[i]);
+                                continue;
+                            }
+                        };
+                        seen[i].insert(raw, node);
+                        node
+                    }
+                };
+                nodes[i].push(node.map(u64::from));
+                if let Some(node) = node {
+                    row_nodes.push((i as u8, node));
+                }
+            }
+            let outcome = {
+                let State { graph, rules, .. } = &mut *self.state;
+                graph.link(&row_nodes, now_secs, rules, &mut events)
+            };
+            for r in &outcome.refused {
+                let i = r.slot as usize;
+                let slot = &ti.slots[i];
+                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), r.reason.as_str(), r.detail.clone(), Some(r.node));
+            }
+            let logged = std::mem::take(&mut events);
+            self.log(logged, Some(&meta.name), Some(row_id));
+            masks.push(outcome.mask);
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for (i, slot) in ti.slots.iter().enumerate() {
+            columns[slot.node_index] = Arc::new(UInt64Array::from(std::mem::take(&mut nodes[i])));
+        }
+        columns[ti.link_index] = Arc::new(UInt32Array::from(masks));
+        columns[ti.seen_index] = Arc::new(Int64Array::from(vec![self.now; n]));
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    }
+
+    /// Take back the links of rows being deleted from a table (`rows`
+    /// holds at least the table's hidden identity columns, by name).
+    pub fn unlink(&mut self, meta: &TableMeta, rows: &RecordBatch) -> Result<()> {
+        let Some(ti) = TableIdentity::of(meta)? else { return Ok(()) };
+        self.touched = true;
+        let column = |name: &str| -> Result<ArrayRef> {
+            rows.column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("deleted rows lack column '{name}'")))
+        };
+        let link = column(spec::LINK_COLUMN)?;
+        let link = link.as_primitive::<UInt32Type>();
+        let node_arrays: Vec<ArrayRef> =
+            ti.slots.iter().map(|s| column(&meta.columns[s.node_index].name)).collect::<Result<_>>()?;
+        let nodes: Vec<&UInt64Array> = node_arrays.iter().map(|a| a.as_primitive::<UInt64Type>()).collect();
+        let mut linked = Vec::with_capacity(ti.slots.len());
+        for row in 0..rows.num_rows() {
+            if link.is_null(row) {
+                continue;
+            }
+            let mask = link.value(row);
+            linked.clear();
+            for (i, n) in nodes.iter().enumerate() {
+                if mask & (1 << i) != 0 && !n.is_null(row) {
+                    let node = n.value(row) as NodeId;
+                    if !linked.contains(&node) {
+                        linked.push(node);
+                    }
+                }
+            }
+            self.state.graph.unlink(&linked);
+        }
+        let mut events = Vec::new();
+        self.state.graph.settle(secs(self.now), &mut events);
+        self.log(events, Some(&meta.name), None);
+        Ok(())
+    }
+
+    /// Read the identity columns of rows `ids` of a table from the base
+    /// snapshot and unlink them.
+    pub fn unlink_ids(&mut self, meta: &TableMeta, ids: &tessera_storage::RowIdSet) -> Result<()> {
+        let Some(ti) = TableIdentity::of(meta)? else { return Ok(()) };
+        let Some(table) = self.base.table_by_id(meta.id).cloned() else { return Ok(()) };
+        let mut columns = vec![ROW_ID_COLUMN.to_string(), spec::LINK_COLUMN.to_string()];
+        columns.extend(ti.slots.iter().map(|s| meta.columns[s.node_index].name.clone()));
+        for unit in table.scan_units() {
+            let batch = unit.read(&columns)?;
+            let keep: BooleanArray =
+                batch.column(0).as_primitive::<UInt64Type>().iter().map(|id| Some(id.is_some_and(|id| ids.contains(id)))).collect();
+            let doomed = arrow::compute::filter_record_batch(&batch, &keep)?;
+            if doomed.num_rows() > 0 {
+                self.unlink(meta, &doomed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, events: Vec<ProfileEvent>, table: Option<&str>, row: Option<u64>) {
+        for event in events {
+            self.events.push(LoggedEvent { event, table: table.map(str::to_string), row });
+        }
+    }
+
+    /// Append the commit's events and refusals to their tables, then queue
+    /// the commit. The identity lock is released only after the commit is
+    /// queued, so the graph and the log advance together.
+    pub fn commit(mut self, mut txn: WriteTxn) -> Result<PendingCommit> {
+        let outcome = (|| -> Result<PendingCommit> {
+            if !self.events.is_empty() {
+                let batch = system::events_batch(&self.base, &self.events, self.now)?;
+                txn.append(EVENTS_TABLE, batch)?;
+            }
+            if self.rejections.len() > 0 {
+                let batch = system::rejections_batch(&self.base, &self.rejections, self.now)?;
+                txn.append(REJECTIONS_TABLE, batch)?;
+            }
+            Ok(txn.prepare()?)
+        })();
+        if outcome.is_ok() {
+            self.finished = true;
+        }
+        outcome
+    }
+}
+
+fn continue_none(nodes: &mut Vec<Option<u64>>) {
+    nodes.push(None);
+}
+
+impl Drop for IdWriter {
+    fn drop(&mut self) {
+        if self.touched && !self.finished {
+            // The transaction did not happen: rebuild from the rows of the
+            // state it started from (the caller still holds the writer
+            // lock, so nothing newer exists).
+            match build_state(&self.base) {
+                Ok(s) => *self.state = s,
+                Err(e) => self.state.broken = Some(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Commit a transaction, resolving identities when a writer is given.
+pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> Result<tessera_storage::CommitInfo> {
+    let pending = match writer {
+        Some(w) => w.commit(txn)?,
+        None => txn.prepare()?,
+    };
+    let info = pending.wait()?;
+    store.maybe_flush()?;
+    Ok(info)
+}
+
+pub(crate) fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+pub(crate) fn hidden_identity_columns(
+    state: &State,
+    table: &str,
+    columns: &[ColumnDef],
+    declaration: &str,
+) -> Result<Vec<ColumnDef>> {
+    let parsed = spec::parse_declaration(declaration)?;
+    spec::hidden_columns_for(table, columns, &parsed, |t| state.types.contains_key(t))
+}
+
+/// `SHOW IDENTIFIERS`: one row per identifier type.
+pub(crate) fn show_identifiers(identity: &Identity) -> Result<RecordBatch> {
+    let state = identity.read();
+    let types: Vec<&IdentifierSpec> = state.types.values().map(|t| &t.spec).collect();
+    let text = |f: &dyn Fn(&IdentifierSpec) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(types.iter().map(|s| f(s)).collect::<Vec<_>>()))
+    };
+    let int = |f: &dyn Fn(&IdentifierSpec) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from(types.iter().map(|s| f(s)).collect::<Vec<_>>()))
+    };
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("name", DataType::Utf8, false),
+        arrow::datatypes::Field::new("normalize", DataType::Utf8, false),
+        arrow::datatypes::Field::new("region", DataType::Utf8, true),
+        arrow::datatypes::Field::new("max_per_profile", DataType::Int64, false),
+        arrow::datatypes::Field::new("priority", DataType::Int64, true),
+        arrow::datatypes::Field::new("generic_limit", DataType::Int64, false),
+        arrow::datatypes::Field::new("blocked", DataType::Utf8, true),
+    ]));
+    let columns = vec![
+        text(&|s| Some(s.name.clone())),
+        text(&|s| Some(s.normalize.clone())),
+        text(&|s| s.region.clone()),
+        int(&|s| Some(i64::from(s.max_per_profile))),
+        int(&|s| s.priority),
+        int(&|s| Some(i64::from(s.generic_limit))),
+        text(&|s| (!s.blocked.is_empty()).then(|| s.blocked.join(","))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The result row of `RESOLVE IDENTITIES`.
+pub(crate) fn report_batch(report: &VerifyReport) -> Result<RecordBatch> {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("profiles", DataType::Int64, false),
+        arrow::datatypes::Field::new("identifiers", DataType::Int64, false),
+        arrow::datatypes::Field::new("status", DataType::Utf8, false),
+    ]));
+    let status = if report.agrees { "graph agrees with the tables" } else { "graph disagrees with the tables" };
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![report.profiles as i64])),
+            Arc::new(Int64Array::from(vec![report.identifiers as i64])),
+            Arc::new(StringArray::from(vec![status])),
+        ],
+    )?)
+}
+
+/// Delete every row of a table with identifiers, taking its links out of
+/// the graph, in one transaction (before the table is dropped).
+pub(crate) fn delete_all_rows(store: &Store, identity: &Identity, table: &str) -> Result<()> {
+    let mut txn = store.begin_write()?;
+    let Some(meta) = txn.snapshot().table(table).map(|t| t.meta.clone()) else { return Ok(()) };
+    let Some(mut writer) = identity.writer_for(&txn, &meta)? else { return Ok(()) };
+    let all = all_row_ids(txn.snapshot(), &meta)?;
+    writer.unlink_ids(&meta, &all)?;
+    txn.delete(table, &all)?;
+    commit(store, txn, Some(writer))?;
+    Ok(())
+}
+
+fn all_row_ids(snap: &Snapshot, meta: &TableMeta) -> Result<tessera_storage::RowIdSet> {
+    let mut ids = tessera_storage::RowIdSet::new();
+    if let Some(t) = snap.table_by_id(meta.id) {
+        for unit in t.scan_units() {
+            let b = unit.read(&[ROW_ID_COLUMN.to_string()])?;
+            ids.extend(b.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        }
+    }
+    Ok(ids)
+}
+
+/// `ALTER TABLE t SET (identifiers = '...')`: add the hidden columns, then
+/// resolve the existing rows (rewritten in one transaction, with new row
+/// ids). Running the same statement again finishes an interrupted one.
+pub(crate) fn declare_on_existing(store: &Store, identity: &Identity, table: &str, declaration: &str) -> Result<()> {
+    let snap = store.snapshot();
+    let meta = snap
+        .table(table)
+        .map(|t| t.meta.clone())
+        .ok_or_else(|| Error::user(format!("table '{table}' does not exist")))?;
+    if RESERVED_NAMES.contains(&table) {
+        return Err(Error::user(format!("system table '{table}' cannot declare identifiers")));
+    }
+    match meta.options.get(spec::IDENTIFIERS_OPTION) {
+        Some(existing) if existing == declaration => {}
+        Some(existing) => {
+            return Err(Error::Unsupported(format!(
+                "table '{table}' already declares identifiers '{existing}'; changing them is not supported (create a new table)"
+            )))
+        }
+        None => {
+            let hidden = {
+                let state = identity.read();
+                hidden_identity_columns(&state, table, &meta.columns, declaration)?
+            };
+            let mut options = meta.options.clone();
+            options.insert(spec::IDENTIFIERS_OPTION.to_string(), declaration.to_string());
+            store.alter_table(table, hidden, Some(options))?;
+        }
+    }
+    // Resolve every row not resolved yet.
+    let mut txn = store.begin_write()?;
+    let table_snap = txn
+        .snapshot()
+        .table(table)
+        .cloned()
+        .ok_or_else(|| Error::user(format!("table '{table}' was dropped")))?;
+    let meta = table_snap.meta.clone();
+    let Some(mut writer) = identity.writer_for(&txn, &meta)? else { return Ok(()) };
+    let mut columns = vec![ROW_ID_COLUMN.to_string()];
+    columns.extend(meta.columns.iter().map(|c| c.name.clone()));
+    let mut stale = tessera_storage::RowIdSet::new();
+    let mut rewritten = Vec::new();
+    for unit in table_snap.scan_units() {
+        let b = unit.read(&columns)?;
+        let link = b.column_by_name(spec::LINK_COLUMN).ok_or_else(|| Error::Internal("link column missing".into()))?;
+        let keep: BooleanArray = (0..b.num_rows()).map(|i| Some(link.is_null(i))).collect();
+        let todo = arrow::compute::filter_record_batch(&b, &keep)?;
+        if todo.num_rows() == 0 {
+            continue;
+        }
+        stale.extend(todo.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        let rows = RecordBatch::try_new(meta.append_schema(), todo.columns()[1..].to_vec())?;
+        rewritten.push(rows);
+    }
+    txn.delete(table, &stale)?;
+    for rows in rewritten {
+        let first = txn.next_row_id(table)?;
+        let resolved = writer.resolve(&meta, rows, first)?;
+        txn.append(table, resolved)?;
+    }
+    commit(store, txn, Some(writer))?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Identifier normalizers and the blocked-value rule.
+//!
+//! Normalization decides what an identifier *is*: two raw values that
+//! normalize to the same string are the same node. A value that
+//! normalizes to nothing is not an identifier at all (nothing recorded);
+//! a blocked or unparseable value is refused and recorded.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::graph::{Key, TypeId};
+
+/// Longest raw identifier value considered (a limit on everything);
+/// longer values are refused as invalid.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Normalizer {
+    /// Trim, lower-case.
+    Email,
+    /// To E.164 with a default region for numbers written nationally.
+    Phone { region: phonenumber::country::Id },
+    /// Trim, optionally lower-case.
+    Text { fold_case: bool },
+}
+
+/// The outcome of normalizing one raw value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Normalized {
+    /// Not an identifier (NULL, empty, only whitespace).
+    Absent,
+    Value(String),
+    /// On the blocked list of the type.
+    Blocked,
+    /// Cannot be an identifier of this type.
+    Invalid(String),
+}
+
+/// Values never used to link, whatever the type (compared after trimming
+/// and lower-casing).
+pub const DEFAULT_BLOCKED: &[&str] =
+    &["null", "undefined", "anonymous", "none", "n/a", "-1", "0", "test@test.com", "abc123", "void", "nil", "unknown"];
+
+fn zeros_and_dashes() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // A literal pattern; it compiles.
+    RE.get_or_init(|| Regex::new(r"^[0\-\s().+]*$").unwrap_or_else(|e| panic!("blocked-value pattern: {e}")))
+}
+
+impl Normalizer {
+    pub fn parse(kind: &str, region: Option<&str>, fold_case: bool) -> Result<Normalizer, String> {
+        match kind.to_ascii_lowercase().as_str() {
+            "email" => Ok(Normalizer::Email),
+            "phone" => {
+                let region = region.unwrap_or("US").to_ascii_uppercase();
+                let id = region
+                    .parse::<phonenumber::country::Id>()
+                    .map_err(|_| format!("unknown region '{region}' (expected a two-letter country code such as 'US')"))?;
+                Ok(Normalizer::Phone { region: id })
+            }
+            "text" => Ok(Normalizer::Text { fold_case }),
+            other => Err(format!("unknown normalizer '{other}' (expected 'email', 'phone' or 'text')")),
+        }
+    }
+
+    /// Normalize `raw`, refusing blocked values (`extra_blocked` are the
+    /// type's own, already lower-cased).
+    pub fn normalize(&self, raw: &str, extra_blocked: &[String]) -> Normalized {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Normalized::Absent;
+        }
+        if trimmed.len() > MAX_VALUE_BYTES {
+            return Normalized::Invalid(format!("longer than {MAX_VALUE_BYTES} bytes"));
+        }
+        let lower = trimmed.to_lowercase();
+        if is_blocked(&lower, extra_blocked) {
+            return Normalized::Blocked;
+        }
+        let value = match self {
+            Normalizer::Email => {
+                let at = lower.matches('@').count();
+                let ok = at == 1 && !lower.starts_with('@') && !lower.ends_with('@') && !lower.contains(char::is_whitespace);
+                if !ok {
+                    return Normalized::Invalid("not an email address".into());
+                }
+                lower
+            }
+            Normalizer::Phone { region } => match phonenumber::parse(Some(*region), trimmed) {
+                Ok(n) if phonenumber::is_valid(&n) => n.format().mode(phonenumber::Mode::E164).to_string(),
+                Ok(_) => return Normalized::Invalid("not a valid phone number".into()),
+                Err(_) => return Normalized::Invalid("not a phone number".into()),
+            },
+            Normalizer::Text { fold_case: true } => lower,
+            Normalizer::Text { fold_case: false } => trimmed.to_string(),
+        };
+        let lowered_value = value.to_lowercase();
+        if is_blocked(&lowered_value, extra_blocked) {
+            return Normalized::Blocked;
+        }
+        Normalized::Value(value)
+    }
+}
+
+fn is_blocked(lower: &str, extra: &[String]) -> bool {
+    DEFAULT_BLOCKED.contains(&lower) || extra.iter().any(|b| b == lower) || zeros_and_dashes().is_match(lower)
+}
+
+/// The dictionary key of a normalized value of a type.
+pub fn key_of(t: TypeId, normalized: &str) -> Key {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(normalized.as_bytes(), u64::from(t));
+    [(h >> 64) as u64, h as u64]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us_phone() -> Normalizer {
+        Normalizer::parse("phone", Some("US"), false).unwrap()
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        let n = Normalizer::Email;
+        assert_eq!(n.normalize(" Anna@Example.COM ", &[]), Normalized::Value("anna@example.com".into()));
+        assert_eq!(n.normalize("   ", &[]), Normalized::Absent);
+        assert_eq!(n.normalize("TEST@test.com", &[]), Normalized::Blocked);
+        assert_eq!(n.normalize("undefined", &[]), Normalized::Blocked);
+        assert!(matches!(n.normalize("no-at-sign", &[]), Normalized::Invalid(_)));
+    }
+
+    #[test]
+    fn phones_become_e164() {
+        let n = us_phone();
+        for raw in ["(650) 253-0000", "650.253.0000", "+1 650 253 0000", "6502530000", "650-253-0000"] {
+            assert_eq!(n.normalize(raw, &[]), Normalized::Value("+16502530000".into()), "{raw}");
+        }
+        assert_eq!(n.normalize("0000000000", &[]), Normalized::Blocked);
+        assert_eq!(n.normalize("-1", &[]), Normalized::Blocked);
+        assert!(matches!(n.normalize("call me", &[]), Normalized::Invalid(_)));
+        assert!(matches!(n.normalize("123", &[]), Normalized::Invalid(_)));
+        let gb = Normalizer::parse("phone", Some("gb"), false).unwrap();
+        assert_eq!(gb.normalize("020 7946 0000", &[]), Normalized::Value("+442079460000".into()));
+        assert!(Normalizer::parse("phone", Some("XX"), false).is_err());
+    }
+
+    #[test]
+    fn text_and_extra_blocked_values() {
+        let plain = Normalizer::Text { fold_case: false };
+        let folded = Normalizer::Text { fold_case: true };
+        assert_eq!(plain.normalize(" Ab1 ", &[]), Normalized::Value("Ab1".into()));
+        assert_eq!(folded.normalize(" Ab1 ", &[]), Normalized::Value("ab1".into()));
+        assert_eq!(plain.normalize("guest", &["guest".into()]), Normalized::Blocked);
+        assert_eq!(plain.normalize("---", &[]), Normalized::Blocked);
+        assert!(Normalizer::parse("soundex", None, false).is_err());
+    }
+
+    #[test]
+    fn keys_differ_by_type() {
+        assert_ne!(key_of(1, "x"), key_of(2, "x"));
+        assert_eq!(key_of(1, "x"), key_of(1, "x"));
+    }
+}

@@ -1,0 +1,586 @@
+//! The identity system tables: the durable event and rejection logs, and
+//! the relations users query (`profiles`, `profile_identifiers`,
+//! `profile_merges`, `identity_rejections`, `profile_lookup(...)`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType, UInt32Type, UInt64Type};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use parking_lot::RwLock;
+use tessera_storage::{ColumnDef, Snapshot, Store, ROW_ID_COLUMN};
+
+use super::graph::{Graph, NodeId, ProfileEvent, ProfileId};
+use super::normalize::{key_of, Normalized};
+use super::resolve::{any_in_range, profile_targets, target_nodes};
+use super::spec::{TableIdentity, NODE_COLUMN_PREFIX, PROFILE_ID_COLUMN};
+use super::{timestamp_type, LoggedEvent, Rejections, State, EVENTS_TABLE, REJECTIONS_TABLE};
+use crate::error::{to_df, Error, Result};
+
+fn col(name: &str, data_type: DataType, hidden: bool) -> ColumnDef {
+    ColumnDef { name: name.into(), data_type, nullable: true, hidden }
+}
+
+pub(crate) fn event_columns() -> Vec<ColumnDef> {
+    vec![
+        col("profile_id", DataType::Int64, false),
+        col("event", DataType::Utf8, false),
+        col("other_profile_id", DataType::Int64, false),
+        col("node", DataType::Int64, true),
+        col("via", DataType::Utf8, true),
+        col("at", timestamp_type(), false),
+        col("source_table", DataType::Utf8, false),
+        col("source_row", DataType::Int64, false),
+    ]
+}
+
+pub(crate) fn rejection_columns() -> Vec<ColumnDef> {
+    vec![
+        col("at", timestamp_type(), false),
+        col("source_table", DataType::Utf8, false),
+        col("source_row", DataType::Int64, false),
+        col("column_name", DataType::Utf8, false),
+        col("identifier_type", DataType::Utf8, false),
+        col("value", DataType::Utf8, false),
+        col("reason", DataType::Utf8, false),
+        col("detail", DataType::Utf8, false),
+        col("node", DataType::Int64, true),
+    ]
+}
+
+fn append_schema(snap: &Snapshot, table: &str) -> Result<SchemaRef> {
+    snap.table(table)
+        .map(|t| t.meta.append_schema())
+        .ok_or_else(|| Error::Internal(format!("system table '{table}' is missing")))
+}
+
+pub(crate) fn events_batch(snap: &Snapshot, events: &[LoggedEvent], now: i64) -> Result<RecordBatch> {
+    let mut pid = Int64Builder::new();
+    let mut kind = StringBuilder::new();
+    let mut other = Int64Builder::new();
+    let mut node = Int64Builder::new();
+    let mut via = StringBuilder::new();
+    let mut table = StringBuilder::new();
+    let mut row = Int64Builder::new();
+    for e in events {
+        let (p, k, o, n, v): (u64, &str, Option<u64>, Option<NodeId>, Option<String>) = match &e.event {
+            ProfileEvent::Created { pid, anchor } => (*pid, "created", None, Some(*anchor), None),
+            ProfileEvent::Merged { retired, survivor, via } => {
+                let list: Vec<String> = via.iter().map(|n| n.to_string()).collect();
+                (*retired, "merged", Some(*survivor), None, Some(list.join(",")))
+            }
+            ProfileEvent::Split { pid, from, anchor } => (*pid, "split", Some(*from), Some(*anchor), None),
+            ProfileEvent::Moved { pid, anchor } => (*pid, "moved", None, Some(*anchor), None),
+            ProfileEvent::Deleted { pid } => (*pid, "deleted", None, None, None),
+        };
+        pid.append_value(p as i64);
+        kind.append_value(k);
+        other.append_option(o.map(|o| o as i64));
+        node.append_option(n.map(i64::from));
+        via.append_option(v);
+        table.append_option(e.table.as_deref());
+        row.append_option(e.row.map(|r| r as i64));
+    }
+    let n = events.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(pid.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(other.finish()),
+        Arc::new(node.finish()),
+        Arc::new(via.finish()),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n])),
+        Arc::new(table.finish()),
+        Arc::new(row.finish()),
+    ];
+    Ok(RecordBatch::try_new(append_schema(snap, EVENTS_TABLE)?, columns)?)
+}
+
+pub(crate) fn rejections_batch(snap: &Snapshot, r: &Rejections, now: i64) -> Result<RecordBatch> {
+    let strings = |v: &[String]| -> ArrayRef { Arc::new(StringArray::from_iter_values(v.iter())) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from(vec![now; r.len()])),
+        strings(&r.table),
+        Arc::new(Int64Array::from_iter_values(r.row.iter().map(|x| *x as i64))),
+        strings(&r.column),
+        strings(&r.type_name),
+        strings(&r.value),
+        Arc::new(StringArray::from_iter_values(r.reason.iter())),
+        strings(&r.detail),
+        Arc::new(Int64Array::from_iter(r.node.iter().map(|n| n.map(|n| n as i64)))),
+    ];
+    Ok(RecordBatch::try_new(append_schema(snap, REJECTIONS_TABLE)?, columns)?)
+}
+
+/// Read whole columns of a storage table, rows in row-id order.
+fn read_table(snap: &Snapshot, table: &str, columns: &[&str]) -> Result<Option<RecordBatch>> {
+    let Some(t) = snap.table(table) else { return Ok(None) };
+    let mut names = vec![ROW_ID_COLUMN.to_string()];
+    names.extend(columns.iter().map(|c| c.to_string()));
+    let mut batches = Vec::new();
+    for unit in t.scan_units() {
+        batches.push(unit.read(&names)?);
+    }
+    let Some(first) = batches.first() else { return Ok(None) };
+    let all = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    let order = arrow::compute::sort_to_indices(all.column(0), None, None)?;
+    Ok(Some(arrow::compute::take_record_batch(&all, &order)?))
+}
+
+/// Replay the event log into a graph whose rows are already linked.
+pub(crate) fn replay_events(snap: &Snapshot, graph: &mut Graph) -> Result<()> {
+    let Some(b) = read_table(snap, EVENTS_TABLE, &["profile_id", "event", "other_profile_id", "node", "via", "at"])? else {
+        return Ok(());
+    };
+    let pid = b.column(1).as_primitive::<Int64Type>();
+    let kind = b.column(2).as_string::<i32>();
+    let other = b.column(3).as_primitive::<Int64Type>();
+    let node = b.column(4).as_primitive::<Int64Type>();
+    let via = b.column(5).as_string::<i32>();
+    let at = b.column(6).as_primitive::<TimestampMicrosecondType>();
+    let bad = |row: usize| Error::Internal(format!("profile event {row} of {EVENTS_TABLE} is malformed"));
+    for row in 0..b.num_rows() {
+        let p = pid.value(row) as ProfileId;
+        let anchor = || -> Result<NodeId> {
+            if node.is_null(row) {
+                return Err(bad(row));
+            }
+            u32::try_from(node.value(row)).map_err(|_| bad(row))
+        };
+        let event = match kind.value(row) {
+            "created" => ProfileEvent::Created { pid: p, anchor: anchor()? },
+            "merged" => ProfileEvent::Merged {
+                retired: p,
+                survivor: other.value(row) as ProfileId,
+                via: via.value(row).split(',').filter_map(|n| n.parse().ok()).collect(),
+            },
+            "split" => ProfileEvent::Split { pid: p, from: other.value(row) as ProfileId, anchor: anchor()? },
+            "moved" => ProfileEvent::Moved { pid: p, anchor: anchor()? },
+            "deleted" => ProfileEvent::Deleted { pid: p },
+            _ => return Err(bad(row)),
+        };
+        let secs = (at.value(row) / 1_000_000).clamp(1, u32::MAX as i64) as u32;
+        graph.replay(&event, secs);
+    }
+    Ok(())
+}
+
+/// Generic values stay generic across restarts; nodes named by refusals
+/// keep their ids.
+pub(crate) fn replay_rejections(snap: &Snapshot, state: &mut State) -> Result<()> {
+    let Some(b) = read_table(snap, REJECTIONS_TABLE, &["identifier_type", "value", "reason", "node"])? else {
+        return Ok(());
+    };
+    let types = b.column(1).as_string::<i32>();
+    let values = b.column(2).as_string::<i32>();
+    let reasons = b.column(3).as_string::<i32>();
+    let nodes = b.column(4).as_primitive::<Int64Type>();
+    for row in 0..b.num_rows() {
+        if nodes.is_null(row) {
+            continue;
+        }
+        let Ok(node) = u32::try_from(nodes.value(row)) else { continue };
+        let Some(info) = state.types.get(types.value(row)).cloned() else { continue };
+        let Normalized::Value(v) = info.normalizer.normalize(values.value(row), &info.spec.blocked) else { continue };
+        state
+            .graph
+            .insert_at(node, info.spec.id, key_of(info.spec.id, &v))
+            .map_err(|e| Error::Internal(format!("identity rejections disagree with the rows: {e}")))?;
+        if reasons.value(row) == "generic" {
+            state.graph.mark_generic(node);
+        }
+    }
+    Ok(())
+}
+
+// ----- relations users query ---------------------------------------------------
+
+/// Which system relation a provider computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SystemRelation {
+    Profiles,
+    ProfileIdentifiers,
+    ProfileMerges,
+}
+
+impl SystemRelation {
+    pub fn named(name: &str) -> Option<SystemRelation> {
+        match name {
+            "profiles" => Some(SystemRelation::Profiles),
+            "profile_identifiers" => Some(SystemRelation::ProfileIdentifiers),
+            "profile_merges" => Some(SystemRelation::ProfileMerges),
+            _ => None,
+        }
+    }
+
+    pub const NAMES: &'static [&'static str] = &["profiles", "profile_identifiers", "profile_merges"];
+}
+
+fn ts_field(name: &str) -> Field {
+    Field::new(name, timestamp_type(), true)
+}
+
+/// A system relation computed from the graph and the rows when scanned.
+#[derive(Debug)]
+pub(crate) struct SystemTable {
+    store: Store,
+    state: Arc<RwLock<State>>,
+    relation: SystemRelation,
+    schema: SchemaRef,
+    /// Fixed profiles (a `profile_lookup` call); `None` for all.
+    fixed: Option<BTreeSet<ProfileId>>,
+}
+
+/// Identifier source tables and their layouts.
+fn identity_tables(snap: &Snapshot) -> Result<Vec<(Arc<tessera_storage::TableSnapshot>, TableIdentity)>> {
+    let mut out = Vec::new();
+    for t in snap.tables() {
+        if let Some(ti) = TableIdentity::of(&t.meta)? {
+            out.push((t.clone(), ti));
+        }
+    }
+    Ok(out)
+}
+
+impl SystemTable {
+    pub fn new(store: Store, state: Arc<RwLock<State>>, relation: SystemRelation, fixed: Option<BTreeSet<ProfileId>>) -> Result<SystemTable> {
+        let snap = store.snapshot();
+        let schema = match relation {
+            SystemRelation::Profiles => {
+                let mut fields = vec![
+                    Field::new(PROFILE_ID_COLUMN, DataType::Int64, false),
+                    ts_field("created_at"),
+                    ts_field("last_seen"),
+                    Field::new("identifiers", DataType::Int64, false),
+                ];
+                for name in state.read().types.keys() {
+                    fields.push(Field::new(format!("{name}_count"), DataType::Int64, false));
+                }
+                for (t, _) in identity_tables(&snap)? {
+                    fields.push(Field::new(format!("{}_rows", t.name()), DataType::Int64, false));
+                }
+                Schema::new(fields)
+            }
+            SystemRelation::ProfileIdentifiers => Schema::new(vec![
+                Field::new(PROFILE_ID_COLUMN, DataType::Int64, false),
+                Field::new("identifier_type", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, true),
+                Field::new("sources", DataType::Utf8, true),
+                Field::new("rows", DataType::Int64, false),
+                ts_field("first_seen"),
+                ts_field("last_seen"),
+            ]),
+            SystemRelation::ProfileMerges => Schema::new(vec![
+                Field::new("event", DataType::Utf8, false),
+                Field::new(PROFILE_ID_COLUMN, DataType::Int64, false),
+                Field::new("other_profile_id", DataType::Int64, true),
+                ts_field("at"),
+                Field::new("source_table", DataType::Utf8, true),
+                Field::new("source_row", DataType::Int64, true),
+            ]),
+        };
+        Ok(SystemTable { store, state, relation, schema: Arc::new(schema), fixed })
+    }
+
+    fn targets(&self, filters: &[Expr]) -> Option<BTreeSet<ProfileId>> {
+        if self.relation == SystemRelation::ProfileMerges {
+            return None;
+        }
+        let mut targets = self.fixed.clone();
+        for f in filters {
+            if let Some(ids) = profile_targets(f) {
+                let set: BTreeSet<ProfileId> = ids.into_iter().filter(|i| *i > 0).map(|i| i as u64).collect();
+                targets = Some(match targets {
+                    Some(t) => t.intersection(&set).copied().collect(),
+                    None => set,
+                });
+            }
+        }
+        targets
+    }
+
+    fn compute(&self, targets: Option<&BTreeSet<ProfileId>>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+        let snap = self.store.snapshot();
+        match self.relation {
+            SystemRelation::Profiles => self.profiles(&snap, targets, projection),
+            SystemRelation::ProfileIdentifiers => self.identifiers(&snap, targets),
+            SystemRelation::ProfileMerges => self.merges(&snap),
+        }
+    }
+
+    fn profiles(&self, snap: &Snapshot, targets: Option<&BTreeSet<ProfileId>>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+        let state = self.state.read();
+        state.check_usable()?;
+        let graph = &state.graph;
+        let mut pids: Vec<ProfileId> = match targets {
+            Some(t) => t.iter().copied().filter(|p| graph.anchor(*p).is_some()).collect(),
+            None => graph.anchors().map(|(p, _)| p).collect(),
+        };
+        pids.sort_unstable();
+        let type_names: Vec<(String, u16)> = state.types.values().map(|t| (t.spec.name.clone(), t.spec.id)).collect();
+        let mut created = Vec::with_capacity(pids.len());
+        let mut last_seen = Vec::with_capacity(pids.len());
+        let mut total = Vec::with_capacity(pids.len());
+        let mut per_type: Vec<Vec<i64>> = vec![Vec::with_capacity(pids.len()); type_names.len()];
+        for p in &pids {
+            let a = graph.anchor(*p).map(|a| a.created).unwrap_or(0);
+            created.push(i64::from(a) * 1_000_000);
+            let members = graph.members(*p);
+            last_seen.push(members.iter().map(|m| i64::from(graph.seen(*m).1)).max().unwrap_or(0) * 1_000_000);
+            total.push(members.len() as i64);
+            for (i, (_, id)) in type_names.iter().enumerate() {
+                per_type[i].push(members.iter().filter(|m| graph.type_of(**m) == *id).count() as i64);
+            }
+        }
+        let tables = identity_tables(snap)?;
+        let first_rows_column = 4 + type_names.len();
+        let wants_rows = match projection {
+            Some(p) => p.iter().any(|i| *i >= first_rows_column),
+            None => true,
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(pids.iter().map(|p| *p as i64))),
+            Arc::new(TimestampMicrosecondArray::from(created)),
+            Arc::new(TimestampMicrosecondArray::from(last_seen)),
+            Arc::new(Int64Array::from(total)),
+        ];
+        for v in per_type {
+            columns.push(Arc::new(Int64Array::from(v)));
+        }
+        let index: HashMap<ProfileId, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        for (table, ti) in &tables {
+            let mut counts = vec![0i64; pids.len()];
+            if wants_rows && !pids.is_empty() {
+                let nodes = targets.map(|t| target_nodes(&state, t));
+                for_each_row_profile(table, ti, &state, nodes.as_deref(), |pid| {
+                    if let Some(i) = index.get(&pid) {
+                        counts[*i] += 1;
+                    }
+                })?;
+            }
+            columns.push(Arc::new(Int64Array::from(counts)));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn identifiers(&self, snap: &Snapshot, targets: Option<&BTreeSet<ProfileId>>) -> Result<RecordBatch> {
+        let state = self.state.read();
+        state.check_usable()?;
+        let graph = &state.graph;
+        let pids: Vec<ProfileId> = match targets {
+            Some(t) => t.iter().copied().filter(|p| graph.anchor(*p).is_some()).collect(),
+            None => {
+                let mut v: Vec<ProfileId> = graph.anchors().map(|(p, _)| p).collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        let mut rows: Vec<(ProfileId, NodeId)> = Vec::new();
+        for p in &pids {
+            let mut members = graph.members(*p);
+            members.sort_unstable();
+            rows.extend(members.into_iter().map(|m| (*p, m)));
+        }
+        let wanted: BTreeSet<NodeId> = rows.iter().map(|(_, n)| *n).collect();
+        let sorted: Vec<NodeId> = wanted.iter().copied().collect();
+        // Values and sources come from the rows that carry each node.
+        let mut values: HashMap<NodeId, String> = HashMap::new();
+        let mut sources: HashMap<NodeId, BTreeSet<String>> = HashMap::new();
+        for (table, ti) in identity_tables(snap)? {
+            let mut columns = vec![tessera_storage::ROW_ID_COLUMN.to_string()];
+            for s in &ti.slots {
+                columns.push(s.column.clone());
+                columns.push(format!("{NODE_COLUMN_PREFIX}{}", s.column));
+            }
+            for unit in table.scan_units() {
+                if !unit_may_hold(&unit, &ti, &sorted) {
+                    continue;
+                }
+                let b = unit.read(&columns)?;
+                for (i, s) in ti.slots.iter().enumerate() {
+                    let raw = super::strings(b.column(1 + 2 * i))?;
+                    let nodes = b.column(2 + 2 * i).as_primitive::<UInt64Type>();
+                    let info = state.type_named(&s.type_name)?;
+                    for row in 0..b.num_rows() {
+                        if nodes.is_null(row) {
+                            continue;
+                        }
+                        let n = nodes.value(row) as NodeId;
+                        if !wanted.contains(&n) {
+                            continue;
+                        }
+                        sources.entry(n).or_default().insert(table.name().to_string());
+                        if !values.contains_key(&n) {
+                            if let Normalized::Value(v) = info.normalizer.normalize(raw.value(row), &info.spec.blocked) {
+                                values.insert(n, v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let type_name: HashMap<u16, String> = state.types.values().map(|t| (t.spec.id, t.spec.name.clone())).collect();
+        let mut pid_col = Int64Builder::new();
+        let mut type_col = StringBuilder::new();
+        let mut value_col = StringBuilder::new();
+        let mut source_col = StringBuilder::new();
+        let mut rows_col = Int64Builder::new();
+        let mut first = Vec::new();
+        let mut last = Vec::new();
+        for (p, n) in rows {
+            pid_col.append_value(p as i64);
+            type_col.append_value(type_name.get(&graph.type_of(n)).map(String::as_str).unwrap_or("(dropped)"));
+            value_col.append_option(values.get(&n));
+            source_col.append_option(sources.get(&n).map(|s| s.iter().cloned().collect::<Vec<_>>().join(",")));
+            rows_col.append_value(i64::from(graph.occurrences(n)));
+            let (f, l) = graph.seen(n);
+            first.push(i64::from(f) * 1_000_000);
+            last.push(i64::from(l) * 1_000_000);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(pid_col.finish()),
+            Arc::new(type_col.finish()),
+            Arc::new(value_col.finish()),
+            Arc::new(source_col.finish()),
+            Arc::new(rows_col.finish()),
+            Arc::new(TimestampMicrosecondArray::from(first)),
+            Arc::new(TimestampMicrosecondArray::from(last)),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn merges(&self, snap: &Snapshot) -> Result<RecordBatch> {
+        let Some(b) = read_table(snap, EVENTS_TABLE, &["event", "profile_id", "other_profile_id", "at", "source_table", "source_row"])? else {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        };
+        let kind = b.column(1).as_string::<i32>();
+        let keep: arrow::array::BooleanArray =
+            (0..b.num_rows()).map(|i| Some(matches!(kind.value(i), "merged" | "split" | "deleted"))).collect();
+        let kept = arrow::compute::filter_record_batch(&b, &keep)?;
+        Ok(RecordBatch::try_new(self.schema.clone(), kept.columns()[1..].to_vec())?)
+    }
+}
+
+/// Could a scan unit hold rows carrying any of the sorted nodes?
+fn unit_may_hold(unit: &tessera_storage::ScanUnit, ti: &TableIdentity, nodes: &[NodeId]) -> bool {
+    ti.slots.iter().any(|s| {
+        match unit.stats(&format!("{NODE_COLUMN_PREFIX}{}", s.column)) {
+            Some(st) => match (&st.min, &st.max) {
+                (Some(tessera_storage::StatValue::UInt(lo)), Some(tessera_storage::StatValue::UInt(hi))) => any_in_range(nodes, *lo, *hi),
+                (None, None) => false,
+                _ => true,
+            },
+            None => true,
+        }
+    })
+}
+
+/// Call `f` with the profile of every live row of a table (rows without
+/// one are skipped); only units that may hold `nodes` when given.
+fn for_each_row_profile(
+    table: &tessera_storage::TableSnapshot,
+    ti: &TableIdentity,
+    state: &State,
+    nodes: Option<&[NodeId]>,
+    mut f: impl FnMut(ProfileId),
+) -> Result<()> {
+    let mut columns: Vec<String> = ti.slots.iter().map(|s| format!("{NODE_COLUMN_PREFIX}{}", s.column)).collect();
+    columns.push(super::spec::LINK_COLUMN.into());
+    for unit in table.scan_units() {
+        if let Some(n) = nodes {
+            if !unit_may_hold(&unit, ti, n) {
+                continue;
+            }
+        }
+        let b = unit.read(&columns)?;
+        let ids = super::resolve::profile_ids(state, &b, 0, ti.slots.len()).map_err(|e| Error::Internal(e.to_string()))?;
+        let _ = b.column(ti.slots.len()).as_primitive::<UInt32Type>();
+        for id in ids.iter().flatten() {
+            f(id as ProfileId);
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let targets = self.targets(filters);
+        let batch = self.compute(targets.as_ref(), projection).map_err(to_df)?;
+        let mem = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
+        mem.scan(state, projection, &[], limit).await
+    }
+}
+
+/// `profile_lookup('type', 'raw value')`: the `profiles` row of the
+/// profile holding that identifier (type `profile_id` takes any id ever
+/// issued and finds the surviving profile).
+#[derive(Debug)]
+pub(crate) struct ProfileLookup {
+    pub store: Store,
+    pub state: Arc<RwLock<State>>,
+}
+
+fn string_arg(e: &Expr, what: &str) -> DfResult<String> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => Ok(s.clone()),
+        Expr::Literal(ScalarValue::Int64(Some(i)), _) => Ok(i.to_string()),
+        Expr::Literal(ScalarValue::Int32(Some(i)), _) => Ok(i.to_string()),
+        other => Err(to_df(Error::user(format!("profile_lookup: {what} must be a constant string, got {other}")))),
+    }
+}
+
+impl TableFunctionImpl for ProfileLookup {
+    fn call(&self, args: &[Expr]) -> DfResult<Arc<dyn TableProvider>> {
+        if args.len() != 2 {
+            return Err(to_df(Error::user(format!(
+                "profile_lookup takes 2 arguments (identifier type, value), got {}",
+                args.len()
+            ))));
+        }
+        let type_name = string_arg(&args[0], "the identifier type")?;
+        let raw = string_arg(&args[1], "the value")?;
+        let pid = {
+            let state = self.state.read();
+            state.check_usable().map_err(to_df)?;
+            if type_name == PROFILE_ID_COLUMN {
+                let id: i64 = raw
+                    .trim()
+                    .parse()
+                    .map_err(|_| to_df(Error::user(format!("profile_lookup: '{raw}' is not a profile id"))))?;
+                u64::try_from(id).ok().and_then(|id| state.graph.resolve_alias(id))
+            } else {
+                state.node_for(&type_name, &raw).map_err(to_df)?.and_then(|n| state.graph.profile_of(n))
+            }
+        };
+        let fixed: BTreeSet<ProfileId> = pid.into_iter().collect();
+        let table = SystemTable::new(self.store.clone(), self.state.clone(), SystemRelation::Profiles, Some(fixed)).map_err(to_df)?;
+        Ok(Arc::new(table))
+    }
+}
