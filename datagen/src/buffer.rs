@@ -272,7 +272,8 @@ impl RowWriter<'_> {
     /// The row's own sequential id (no value is stored).
     #[inline]
     pub(crate) fn row_id(mut self) -> Self {
-        debug_assert!(matches!(self.col(), Col::RowId(_)));
+        let is_row_id = matches!(self.col(), Col::RowId(_));
+        debug_assert!(is_row_id, "row id pushed into a value column");
         self
     }
 

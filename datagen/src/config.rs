@@ -84,7 +84,7 @@ pub struct Btyd {
     /// Purchase rate while alive: lambda ~ Gamma(shape r, rate alpha)
     /// purchases per day; mean r / alpha. Default r = 0.9.
     pub rate_shape: f64,
-    /// Default alpha = 45 (mean rate 0.02/day, about 7.3 purchases a year).
+    /// Default alpha = 35 (mean rate 0.026/day, about 9.4 purchases a year).
     pub rate_rate: f64,
     /// Dropout probability after each purchase: p ~ Beta(a, b).
     /// Default a = 1.6.
@@ -105,7 +105,7 @@ impl Default for Btyd {
     fn default() -> Btyd {
         Btyd {
             rate_shape: 0.9,
-            rate_rate: 45.0,
+            rate_rate: 35.0,
             dropout_a: 1.6,
             dropout_b: 8.0,
             spend_p: 6.0,

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 pub use buffer::arrow_schema;
 pub use config::{Btyd, Config, Formats, Noise};
+pub use names::{JUNK_EMAILS, JUNK_PHONES};
 pub use noise::PHONE_FORMATS;
 pub use output::{generate, generate_batches, Summary, PEOPLE_FILE, TRUTH_FILE};
 pub use schema::{create_table_sql, table, tables, ColumnSpec, IdType, SqlType, TableSpec};

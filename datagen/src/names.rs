@@ -193,7 +193,7 @@ pub(crate) const EMAIL_DOMAINS: &[(&str, f64)] = &[
 ];
 
 /// Junk values found in e-mail fields. `""` is an empty (non-NULL) string.
-pub(crate) const JUNK_EMAILS: &[&str] = &[
+pub const JUNK_EMAILS: &[&str] = &[
     "test@test.com",
     "none@none.com",
     "noemail@noemail.com",
@@ -203,7 +203,7 @@ pub(crate) const JUNK_EMAILS: &[&str] = &[
 ];
 
 /// Junk values found in phone fields. `""` is an empty (non-NULL) string.
-pub(crate) const JUNK_PHONES: &[&str] = &["0000000000", "1234567890", "9999999999", "n/a", "undefined", ""];
+pub const JUNK_PHONES: &[&str] = &["0000000000", "1234567890", "9999999999", "n/a", "undefined", ""];
 
 pub(crate) const STREET_NAMES: &[&str] = &[
     "Oak", "Maple", "Pine", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park", "Main",
