@@ -418,8 +418,7 @@ pub(crate) fn csv_header(spec: &TableSpec, out: &mut Vec<u8>) {
 
 impl TableBuf {
     /// Appends the rows as CSV lines.
-    pub(crate) fn write_csv(&self, bases: &Bases, table: usize, out: &mut Vec<u8>) {
-        let base_row = bases.rows[table];
+    pub(crate) fn write_csv(&self, bases: &Bases, out: &mut Vec<u8>) {
         for r in 0..self.len() {
             for (i, c) in self.cols.iter().enumerate() {
                 if i > 0 {
@@ -449,7 +448,6 @@ impl TableBuf {
             }
             out.push(b'\n');
         }
-        let _ = base_row;
     }
 
     /// Converts the rows to an Arrow record batch with `schema`.

@@ -559,7 +559,7 @@ impl Gen<'_> {
             loop {
                 // Geometric skip to the next opened campaign.
                 let skip = (self.rng.f64_open0().ln() / lq).floor();
-                if !(skip < 1e9) {
+                if skip.is_nan() || skip >= 1e9 {
                     break;
                 }
                 c += 1 + skip as i64;

@@ -217,7 +217,7 @@ pub fn generate(config: &Config, out_dir: &Path, formats: Formats) -> Result<Sum
             let (chunk, bases) = &*msg;
             for (t, (f, path)) in csv.iter_mut().enumerate() {
                 buf.clear();
-                chunk.tables[t].write_csv(bases, t, &mut buf);
+                chunk.tables[t].write_csv(bases, &mut buf);
                 f.write_all(&buf).map_err(io_err(path))?;
             }
             buf.clear();

@@ -154,7 +154,7 @@ impl Rng {
 
     /// Gamma(shape, scale): mean shape * scale (Marsaglia–Tsang).
     pub(crate) fn gamma(&mut self, shape: f64, scale: f64) -> f64 {
-        if !(shape > 0.0) || !(scale > 0.0) {
+        if shape.is_nan() || scale.is_nan() || shape <= 0.0 || scale <= 0.0 {
             return 0.0;
         }
         if shape < 1.0 {
@@ -190,7 +190,7 @@ impl Rng {
 
     /// Poisson with the given mean.
     pub(crate) fn poisson(&mut self, mean: f64) -> u64 {
-        if !(mean > 0.0) {
+        if mean.is_nan() || mean <= 0.0 {
             return 0;
         }
         if mean < 30.0 {
