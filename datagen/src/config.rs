@@ -363,8 +363,14 @@ impl Config {
         if !weights_ok(&self.noise.phone_format_weights) {
             return bad("noise.phone_format_weights must be non-negative with a positive sum");
         }
-        if self.window_days == 0 {
-            return bad("window_days must be positive");
+        if self.window_days == 0 || self.window_days > 3650 {
+            return bad("window_days must be between 1 and 3650");
+        }
+        if !(timestamp(1000, 1, 1)..=timestamp(9999, 1, 1)).contains(&self.window_end) {
+            return bad("window_end must be between the years 1000 and 9999");
+        }
+        if self.history_days > 3650 {
+            return bad("history_days must be at most 3650");
         }
         let volumes = [
             ("web_events_per_person", self.web_events_per_person),
@@ -372,12 +378,12 @@ impl Config {
             ("email_events_per_person", self.email_events_per_person),
         ];
         for (name, v) in volumes {
-            if !(v.is_finite() && (0.0..=100_000.0).contains(&v)) {
-                return bad(&format!("{name} must be between 0 and 100000, got {v}"));
+            if !(v.is_finite() && (0.0..=1000.0).contains(&v)) {
+                return bad(&format!("{name} must be between 0 and 1000, got {v}"));
             }
         }
-        if !(self.events_per_session.is_finite() && (1.0..=1000.0).contains(&self.events_per_session)) {
-            return bad("events_per_session must be between 1 and 1000");
+        if !(self.events_per_session.is_finite() && (1.0..=100.0).contains(&self.events_per_session)) {
+            return bad("events_per_session must be between 1 and 100");
         }
         if !(self.campaign_interval_days.is_finite() && self.campaign_interval_days >= 0.01) {
             return bad("campaign_interval_days must be at least 0.01");
@@ -402,8 +408,8 @@ impl Config {
                 return bad(&format!("{name} must be positive, got {v}"));
             }
         }
-        if b.rate_shape / b.rate_rate > 10.0 {
-            return bad("btyd mean purchase rate (rate_shape / rate_rate) must be at most 10 per day");
+        if b.rate_shape / b.rate_rate > 1.0 {
+            return bad("btyd mean purchase rate (rate_shape / rate_rate) must be at most 1 per day");
         }
         if self.people > crate::gen::MAX_PEOPLE {
             return bad(&format!("people must be at most {}", crate::gen::MAX_PEOPLE));

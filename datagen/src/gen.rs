@@ -28,6 +28,9 @@ const RESERVED_PHONES: u64 = 1024;
 /// Each person owns phone indices `4 * pid .. 4 * pid + 3`.
 pub(crate) const MAX_PEOPLE: u64 = (PHONE_SPACE - RESERVED_PHONES) / 4 - 1;
 
+/// Upper bound on one customer's simulated purchases.
+const MAX_PURCHASES: usize = 5_000;
+
 const PURPOSES: [&str; 3] = ["email_marketing", "ads_personalization", "analytics"];
 const SITE: &str = "https://shop.example.com";
 
@@ -765,7 +768,7 @@ impl Gen<'_> {
                 break;
             }
             t += self.rng.exp(DAY as f64 / rate);
-            if t >= d.end as f64 || times.len() >= 100_000 {
+            if t >= d.end as f64 || times.len() >= MAX_PURCHASES {
                 break;
             }
         }

@@ -652,3 +652,25 @@ fn empty_and_invalid_configurations() {
     let r = generate_batches(&Config::new(100, 1), |_, _, _| Err(Error::Callback("stop".into())));
     assert!(matches!(r, Err(Error::Callback(_))));
 }
+
+#[test]
+fn command_line_tool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-generate"))
+        .args(["--people", "300", "--seed", "5", "--format", "parquet", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run tessera-generate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("300 persons"));
+    for spec in tables() {
+        assert!(dir.path().join(format!("{}.parquet", spec.name)).exists());
+        assert!(!dir.path().join(format!("{}.csv", spec.name)).exists());
+    }
+    assert!(dir.path().join(TRUTH_FILE).exists() && dir.path().join(PEOPLE_FILE).exists());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-generate"))
+        .args(["--format", "xml"])
+        .output()
+        .expect("run tessera-generate");
+    assert!(!bad.status.success());
+}
