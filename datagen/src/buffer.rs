@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -146,7 +147,10 @@ impl TableBuf {
                 })
             })
             .collect();
-        TableBuf { cols, persons: Vec::new() }
+        TableBuf {
+            cols,
+            persons: Vec::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -158,12 +162,17 @@ impl TableBuf {
     #[inline]
     pub(crate) fn row(&mut self, person: u64) -> RowWriter<'_> {
         self.persons.push(person);
-        RowWriter { cols: &mut self.cols, next: 0 }
+        RowWriter {
+            cols: &mut self.cols,
+            next: 0,
+        }
     }
 
     /// Checks that every column has one value per row.
     pub(crate) fn check(&self) -> bool {
-        self.cols.iter().all(|c| c.len().is_none_or(|n| n == self.persons.len()))
+        self.cols
+            .iter()
+            .all(|c| c.len().is_none_or(|n| n == self.persons.len()))
     }
 
     /// Appends all rows of `other` (same table).
@@ -178,9 +187,9 @@ impl TableBuf {
                 }
                 (Col::RowId(_), Col::RowId(_)) => {}
                 (Col::Ref(_, a), Col::Ref(_, b)) => a.extend_from_slice(&b),
-                (Col::Int(a), Col::Int(b)) | (Col::Cents(a), Col::Cents(b)) | (Col::Ts(a), Col::Ts(b)) => {
-                    a.extend_from_slice(&b)
-                }
+                (Col::Int(a), Col::Int(b))
+                | (Col::Cents(a), Col::Cents(b))
+                | (Col::Ts(a), Col::Ts(b)) => a.extend_from_slice(&b),
                 (Col::Bool(a), Col::Bool(b)) => a.extend_from_slice(&b),
                 _ => debug_assert!(false, "column kind mismatch in append"),
             }
@@ -318,7 +327,11 @@ impl RowWriter<'_> {
     /// Ends the row.
     #[inline]
     pub(crate) fn done(self) {
-        debug_assert_eq!(self.next, self.cols.len(), "row has the wrong number of values");
+        debug_assert_eq!(
+            self.next,
+            self.cols.len(),
+            "row has the wrong number of values"
+        );
     }
 }
 
@@ -451,7 +464,11 @@ impl TableBuf {
     }
 
     /// Converts the rows to an Arrow record batch with `schema`.
-    pub(crate) fn to_record_batch(&self, bases: &Bases, schema: &SchemaRef) -> Result<RecordBatch, Error> {
+    pub(crate) fn to_record_batch(
+        &self,
+        bases: &Bases,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, Error> {
         let n = self.len();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.cols.len());
         for c in &self.cols {
@@ -460,10 +477,15 @@ impl TableBuf {
                     let mut offsets = Vec::with_capacity(n + 1);
                     offsets.push(0i32);
                     for &e in &t.ends {
-                        let e = i32::try_from(e).map_err(|_| Error::Internal("text column too large".into()))?;
+                        let e = i32::try_from(e)
+                            .map_err(|_| Error::Internal("text column too large".into()))?;
                         offsets.push(e);
                     }
-                    let nulls = if t.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(t.valid.clone())) };
+                    let nulls = if t.valid.iter().all(|v| *v) {
+                        None
+                    } else {
+                        Some(NullBuffer::from(t.valid.clone()))
+                    };
                     Arc::new(StringArray::try_new(
                         OffsetBuffer::new(ScalarBuffer::from(offsets)),
                         t.data.clone().into(),
@@ -476,7 +498,10 @@ impl TableBuf {
                     for r in 0..n {
                         tmp.clear();
                         push_seq(&mut tmp, *seq, bases.seq[*seq as usize] + r as u64 + 1);
-                        b.append_value(std::str::from_utf8(&tmp).map_err(|e| Error::Internal(e.to_string()))?);
+                        b.append_value(
+                            std::str::from_utf8(&tmp)
+                                .map_err(|e| Error::Internal(e.to_string()))?,
+                        );
                     }
                     Arc::new(b.finish())
                 }
@@ -489,17 +514,26 @@ impl TableBuf {
                         } else {
                             tmp.clear();
                             push_seq(&mut tmp, *seq, bases.seq[*seq as usize] + u64::from(x) + 1);
-                            b.append_value(std::str::from_utf8(&tmp).map_err(|e| Error::Internal(e.to_string()))?);
+                            b.append_value(
+                                std::str::from_utf8(&tmp)
+                                    .map_err(|e| Error::Internal(e.to_string()))?,
+                            );
                         }
                     }
                     Arc::new(b.finish())
                 }
                 Col::Int(v) => Arc::new(Int64Array::from(v.clone())),
-                Col::Cents(v) => Arc::new(Float64Array::from_iter_values(v.iter().map(|&c| c as f64 / 100.0))),
-                Col::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
-                Col::Ts(v) => Arc::new(TimestampMicrosecondArray::from_iter(
-                    v.iter().map(|&t| if t == NULL_TS { None } else { Some(t * 1_000_000) }),
+                Col::Cents(v) => Arc::new(Float64Array::from_iter_values(
+                    v.iter().map(|&c| c as f64 / 100.0),
                 )),
+                Col::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
+                Col::Ts(v) => Arc::new(TimestampMicrosecondArray::from_iter(v.iter().map(|&t| {
+                    if t == NULL_TS {
+                        None
+                    } else {
+                        Some(t * 1_000_000)
+                    }
+                }))),
             };
             arrays.push(a);
         }
@@ -540,7 +574,10 @@ mod tests {
         push_csv_text(&mut v, b"O'Brien, \"Jr\"");
         v.push(b'|');
         push_csv_text(&mut v, b"");
-        assert_eq!(String::from_utf8_lossy(&v), "plain|\" Anna@X.com \"|\"O'Brien, \"\"Jr\"\"\"|\"\"");
+        assert_eq!(
+            String::from_utf8_lossy(&v),
+            "plain|\" Anna@X.com \"|\"O'Brien, \"\"Jr\"\"\"|\"\""
+        );
         let mut v = Vec::new();
         push_seq(&mut v, Seq::Contact, 123);
         v.push(b' ');
@@ -549,6 +586,9 @@ mod tests {
         push_cents(&mut v, 1205);
         v.push(b' ');
         push_cents(&mut v, 7);
-        assert_eq!(String::from_utf8_lossy(&v), "C0000123 O12345678901 12.05 0.07");
+        assert_eq!(
+            String::from_utf8_lossy(&v),
+            "C0000123 O12345678901 12.05 0.07"
+        );
     }
 }

@@ -15,9 +15,18 @@ pub struct Formats {
 }
 
 impl Formats {
-    pub const CSV: Formats = Formats { csv: true, parquet: false };
-    pub const PARQUET: Formats = Formats { csv: false, parquet: true };
-    pub const BOTH: Formats = Formats { csv: true, parquet: true };
+    pub const CSV: Formats = Formats {
+        csv: true,
+        parquet: false,
+    };
+    pub const PARQUET: Formats = Formats {
+        csv: false,
+        parquet: true,
+    };
+    pub const BOTH: Formats = Formats {
+        csv: true,
+        parquet: true,
+    };
 }
 
 impl FromStr for Formats {
@@ -29,7 +38,9 @@ impl FromStr for Formats {
             "csv" => Ok(Formats::CSV),
             "parquet" => Ok(Formats::PARQUET),
             "both" => Ok(Formats::BOTH),
-            other => Err(Error::InvalidConfig(format!("unknown format {other:?}: expected csv, parquet or both"))),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown format {other:?}: expected csv, parquet or both"
+            ))),
         }
     }
 }
@@ -291,7 +302,11 @@ impl Default for Config {
 impl Config {
     /// A default configuration for `people` persons and `seed`.
     pub fn new(people: u64, seed: u64) -> Config {
-        Config { people, seed, ..Config::default() }
+        Config {
+            people,
+            seed,
+            ..Config::default()
+        }
     }
 
     /// Start of the observation window (Unix seconds).
@@ -333,7 +348,10 @@ impl Config {
             ("consent_withdraw_rate", self.consent_withdraw_rate),
             ("consent_regrant_rate", self.consent_regrant_rate),
             ("noise.email_case_rate", self.noise.email_case_rate),
-            ("noise.email_whitespace_rate", self.noise.email_whitespace_rate),
+            (
+                "noise.email_whitespace_rate",
+                self.noise.email_whitespace_rate,
+            ),
             ("noise.nickname_rate", self.noise.nickname_rate),
             ("noise.name_typo_rate", self.noise.name_typo_rate),
             ("noise.name_case_rate", self.noise.name_case_rate),
@@ -353,7 +371,8 @@ impl Config {
         if self.two_phones_rate + self.three_phones_rate > 1.0 {
             return bad("two_phones_rate + three_phones_rate must be at most 1");
         }
-        let weights_ok = |w: &[f64]| w.iter().all(|x| x.is_finite() && *x >= 0.0) && w.iter().sum::<f64>() > 0.0;
+        let weights_ok =
+            |w: &[f64]| w.iter().all(|x| x.is_finite() && *x >= 0.0) && w.iter().sum::<f64>() > 0.0;
         if !weights_ok(&self.household_size_weights) {
             return bad("household_size_weights must be non-negative with a positive sum");
         }
@@ -382,7 +401,9 @@ impl Config {
                 return bad(&format!("{name} must be between 0 and 1000, got {v}"));
             }
         }
-        if !(self.events_per_session.is_finite() && (1.0..=100.0).contains(&self.events_per_session)) {
+        if !(self.events_per_session.is_finite()
+            && (1.0..=100.0).contains(&self.events_per_session))
+        {
             return bad("events_per_session must be between 1 and 100");
         }
         if !(self.campaign_interval_days.is_finite() && self.campaign_interval_days >= 0.01) {
@@ -409,10 +430,15 @@ impl Config {
             }
         }
         if b.rate_shape / b.rate_rate > 1.0 {
-            return bad("btyd mean purchase rate (rate_shape / rate_rate) must be at most 1 per day");
+            return bad(
+                "btyd mean purchase rate (rate_shape / rate_rate) must be at most 1 per day",
+            );
         }
         if self.people > crate::gen::MAX_PEOPLE {
-            return bad(&format!("people must be at most {}", crate::gen::MAX_PEOPLE));
+            return bad(&format!(
+                "people must be at most {}",
+                crate::gen::MAX_PEOPLE
+            ));
         }
         Ok(())
     }

@@ -8,12 +8,16 @@ use std::fmt::Write as _;
 use crate::buffer::{push_cents, push_u64, TableBuf, NULL_TS};
 use crate::config::Config;
 use crate::names::{
-    valid_exchange, FirstName, AREA_CODES, CITIES, EMAIL_DOMAINS, FEMALE, LAST, MALE, SEARCH_TERMS, STREET_NAMES,
-    STREET_SUFFIXES, WEB_CATEGORIES,
+    valid_exchange, FirstName, AREA_CODES, CITIES, EMAIL_DOMAINS, FEMALE, LAST, MALE, SEARCH_TERMS,
+    STREET_NAMES, STREET_SUFFIXES, WEB_CATEGORIES,
 };
-use crate::noise::{email_text, email_token, first_name_text, format_phone, name_text, phone_text, Perm};
+use crate::noise::{
+    email_text, email_token, first_name_text, format_phone, name_text, phone_text, Perm,
+};
 use crate::rng::{mix64, Rng};
-use crate::schema::{tables, CONSENT, CRM, EMAIL_EVENTS, LOYALTY, POS, SUBSCRIBERS, TABLE_COUNT, WEB};
+use crate::schema::{
+    tables, CONSENT, CRM, EMAIL_EVENTS, LOYALTY, POS, SUBSCRIBERS, TABLE_COUNT, WEB,
+};
 use crate::time::{push_timestamp, DAY};
 
 /// Persons per chunk. Fixed: changing it changes the output.
@@ -66,16 +70,27 @@ impl Derived {
         // expected fraction of anonymous persons is `anonymous_rate`.
         let w = &cfg.household_size_weights;
         let wsum: f64 = w.iter().sum();
-        let mean_size: f64 = w.iter().enumerate().map(|(i, x)| (i + 1) as f64 * x).sum::<f64>() / wsum;
+        let mean_size: f64 = w
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i + 1) as f64 * x)
+            .sum::<f64>()
+            / wsum;
         let f = cfg.anonymous_rate;
-        let anon_draw = if f >= 1.0 { 1.0 } else { f * mean_size / (1.0 - f + f * mean_size) };
+        let anon_draw = if f >= 1.0 {
+            1.0
+        } else {
+            f * mean_size / (1.0 - f + f * mean_size)
+        };
 
         // Web sessions: each session has on average `events_per_session`
         // events, plus a login event in logged-in sessions.
         let p_email = 1.0 - cfg.no_email_rate;
         let login_share = p_email * cfg.account_rate * cfg.login_rate;
-        let sessions_per_person = cfg.web_events_per_person / (cfg.events_per_session + login_share);
-        let anon_extra_sessions = (cfg.anonymous_web_events / cfg.events_per_session - 1.0).max(0.0);
+        let sessions_per_person =
+            cfg.web_events_per_person / (cfg.events_per_session + login_share);
+        let anon_extra_sessions =
+            (cfg.anonymous_web_events / cfg.events_per_session - 1.0).max(0.0);
 
         // E-mail campaigns, and the mean per-campaign open probability that
         // gives `email_events_per_person` events per known person.
@@ -83,18 +98,25 @@ impl Derived {
         let campaigns = ((end - start - 10 * 3600).max(0)) / campaign_interval + 1;
         let u = cfg.unsubscribe_rate;
         let pre = cfg.pre_window_rate;
-        let active = campaigns as f64 * (pre * ((1.0 - u) + u / 2.0) + (1.0 - pre) * ((1.0 - u) / 2.0 + u / 4.0));
+        let active = campaigns as f64
+            * (pre * ((1.0 - u) + u / 2.0) + (1.0 - pre) * ((1.0 - u) / 2.0 + u / 4.0));
         let extra_emails = cfg.two_emails_rate + 2.0 * cfg.three_emails_rate;
-        let subscriptions = p_email * cfg.subscriber_rate * (1.0 + cfg.extra_subscription_rate * extra_emails);
+        let subscriptions =
+            p_email * cfg.subscriber_rate * (1.0 + cfg.extra_subscription_rate * extra_emails);
         let denom = subscriptions * (1.0 - cfg.noise.junk_rate) * active * (1.0 + cfg.click_rate);
-        let open_prob_mean = if denom > 0.0 { (cfg.email_events_per_person / denom).min(0.95) } else { 0.0 };
+        let open_prob_mean = if denom > 0.0 {
+            (cfg.email_events_per_person / denom).min(0.95)
+        } else {
+            0.0
+        };
 
         let exchanges: Vec<u16> = (200u16..=999).filter(|&x| valid_exchange(x)).collect();
         debug_assert_eq!(exchanges.len(), EXCHANGES);
         let phone_perm = Perm::new(PHONE_SPACE, cfg.seed, 0x50_48_4F_4E_45);
         let email_perm = Perm::new(4 * (cfg.people + 2), cfg.seed, 0x45_4D_41_49_4C);
-        let store_phones =
-            (0..u64::from(cfg.store_phones)).map(|i| phone_number(&phone_perm, &exchanges, PHONE_SPACE - 1 - i)).collect();
+        let store_phones = (0..u64::from(cfg.store_phones))
+            .map(|i| phone_number(&phone_perm, &exchanges, PHONE_SPACE - 1 - i))
+            .collect();
 
         Derived {
             start,
@@ -196,7 +218,9 @@ pub(crate) fn generate_chunk(cfg: &Config, d: &Derived, index: u64) -> Chunk {
         cfg,
         d,
         rng: Rng::new(cfg.seed, &[0x43_48_55_4E_4B, index]),
-        t: (0..TABLE_COUNT).map(|i| TableBuf::new(i, &specs[i])).collect(),
+        t: (0..TABLE_COUNT)
+            .map(|i| TableBuf::new(i, &specs[i]))
+            .collect(),
         crm_dups: TableBuf::new(CRM, &specs[CRM]),
         users: 0,
         people_csv: Vec::with_capacity(CHUNK_PEOPLE as usize * 120),
@@ -234,7 +258,13 @@ pub(crate) fn generate_chunk(cfg: &Config, d: &Derived, index: u64) -> Chunk {
     t[POS].sort_by_time(5);
     t[CONSENT].sort_by_time(3);
     debug_assert!(t.iter().all(|b| b.check()));
-    Chunk { tables: t, users: g.users, people_csv: g.people_csv, known, anonymous }
+    Chunk {
+        tables: t,
+        users: g.users,
+        people_csv: g.people_csv,
+        known,
+        anonymous,
+    }
 }
 
 impl Gen<'_> {
@@ -257,7 +287,11 @@ impl Gen<'_> {
             street_no: 1 + self.rng.below(9899) as u32 + if self.rng.chance(0.3) { 0 } else { 100 },
             street: self.rng.index(STREET_NAMES.len()),
             suffix: self.rng.index(STREET_SUFFIXES.len()),
-            apt: if self.rng.chance(0.25) { Some(1 + self.rng.below(40) as u32) } else { None },
+            apt: if self.rng.chance(0.25) {
+                Some(1 + self.rng.below(40) as u32)
+            } else {
+                None
+            },
             zip: u32::from(CITIES[city].zip3) * 100 + self.rng.below(100) as u32,
             shared_cookie,
             home_store: self.rng.below(u64::from(cfg.store_count)) as u32,
@@ -316,7 +350,11 @@ impl Gen<'_> {
         let cfg = self.cfg;
         let names = if self.rng.chance(0.5) { FEMALE } else { MALE };
         let first = &names[self.rng.index(names.len())];
-        let last = if leader || self.rng.chance(cfg.household_same_last_name) { hh.last } else { self.rng.pick(LAST) };
+        let last = if leader || self.rng.chance(cfg.household_same_last_name) {
+            hh.last
+        } else {
+            self.rng.pick(LAST)
+        };
         let n_emails = if self.rng.chance(cfg.no_email_rate) {
             0
         } else {
@@ -329,7 +367,9 @@ impl Gen<'_> {
                 1
             }
         };
-        let emails = (0..n_emails).map(|k| self.make_email(first, last, pid, k)).collect();
+        let emails = (0..n_emails)
+            .map(|k| self.make_email(first, last, pid, k))
+            .collect();
         let n_phones = if self.rng.chance(cfg.no_phone_rate) {
             0
         } else {
@@ -342,10 +382,19 @@ impl Gen<'_> {
                 1
             }
         };
-        let phones = (0..n_phones).map(|k| phone_number(&self.d.phone_perm, &self.d.exchanges, pid * 4 + k)).collect();
+        let phones = (0..n_phones)
+            .map(|k| phone_number(&self.d.phone_perm, &self.d.exchanges, pid * 4 + k))
+            .collect();
         let n_cookies = 1 + self.rng.weighted(&cfg.cookie_count_weights) as u64;
         let cookies = (0..n_cookies).map(|i| self.cookie(pid * 8 + i)).collect();
-        Person { pid, first, last, emails, phones, cookies }
+        Person {
+            pid,
+            first,
+            last,
+            emails,
+            phones,
+            cookies,
+        }
     }
 
     /// Picks the main identifier with probability `main`, else another one.
@@ -376,7 +425,14 @@ impl Gen<'_> {
             let t0 = self.uniform_time(self.d.start, self.d.end);
             self.session(pid, cookie, t0, None);
         }
-        let p = Person { pid, first: &MALE[0], last: "", emails: Vec::new(), phones: Vec::new(), cookies: vec![cookie] };
+        let p = Person {
+            pid,
+            first: &MALE[0],
+            last: "",
+            emails: Vec::new(),
+            phones: Vec::new(),
+            cookies: vec![cookie],
+        };
         self.truth_person(&p, None, &BtydTruth::default());
     }
 
@@ -413,7 +469,15 @@ impl Gen<'_> {
         }
     }
 
-    fn web_row(&mut self, pid: u64, cookie: &str, user: Option<u32>, email: Option<&str>, event: &str, t: i64) {
+    fn web_row(
+        &mut self,
+        pid: u64,
+        cookie: &str,
+        user: Option<u32>,
+        email: Option<&str>,
+        event: &str,
+        t: i64,
+    ) {
         self.t[WEB]
             .row(pid)
             .text(cookie)
@@ -494,15 +558,27 @@ impl Gen<'_> {
                 _ => p.cookies[self.rng.weighted(&device_weights[..p.cookies.len()])],
             };
             let login = match account {
-                Some((uid, created)) if created < t0 && self.rng.chance(cfg.login_rate) => Some((uid, false)),
+                Some((uid, created)) if created < t0 && self.rng.chance(cfg.login_rate) => {
+                    Some((uid, false))
+                }
                 _ => None,
             };
-            self.session(p.pid, cookie, t0, login.map(|(u, s)| (u, p.emails[0].as_str(), s))); 
+            self.session(
+                p.pid,
+                cookie,
+                t0,
+                login.map(|(u, s)| (u, p.emails[0].as_str(), s)),
+            );
         }
         if let Some((uid, created)) = account {
             if created >= d.start {
                 let cookie = p.cookies[0];
-                self.session(p.pid, cookie, created, Some((uid, p.emails[0].as_str(), true))); 
+                self.session(
+                    p.pid,
+                    cookie,
+                    created,
+                    Some((uid, p.emails[0].as_str(), true)),
+                );
             }
         }
     }
@@ -536,10 +612,18 @@ impl Gen<'_> {
                 .row_id()
                 .text(&self.s1)
                 .ts(subscribed_at)
-                .text(if unsubscribed_at.is_some() { "unsubscribed" } else { "subscribed" })
+                .text(if unsubscribed_at.is_some() {
+                    "unsubscribed"
+                } else {
+                    "subscribed"
+                })
                 .ts(unsubscribed_at.unwrap_or(NULL_TS))
                 .done();
-            subs.push(Subscription { email_index: k, subscribed_at, unsubscribed_at });
+            subs.push(Subscription {
+                email_index: k,
+                subscribed_at,
+                unsubscribed_at,
+            });
             if !valid {
                 continue;
             }
@@ -558,7 +642,9 @@ impl Gen<'_> {
             let from = subscribed_at.max(d.start);
             let to = unsubscribed_at.unwrap_or(d.end).min(d.end);
             let send = |c: i64| d.start + c * d.campaign_interval + 10 * 3600;
-            let mut c = ((from - d.start - 10 * 3600).max(0) + d.campaign_interval - 1) / d.campaign_interval - 1;
+            let mut c = ((from - d.start - 10 * 3600).max(0) + d.campaign_interval - 1)
+                / d.campaign_interval
+                - 1;
             loop {
                 // Geometric skip to the next opened campaign.
                 let skip = (self.rng.f64_open0().ln() / lq).floor();
@@ -574,11 +660,23 @@ impl Gen<'_> {
                     continue;
                 }
                 let _ = write!(self.s2.clear_and(), "CMP{:04}", c + 1);
-                self.t[EMAIL_EVENTS].row(p.pid).text(&self.s1).text("open").text(&self.s2).ts(opened).done();
+                self.t[EMAIL_EVENTS]
+                    .row(p.pid)
+                    .text(&self.s1)
+                    .text("open")
+                    .text(&self.s2)
+                    .ts(opened)
+                    .done();
                 if self.rng.chance(cfg.click_rate) {
                     let clicked = opened + 5 + self.rng.exp(120.0) as i64;
                     if clicked < d.end {
-                        self.t[EMAIL_EVENTS].row(p.pid).text(&self.s1).text("click").text(&self.s2).ts(clicked).done();
+                        self.t[EMAIL_EVENTS]
+                            .row(p.pid)
+                            .text(&self.s1)
+                            .text("click")
+                            .text(&self.s2)
+                            .ts(clicked)
+                            .done();
                     }
                 }
             }
@@ -590,7 +688,13 @@ impl Gen<'_> {
 
     fn consent_row(&mut self, pid: u64, email: &str, purpose: usize, granted: bool, t: i64) {
         email_text(&mut self.rng, &self.cfg.noise, email, &mut self.s1);
-        self.t[CONSENT].row(pid).text(&self.s1).text(PURPOSES[purpose]).boolean(granted).ts(t).done();
+        self.t[CONSENT]
+            .row(pid)
+            .text(&self.s1)
+            .text(PURPOSES[purpose])
+            .boolean(granted)
+            .ts(t)
+            .done();
     }
 
     fn consent(&mut self, p: &Person, subs: &[Subscription]) {
@@ -615,7 +719,11 @@ impl Gen<'_> {
             if !granted {
                 continue;
             }
-            let forced = if purpose == 0 { main_sub.and_then(|s| s.unsubscribed_at) } else { None };
+            let forced = if purpose == 0 {
+                main_sub.and_then(|s| s.unsubscribed_at)
+            } else {
+                None
+            };
             let withdrawn = match forced {
                 Some(t) => Some(t),
                 None if self.rng.chance(cfg.consent_withdraw_rate) => {
@@ -638,7 +746,15 @@ impl Gen<'_> {
     // ----- CRM -------------------------------------------------------------
 
     #[allow(clippy::too_many_arguments)]
-    fn crm_row(&mut self, dup: bool, p: &Person, hh: &Household, email: Option<usize>, phone: Option<usize>, nickname: bool) {
+    fn crm_row(
+        &mut self,
+        dup: bool,
+        p: &Person,
+        hh: &Household,
+        email: Option<usize>,
+        phone: Option<usize>,
+        nickname: bool,
+    ) {
         let cfg = self.cfg;
         let d = self.d;
         let noise = &cfg.noise;
@@ -678,7 +794,11 @@ impl Gen<'_> {
                 s.push_str(full);
             }
             if let Some(apt) = hh.apt {
-                let _ = write!(s, "{}{apt}", if self.rng.chance(0.5) { " Apt " } else { " #" });
+                let _ = write!(
+                    s,
+                    "{}{apt}",
+                    if self.rng.chance(0.5) { " Apt " } else { " #" }
+                );
             }
         }
         let created = if dup {
@@ -690,7 +810,11 @@ impl Gen<'_> {
         let city = &CITIES[hh.city];
         let mut zip = String::with_capacity(5);
         let _ = write!(zip, "{:05}", hh.zip);
-        let table = if dup { &mut self.crm_dups } else { &mut self.t[CRM] };
+        let table = if dup {
+            &mut self.crm_dups
+        } else {
+            &mut self.t[CRM]
+        };
         table
             .row(p.pid)
             .row_id()
@@ -723,10 +847,12 @@ impl Gen<'_> {
             // A duplicate record with a different e-mail, else a different
             // phone, else the same e-mail under a nickname without phone.
             if p.emails.len() >= 2 {
-                let other = (email.unwrap_or(0) + 1 + self.rng.index(p.emails.len() - 1)) % p.emails.len();
+                let other =
+                    (email.unwrap_or(0) + 1 + self.rng.index(p.emails.len() - 1)) % p.emails.len();
                 self.crm_row(true, p, hh, Some(other), phone, false);
             } else if p.phones.len() >= 2 {
-                let other = (phone.unwrap_or(0) + 1 + self.rng.index(p.phones.len() - 1)) % p.phones.len();
+                let other =
+                    (phone.unwrap_or(0) + 1 + self.rng.index(p.phones.len() - 1)) % p.phones.len();
                 self.crm_row(true, p, hh, email, Some(other), false);
             } else {
                 let e = if p.emails.is_empty() { None } else { Some(0) };
@@ -785,7 +911,12 @@ impl Gen<'_> {
             let redeemed = (lifetime as f64 * self.rng.f64() * 0.6 / 100.0).floor() as i64 * 100;
             let points = lifetime - redeemed;
             let joined = birth;
-            let updated = times.last().copied().unwrap_or(birth).max(joined).min(d.end - 1);
+            let updated = times
+                .last()
+                .copied()
+                .unwrap_or(birth)
+                .max(joined)
+                .min(d.end - 1);
             let noise = &cfg.noise;
             let email = if !p.emails.is_empty() && self.rng.chance(0.9) {
                 let k = self.pick_other(p.emails.len(), 0.8);
@@ -827,13 +958,18 @@ impl Gen<'_> {
             }
             let day = t.div_euclid(DAY) * DAY;
             let ts = (day + 9 * 3600 + self.rng.below(12 * 3600) as i64).clamp(d.start, d.end - 1);
-            let store =
-                if self.rng.chance(0.8) { hh.home_store } else { self.rng.below(u64::from(cfg.store_count)) as u32 };
+            let store = if self.rng.chance(0.8) {
+                hh.home_store
+            } else {
+                self.rng.below(u64::from(cfg.store_count)) as u32
+            };
             let mut loyalty = None;
             let mut phone: Option<u64> = None;
             if !self.rng.chance(cfg.guest_checkout_rate) {
                 match member {
-                    Some((local, joined)) if ts >= joined && self.rng.chance(cfg.loyalty_id_usage) => {
+                    Some((local, joined))
+                        if ts >= joined && self.rng.chance(cfg.loyalty_id_usage) =>
+                    {
                         loyalty = Some(local);
                         if !p.phones.is_empty() && self.rng.chance(0.1) {
                             phone = Some(p.phones[0]);
@@ -886,7 +1022,11 @@ impl Gen<'_> {
     fn truth_person(&mut self, p: &Person, hh: Option<&Household>, b: &BtydTruth) {
         let o = &mut self.people_csv;
         push_u64(o, p.pid);
-        o.extend_from_slice(if hh.is_some() { b",known," } else { b",anonymous," });
+        o.extend_from_slice(if hh.is_some() {
+            b",known,"
+        } else {
+            b",anonymous,"
+        });
         if let Some(hh) = hh {
             push_u64(o, hh.id);
             o.push(b',');
@@ -927,10 +1067,16 @@ impl Gen<'_> {
         if b.customer {
             let _ = std::io::Write::write_fmt(
                 o,
-                format_args!("true,{:.6},{:.6},{},", b.rate, b.dropout, if b.alive { "true" } else { "false" }),
+                format_args!(
+                    "true,{:.6},{:.6},{},",
+                    b.rate,
+                    b.dropout,
+                    if b.alive { "true" } else { "false" }
+                ),
             );
             push_timestamp(o, b.first_purchase_at);
-            let _ = std::io::Write::write_fmt(o, format_args!(",{:.2},{},", b.mean_amount, b.orders));
+            let _ =
+                std::io::Write::write_fmt(o, format_args!(",{:.2},{},", b.mean_amount, b.orders));
             push_cents(o, b.spend_cents);
         } else {
             o.extend_from_slice(b"false,,,,,,0,0.00");
@@ -940,7 +1086,8 @@ impl Gen<'_> {
 }
 
 /// Header of `truth_people.csv`.
-pub(crate) const PEOPLE_HEADER: &str = "person_id,kind,household_id,first_name,last_name,emails,phones,cookies,\
+pub(crate) const PEOPLE_HEADER: &str =
+    "person_id,kind,household_id,first_name,last_name,emails,phones,cookies,\
 shared_cookie,customer,rate,dropout,alive,first_purchase_at,mean_amount,orders,spend\n";
 
 #[derive(Default)]

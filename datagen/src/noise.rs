@@ -29,7 +29,12 @@ impl Perm {
         for (i, k) in keys.iter_mut().enumerate() {
             *k = derive(seed, &[stream, i as u64]);
         }
-        Perm { half, mask: (1u64 << half) - 1, keys, limit }
+        Perm {
+            half,
+            mask: (1u64 << half) - 1,
+            keys,
+            limit,
+        }
     }
 
     fn encrypt(&self, x: u64) -> u64 {
@@ -136,8 +141,14 @@ pub(crate) fn email_text(rng: &mut Rng, noise: &Noise, canonical: &str, out: &mu
 }
 
 /// Phone formats, in the order of `Noise::phone_format_weights`.
-pub const PHONE_FORMATS: [&str; 6] =
-    ["(650) 555-1212", "650-555-1212", "650.555.1212", "+1 650 555 1212", "6505551212", "+16505551212"];
+pub const PHONE_FORMATS: [&str; 6] = [
+    "(650) 555-1212",
+    "650-555-1212",
+    "650.555.1212",
+    "+1 650 555 1212",
+    "6505551212",
+    "+16505551212",
+];
 
 /// Writes a 10-digit US number in format `fmt` (index into
 /// [`PHONE_FORMATS`]).
@@ -199,8 +210,9 @@ pub(crate) fn phone_text(rng: &mut Rng, noise: &Noise, number: u64, out: &mut St
 }
 
 const KEYBOARD_NEIGHBOURS: [&str; 26] = [
-    "qwsz", "vghn", "xdfv", "serfcx", "wsdr", "drtgvc", "ftyhbv", "gyujnb", "ujko", "huikmn", "jiolm", "kop",
-    "njk", "bhjm", "iklp", "ol", "wa", "edft", "awedxz", "rfgy", "yhji", "cfgb", "qase", "zsdc", "tghu", "asx",
+    "qwsz", "vghn", "xdfv", "serfcx", "wsdr", "drtgvc", "ftyhbv", "gyujnb", "ujko", "huikmn",
+    "jiolm", "kop", "njk", "bhjm", "iklp", "ol", "wa", "edft", "awedxz", "rfgy", "yhji", "cfgb",
+    "qase", "zsdc", "tghu", "asx",
 ];
 
 /// Applies one random single-character typo to an ASCII name.
@@ -217,7 +229,11 @@ pub(crate) fn typo(rng: &mut Rng, s: &mut String) {
             if c.is_ascii_lowercase() {
                 let nb = KEYBOARD_NEIGHBOURS[(c - b'a') as usize].as_bytes();
                 let r = nb[rng.index(nb.len())];
-                b[i] = if b[i].is_ascii_uppercase() { r.to_ascii_uppercase() } else { r };
+                b[i] = if b[i].is_ascii_uppercase() {
+                    r.to_ascii_uppercase()
+                } else {
+                    r
+                };
             }
         }
         1 => {
@@ -253,7 +269,11 @@ pub(crate) fn name_text(rng: &mut Rng, noise: &Noise, name: &str, out: &mut Stri
         typo(rng, out);
     }
     if rng.chance(noise.name_case_rate) {
-        *out = if rng.chance(0.7) { out.to_ascii_uppercase() } else { out.to_ascii_lowercase() };
+        *out = if rng.chance(0.7) {
+            out.to_ascii_uppercase()
+        } else {
+            out.to_ascii_lowercase()
+        };
     }
 }
 

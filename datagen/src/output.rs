@@ -50,7 +50,10 @@ pub struct Summary {
 impl Summary {
     /// Row count of a table (0 for an unknown name).
     pub fn rows_of(&self, table: &str) -> u64 {
-        self.rows.iter().find(|(n, _)| *n == table).map_or(0, |(_, c)| *c)
+        self.rows
+            .iter()
+            .find(|(n, _)| *n == table)
+            .map_or(0, |(_, c)| *c)
     }
 
     /// Total rows over all tables.
@@ -60,7 +63,10 @@ impl Summary {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Runs the generator and hands each chunk, in order, to `sink` along with
@@ -108,7 +114,11 @@ where
     })
 }
 
-fn consume<F>(rx: Receiver<(u64, Chunk)>, chunks: u64, sink: &mut F) -> Result<(Bases, u64, u64), Error>
+fn consume<F>(
+    rx: Receiver<(u64, Chunk)>,
+    chunks: u64,
+    sink: &mut F,
+) -> Result<(Bases, u64, u64), Error>
 where
     F: FnMut(Arc<(Chunk, Bases)>) -> Result<(), Error>,
 {
@@ -117,7 +127,9 @@ where
     let mut bases = Bases::default();
     let (mut known, mut anonymous) = (0u64, 0u64);
     while next < chunks {
-        let (i, c) = rx.recv().map_err(|_| Error::Internal("generator thread stopped".into()))?;
+        let (i, c) = rx
+            .recv()
+            .map_err(|_| Error::Internal("generator thread stopped".into()))?;
         pending.insert(i, c);
         while let Some(c) = pending.remove(&next) {
             let mut after = bases;
@@ -141,7 +153,11 @@ where
 }
 
 fn summary(people: u64, bases: &Bases, known: u64, anonymous: u64, files: Vec<PathBuf>) -> Summary {
-    let rows: Vec<(&'static str, u64)> = tables().iter().zip(bases.rows).map(|(t, n)| (t.name, n)).collect();
+    let rows: Vec<(&'static str, u64)> = tables()
+        .iter()
+        .zip(bases.rows)
+        .map(|(t, n)| (t.name, n))
+        .collect();
     Summary {
         people,
         known_people: known,
@@ -191,9 +207,13 @@ pub fn generate(config: &Config, out_dir: &Path, formats: Formats) -> Result<Sum
         }
     }
     let (mut truth, truth_path) = create(TRUTH_FILE.to_string(), &mut files)?;
-    truth.write_all(b"table,row,person_id\n").map_err(io_err(&truth_path))?;
+    truth
+        .write_all(b"table,row,person_id\n")
+        .map_err(io_err(&truth_path))?;
     let (mut people, people_path) = create(PEOPLE_FILE.to_string(), &mut files)?;
-    people.write_all(PEOPLE_HEADER.as_bytes()).map_err(io_err(&people_path))?;
+    people
+        .write_all(PEOPLE_HEADER.as_bytes())
+        .map_err(io_err(&people_path))?;
 
     let result = std::thread::scope(|s| {
         // Parquet encoding runs on its own thread.
@@ -234,12 +254,16 @@ pub fn generate(config: &Config, out_dir: &Path, formats: Formats) -> Result<Sum
                 }
             }
             truth.write_all(&buf).map_err(io_err(&truth_path))?;
-            people.write_all(&chunk.people_csv).map_err(io_err(&people_path))?;
+            people
+                .write_all(&chunk.people_csv)
+                .map_err(io_err(&people_path))?;
             Ok(())
         });
         drop(ptx);
         let pq_result = match pq_handle {
-            Some(h) => h.join().map_err(|_| Error::Internal("parquet thread panicked".into()))?,
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Internal("parquet thread panicked".into()))?,
             None => Ok(()),
         };
         // A Parquet error explains a failed send, so report it first.

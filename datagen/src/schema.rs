@@ -124,12 +124,24 @@ impl TableSpec {
 
     /// `(column name, identifier type)` for every identifier column.
     pub fn identifier_columns(&self) -> impl Iterator<Item = (&'static str, IdType)> + 'static {
-        self.columns.iter().filter_map(|c| c.identifier.map(|t| (c.name, t)))
+        self.columns
+            .iter()
+            .filter_map(|c| c.identifier.map(|t| (c.name, t)))
     }
 }
 
-const fn col(name: &'static str, sql_type: SqlType, nullable: bool, identifier: Option<IdType>) -> ColumnSpec {
-    ColumnSpec { name, sql_type, nullable, identifier }
+const fn col(
+    name: &'static str,
+    sql_type: SqlType,
+    nullable: bool,
+    identifier: Option<IdType>,
+) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        sql_type,
+        nullable,
+        identifier,
+    }
 }
 
 use IdType as I;
@@ -278,11 +290,26 @@ mod tests {
             "CREATE TABLE pos_orders (order_id TEXT NOT NULL, loyalty_id TEXT, phone TEXT, \
              store_id TEXT NOT NULL, amount DOUBLE NOT NULL, ordered_at TIMESTAMP NOT NULL)"
         );
-        let ids: Vec<_> = table("web_events").expect("table").identifier_columns().collect();
-        assert_eq!(ids, vec![("cookie_id", IdType::Cookie), ("user_id", IdType::UserId), ("email", IdType::Email)]);
+        let ids: Vec<_> = table("web_events")
+            .expect("table")
+            .identifier_columns()
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("cookie_id", IdType::Cookie),
+                ("user_id", IdType::UserId),
+                ("email", IdType::Email)
+            ]
+        );
         // Every identifier type is used somewhere.
         for t in IdType::ALL {
-            assert!(tables().iter().any(|s| s.identifier_columns().any(|(_, it)| it == t)), "{t}");
+            assert!(
+                tables()
+                    .iter()
+                    .any(|s| s.identifier_columns().any(|(_, it)| it == t)),
+                "{t}"
+            );
         }
     }
 }

@@ -55,7 +55,11 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         let h: i64 = it.next()?.parse().ok()?;
         let mi: i64 = it.next()?.parse().ok()?;
         let se: i64 = it.next().unwrap_or("0").parse().ok()?;
-        if it.next().is_some() || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..60).contains(&se) {
+        if it.next().is_some()
+            || !(0..24).contains(&h)
+            || !(0..60).contains(&mi)
+            || !(0..60).contains(&se)
+        {
             return None;
         }
         secs += h * 3600 + mi * 60 + se;
@@ -123,14 +127,20 @@ mod tests {
         assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
         let t = timestamp(2026, 11, 1);
         assert_eq!(t, 1_793_491_200);
-        assert_eq!(format_timestamp(t + 3 * 3600 + 4 * 60 + 5), "2026-11-01 03:04:05");
+        assert_eq!(
+            format_timestamp(t + 3 * 3600 + 4 * 60 + 5),
+            "2026-11-01 03:04:05"
+        );
         for z in [-800_000i64, -1, 0, 59, 60, 365, 11_016, 20_000, 2_000_000] {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y as i32, m, d), z);
         }
         assert_eq!(parse_timestamp("2024-02-29"), Some(timestamp(2024, 2, 29)));
         assert_eq!(parse_timestamp("2023-02-29"), None);
-        assert_eq!(parse_timestamp("2026-01-02 03:04:05"), Some(timestamp(2026, 1, 2) + 11_045));
+        assert_eq!(
+            parse_timestamp("2026-01-02 03:04:05"),
+            Some(timestamp(2026, 1, 2) + 11_045)
+        );
         assert_eq!(parse_timestamp("garbage"), None);
     }
 }

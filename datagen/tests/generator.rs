@@ -6,12 +6,14 @@ use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tessera_datagen::{
-    generate, generate_batches, tables, time, Config, Error, Formats, JUNK_EMAILS, JUNK_PHONES, PEOPLE_FILE,
-    PHONE_FORMATS, TRUTH_FILE,
+    generate, generate_batches, tables, time, Config, Error, Formats, JUNK_EMAILS, JUNK_PHONES,
+    PEOPLE_FILE, PHONE_FORMATS, TRUTH_FILE,
 };
 
 type Row = Vec<Option<String>>;
@@ -21,12 +23,25 @@ type Row = Vec<Option<String>>;
 /// breaks inside fields, so records are lines.
 fn parse_csv(bytes: &[u8]) -> (Vec<String>, Vec<Row>) {
     let text = std::str::from_utf8(bytes).expect("utf8");
-    assert!(text.is_empty() || text.ends_with('\n'), "file must end with a newline");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "file must end with a newline"
+    );
     assert!(!text.contains('\r'), "unexpected CR");
     let mut rows: Vec<Row> = Vec::new();
     for line in text.lines() {
         if !line.contains('"') {
-            rows.push(line.split(',').map(|f| if f.is_empty() { None } else { Some(f.to_string()) }).collect());
+            rows.push(
+                line.split(',')
+                    .map(|f| {
+                        if f.is_empty() {
+                            None
+                        } else {
+                            Some(f.to_string())
+                        }
+                    })
+                    .collect(),
+            );
             continue;
         }
         let mut row: Row = Vec::new();
@@ -56,14 +71,22 @@ fn parse_csv(bytes: &[u8]) -> (Vec<String>, Vec<Row>) {
                 field.push(c);
                 chars.next();
             }
-            row.push(if field.is_empty() && !quoted { None } else { Some(field) });
+            row.push(if field.is_empty() && !quoted {
+                None
+            } else {
+                Some(field)
+            });
             if chars.next().is_none() {
                 break;
             }
         }
         rows.push(row);
     }
-    let header = rows.remove(0).into_iter().map(|f| f.expect("header field")).collect();
+    let header = rows
+        .remove(0)
+        .into_iter()
+        .map(|f| f.expect("header field"))
+        .collect();
     (header, rows)
 }
 
@@ -96,11 +119,17 @@ struct Table {
 
 impl Table {
     fn col(&self, name: &str) -> usize {
-        self.header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"))
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
     }
     fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = (u64, Option<&'a str>)> + 'a {
         let c = self.col(name);
-        self.rows.iter().zip(&self.persons).map(move |(r, &p)| (p, r[c].as_deref()))
+        self.rows
+            .iter()
+            .zip(&self.persons)
+            .map(move |(r, &p)| (p, r[c].as_deref()))
     }
 }
 
@@ -135,10 +164,15 @@ fn load(dir: &Path, config: Config, summary: tessera_datagen::Summary) -> Fixtur
     let truth = read_truth(&dir.join(TRUTH_FILE));
     let mut truth_by_table: HashMap<String, Vec<Option<u64>>> = HashMap::new();
     for spec in tables() {
-        truth_by_table.insert(spec.name.to_string(), vec![None; summary.rows_of(spec.name) as usize]);
+        truth_by_table.insert(
+            spec.name.to_string(),
+            vec![None; summary.rows_of(spec.name) as usize],
+        );
     }
     for (t, row, person) in truth {
-        let slots = truth_by_table.get_mut(&t).unwrap_or_else(|| panic!("truth names unknown table {t}"));
+        let slots = truth_by_table
+            .get_mut(&t)
+            .unwrap_or_else(|| panic!("truth names unknown table {t}"));
         assert!(row < slots.len(), "truth row {row} beyond {t}");
         assert!(slots[row].is_none(), "two truth entries for {t} row {row}");
         slots[row] = Some(person);
@@ -157,43 +191,78 @@ fn load(dir: &Path, config: Config, summary: tessera_datagen::Summary) -> Fixtur
             .enumerate()
             .map(|(i, p)| p.unwrap_or_else(|| panic!("{} row {i} has no truth entry", spec.name)))
             .collect();
-        tables_map.insert(spec.name.to_string(), Table { header, rows, persons });
+        tables_map.insert(
+            spec.name.to_string(),
+            Table {
+                header,
+                rows,
+                persons,
+            },
+        );
     }
     let (ph, prows) = read_csv(&dir.join(PEOPLE_FILE));
-    let pc = |n: &str| ph.iter().position(|h| h == n).unwrap_or_else(|| panic!("no column {n}"));
+    let pc = |n: &str| {
+        ph.iter()
+            .position(|h| h == n)
+            .unwrap_or_else(|| panic!("no column {n}"))
+    };
     let mut people = HashMap::new();
     for r in &prows {
-        let id: u64 = r[pc("person_id")].as_deref().expect("id").parse().expect("id");
+        let id: u64 = r[pc("person_id")]
+            .as_deref()
+            .expect("id")
+            .parse()
+            .expect("id");
         let p = Person {
             known: r[pc("kind")].as_deref() == Some("known"),
-            household: r[pc("household_id")].as_deref().map(|h| h.parse().expect("household")),
+            household: r[pc("household_id")]
+                .as_deref()
+                .map(|h| h.parse().expect("household")),
             emails: split_list(&r[pc("emails")]),
             phones: split_list(&r[pc("phones")]),
             cookies: split_list(&r[pc("cookies")]),
             shared_cookie: r[pc("shared_cookie")].clone(),
             customer: r[pc("customer")].as_deref() == Some("true"),
             alive: r[pc("alive")].as_deref() == Some("true"),
-            rate: r[pc("rate")].as_deref().map_or(0.0, |x| x.parse().expect("rate")),
-            orders: r[pc("orders")].as_deref().expect("orders").parse().expect("orders"),
+            rate: r[pc("rate")]
+                .as_deref()
+                .map_or(0.0, |x| x.parse().expect("rate")),
+            orders: r[pc("orders")]
+                .as_deref()
+                .expect("orders")
+                .parse()
+                .expect("orders"),
         };
         assert!(people.insert(id, p).is_none(), "person {id} twice");
     }
     assert_eq!(people.len() as u64, config.people);
-    Fixture { config, summary, tables: tables_map, people }
+    Fixture {
+        config,
+        summary,
+        tables: tables_map,
+        people,
+    }
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config { people: 20_000, seed: 11, ..Config::default() };
+        let config = Config {
+            people: 20_000,
+            seed: 11,
+            ..Config::default()
+        };
         let summary = generate(&config, dir.path(), Formats::CSV).expect("generate");
         load(dir.path(), config, summary)
     })
 }
 
 fn within(name: &str, value: f64, lo: f64, hi: f64) {
-    assert!((lo..=hi).contains(&value), "{name} = {value:.4}, expected in [{lo}, {hi}]");
+    assert!(
+        (lo..=hi).contains(&value),
+        "{name} = {value:.4}, expected in [{lo}, {hi}]"
+    );
 }
 
 fn norm_email(s: &str) -> String {
@@ -210,10 +279,16 @@ fn norm_phone(s: &str) -> String {
 }
 
 fn phone_format(s: &str) -> Option<usize> {
-    let shape: String = s.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    let shape: String = s
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
     let shape = shape.replacen("+9", "+1", 1);
     PHONE_FORMATS.iter().position(|f| {
-        let fs: String = f.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+        let fs: String = f
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
         fs.replacen("+9", "+1", 1) == shape
     })
 }
@@ -224,7 +299,10 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut m = BTreeMap::new();
     for e in fs::read_dir(dir).expect("read_dir") {
         let e = e.expect("entry");
-        m.insert(e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).expect("read"));
+        m.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            fs::read(e.path()).expect("read"),
+        );
     }
     m
 }
@@ -233,7 +311,12 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn same_seed_gives_identical_bytes_and_other_seed_differs() {
     let run = |seed: u64, threads: usize| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config { people: 6_000, seed, threads, ..Config::default() };
+        let config = Config {
+            people: 6_000,
+            seed,
+            threads,
+            ..Config::default()
+        };
         generate(&config, dir.path(), Formats::BOTH).expect("generate");
         files_of(dir.path())
     };
@@ -241,12 +324,18 @@ fn same_seed_gives_identical_bytes_and_other_seed_differs() {
     let b = run(7, 3);
     assert_eq!(a.len(), 2 * tables().len() + 2);
     for (name, bytes) in &a {
-        assert!(b[name] == *bytes, "{name} differs between runs with the same seed");
+        assert!(
+            b[name] == *bytes,
+            "{name} differs between runs with the same seed"
+        );
     }
     let c = run(8, 0);
     for spec in tables() {
         let name = format!("{}.csv", spec.name);
-        assert!(a[&name] != c[&name], "{name} is the same for different seeds");
+        assert!(
+            a[&name] != c[&name],
+            "{name} is the same for different seeds"
+        );
     }
 }
 
@@ -258,7 +347,10 @@ fn every_row_has_exactly_one_truth_entry() {
     // `load` checked uniqueness and coverage; the totals must agree too.
     let total: usize = f.tables.values().map(|t| t.rows.len()).sum();
     assert_eq!(total as u64, f.summary.truth_rows);
-    assert_eq!(f.summary.known_people + f.summary.anonymous_people, f.config.people);
+    assert_eq!(
+        f.summary.known_people + f.summary.anonymous_people,
+        f.config.people
+    );
     for t in f.tables.values() {
         for &p in &t.persons {
             assert!(f.people.contains_key(&p), "unknown person {p}");
@@ -275,10 +367,16 @@ fn identifiers_in_rows_belong_to_their_true_person() {
     let mut owner: HashMap<String, u64> = HashMap::new();
     for (&id, p) in &f.people {
         for e in &p.emails {
-            assert!(owner.insert(e.clone(), id).is_none(), "e-mail {e} has two owners");
+            assert!(
+                owner.insert(e.clone(), id).is_none(),
+                "e-mail {e} has two owners"
+            );
         }
         for ph in &p.phones {
-            assert!(owner.insert(norm_phone(ph), id).is_none(), "phone {ph} has two owners");
+            assert!(
+                owner.insert(norm_phone(ph), id).is_none(),
+                "phone {ph} has two owners"
+            );
         }
     }
     let mut store_phones = HashSet::new();
@@ -293,7 +391,11 @@ fn identifiers_in_rows_belong_to_their_true_person() {
                     if junk_e.contains(v) {
                         continue;
                     }
-                    assert_eq!(owner.get(&norm_email(v)), Some(&person), "e-mail {v:?} of person {person}");
+                    assert_eq!(
+                        owner.get(&norm_email(v)),
+                        Some(&person),
+                        "e-mail {v:?} of person {person}"
+                    );
                 } else {
                     if junk_p.contains(v) {
                         continue;
@@ -333,25 +435,47 @@ fn identifiers_in_rows_belong_to_their_true_person() {
         }
         m
     };
-    let users: Vec<(u64, String)> = web.values("user_id").filter_map(|(p, u)| u.map(|u| (p, u.to_string()))).collect();
+    let users: Vec<(u64, String)> = web
+        .values("user_id")
+        .filter_map(|(p, u)| u.map(|u| (p, u.to_string())))
+        .collect();
     assert!(!users.is_empty());
     one_owner(users, "user id");
     let loyalty = &f.tables["loyalty_members"];
-    let mut members = one_owner(loyalty.values("member_id").map(|(p, m)| (p, m.expect("id").to_string())).collect(), "member");
+    let mut members = one_owner(
+        loyalty
+            .values("member_id")
+            .map(|(p, m)| (p, m.expect("id").to_string()))
+            .collect(),
+        "member",
+    );
     assert_eq!(members.len(), loyalty.rows.len(), "member ids unique");
     for (p, l) in f.tables["pos_orders"].values("loyalty_id") {
         if let Some(l) = l {
-            assert_eq!(members.remove(l).map_or(p, |o| o), p, "order loyalty id {l}");
+            assert_eq!(
+                members.remove(l).map_or(p, |o| o),
+                p,
+                "order loyalty id {l}"
+            );
         }
     }
     let crm = &f.tables["crm_contacts"];
-    let contacts: HashSet<&str> = crm.values("contact_id").map(|(_, c)| c.expect("id")).collect();
+    let contacts: HashSet<&str> = crm
+        .values("contact_id")
+        .map(|(_, c)| c.expect("id"))
+        .collect();
     assert_eq!(contacts.len(), crm.rows.len(), "contact ids unique");
     let subs = &f.tables["email_subscribers"];
-    let sub_ids: HashSet<&str> = subs.values("subscriber_id").map(|(_, c)| c.expect("id")).collect();
+    let sub_ids: HashSet<&str> = subs
+        .values("subscriber_id")
+        .map(|(_, c)| c.expect("id"))
+        .collect();
     assert_eq!(sub_ids.len(), subs.rows.len(), "subscriber ids unique");
     let orders = &f.tables["pos_orders"];
-    let order_ids: HashSet<&str> = orders.values("order_id").map(|(_, c)| c.expect("id")).collect();
+    let order_ids: HashSet<&str> = orders
+        .values("order_id")
+        .map(|(_, c)| c.expect("id"))
+        .collect();
     assert_eq!(order_ids.len(), orders.rows.len(), "order ids unique");
 }
 
@@ -364,23 +488,61 @@ fn known(f: &Fixture) -> f64 {
 #[test]
 fn population_and_identifier_counts() {
     let f = fixture();
-    within("anonymous fraction", f.summary.anonymous_people as f64 / f.config.people as f64, 0.18, 0.22);
-    let with_email: Vec<&Person> = f.people.values().filter(|p| p.known && !p.emails.is_empty()).collect();
-    within("no e-mail", 1.0 - with_email.len() as f64 / known(f), 0.065, 0.095);
+    within(
+        "anonymous fraction",
+        f.summary.anonymous_people as f64 / f.config.people as f64,
+        0.18,
+        0.22,
+    );
+    let with_email: Vec<&Person> = f
+        .people
+        .values()
+        .filter(|p| p.known && !p.emails.is_empty())
+        .collect();
+    within(
+        "no e-mail",
+        1.0 - with_email.len() as f64 / known(f),
+        0.065,
+        0.095,
+    );
     let n = with_email.len() as f64;
-    within("two e-mails", with_email.iter().filter(|p| p.emails.len() == 2).count() as f64 / n, 0.185, 0.215);
-    within("three e-mails", with_email.iter().filter(|p| p.emails.len() == 3).count() as f64 / n, 0.042, 0.058);
-    let with_phone: Vec<&Person> = f.people.values().filter(|p| p.known && !p.phones.is_empty()).collect();
+    within(
+        "two e-mails",
+        with_email.iter().filter(|p| p.emails.len() == 2).count() as f64 / n,
+        0.185,
+        0.215,
+    );
+    within(
+        "three e-mails",
+        with_email.iter().filter(|p| p.emails.len() == 3).count() as f64 / n,
+        0.042,
+        0.058,
+    );
+    let with_phone: Vec<&Person> = f
+        .people
+        .values()
+        .filter(|p| p.known && !p.phones.is_empty())
+        .collect();
     let n = with_phone.len() as f64;
     within("no phone", 1.0 - n / known(f), 0.085, 0.115);
-    within("two phones", with_phone.iter().filter(|p| p.phones.len() == 2).count() as f64 / n, 0.135, 0.165);
+    within(
+        "two phones",
+        with_phone.iter().filter(|p| p.phones.len() == 2).count() as f64 / n,
+        0.135,
+        0.165,
+    );
     // Anonymous visitors appear only in web events, without user id or e-mail.
     for t in f.tables.values() {
         for (i, &p) in t.persons.iter().enumerate() {
             if !f.people[&p].known {
                 let web = &f.tables["web_events"];
-                assert!(std::ptr::eq(t, web), "anonymous person {p} in another table");
-                assert!(t.rows[i][t.col("user_id")].is_none() && t.rows[i][t.col("email")].is_none());
+                assert!(
+                    std::ptr::eq(t, web),
+                    "anonymous person {p} in another table"
+                );
+                assert!(
+                    t.rows[i][t.col("user_id")].is_none() && t.rows[i][t.col("email")].is_none()
+                );
             }
         }
     }
@@ -394,10 +556,20 @@ fn crm_coverage_and_duplicates() {
     for (i, &p) in crm.persons.iter().enumerate() {
         per_person.entry(p).or_default().push(i);
     }
-    within("CRM coverage", per_person.len() as f64 / known(f), 0.585, 0.615);
+    within(
+        "CRM coverage",
+        per_person.len() as f64 / known(f),
+        0.585,
+        0.615,
+    );
     let dups: Vec<&Vec<usize>> = per_person.values().filter(|v| v.len() > 1).collect();
     assert!(per_person.values().all(|v| v.len() <= 2));
-    within("CRM duplicates", dups.len() as f64 / per_person.len() as f64, 0.02, 0.04);
+    within(
+        "CRM duplicates",
+        dups.len() as f64 / per_person.len() as f64,
+        0.02,
+        0.04,
+    );
     let (e, ph) = (crm.col("email"), crm.col("phone"));
     let differing = dups
         .iter()
@@ -407,7 +579,12 @@ fn crm_coverage_and_duplicates() {
                 || a[ph].as_deref().map(norm_phone) != b[ph].as_deref().map(norm_phone)
         })
         .count();
-    within("duplicates differing in e-mail or phone", differing as f64 / dups.len() as f64, 0.85, 1.0);
+    within(
+        "duplicates differing in e-mail or phone",
+        differing as f64 / dups.len() as f64,
+        0.85,
+        1.0,
+    );
 }
 
 #[test]
@@ -436,22 +613,43 @@ fn noise_rates() {
                 if JUNK_PHONES.contains(&v) {
                     junk_phones += 1;
                 } else {
-                    let fmt = phone_format(v).unwrap_or_else(|| panic!("unknown phone format {v:?}"));
+                    let fmt =
+                        phone_format(v).unwrap_or_else(|| panic!("unknown phone format {v:?}"));
                     formats[fmt] += 1;
                 }
             }
         }
     }
-    within("junk e-mail fraction", junk_emails as f64 / emails as f64, 0.008, 0.012);
-    within("junk phone fraction", junk_phones as f64 / phones as f64, 0.007, 0.013);
+    within(
+        "junk e-mail fraction",
+        junk_emails as f64 / emails as f64,
+        0.008,
+        0.012,
+    );
+    within(
+        "junk phone fraction",
+        junk_phones as f64 / phones as f64,
+        0.007,
+        0.013,
+    );
     // Case (10%) or whitespace (3%) variation, overlapping.
-    within("varied e-mail fraction", varied as f64 / emails as f64, 0.11, 0.145);
+    within(
+        "varied e-mail fraction",
+        varied as f64 / emails as f64,
+        0.11,
+        0.145,
+    );
     let weights = Config::default().noise.phone_format_weights;
     let wsum: f64 = weights.iter().sum();
     let total: usize = formats.iter().sum();
     for (i, &c) in formats.iter().enumerate() {
         let expected = weights[i] / wsum;
-        within(&format!("phone format {}", PHONE_FORMATS[i]), c as f64 / total as f64, expected - 0.015, expected + 0.015);
+        within(
+            &format!("phone format {}", PHONE_FORMATS[i]),
+            c as f64 / total as f64,
+            expected - 0.015,
+            expected + 0.015,
+        );
     }
     // Nicknames and typos: some CRM first names are not the canonical name.
     let crm = &f.tables["crm_contacts"];
@@ -464,14 +662,38 @@ fn noise_rates() {
 #[test]
 fn volumes_per_known_person() {
     let f = fixture();
-    let web_known = f.tables["web_events"].persons.iter().filter(|p| f.people[p].known).count();
-    within("web events per known person", web_known as f64 / known(f), 18.0, 22.5);
-    within("e-mail events per known person", f.tables["email_events"].rows.len() as f64 / known(f), 4.4, 5.6);
-    within("orders per known person", f.tables["pos_orders"].rows.len() as f64 / known(f), 3.0, 4.0);
+    let web_known = f.tables["web_events"]
+        .persons
+        .iter()
+        .filter(|p| f.people[p].known)
+        .count();
+    within(
+        "web events per known person",
+        web_known as f64 / known(f),
+        18.0,
+        22.5,
+    );
+    within(
+        "e-mail events per known person",
+        f.tables["email_events"].rows.len() as f64 / known(f),
+        4.4,
+        5.6,
+    );
+    within(
+        "orders per known person",
+        f.tables["pos_orders"].rows.len() as f64 / known(f),
+        3.0,
+        4.0,
+    );
     // Most web rows are anonymous (cookie only).
     let web = &f.tables["web_events"];
     let identified = web.values("user_id").filter(|(_, u)| u.is_some()).count();
-    within("identified web rows", identified as f64 / web.rows.len() as f64, 0.03, 0.35);
+    within(
+        "identified web rows",
+        identified as f64 / web.rows.len() as f64,
+        0.03,
+        0.35,
+    );
 }
 
 #[test]
@@ -480,7 +702,10 @@ fn shared_devices_and_store_phone_hub() {
     let web = &f.tables["web_events"];
     let mut cookie_people: HashMap<&str, HashSet<u64>> = HashMap::new();
     for (p, c) in web.values("cookie_id") {
-        cookie_people.entry(c.expect("cookie")).or_default().insert(p);
+        cookie_people
+            .entry(c.expect("cookie"))
+            .or_default()
+            .insert(p);
     }
     let shared: Vec<&HashSet<u64>> = cookie_people.values().filter(|s| s.len() > 1).collect();
     assert!(shared.len() > 100, "only {} shared cookies", shared.len());
@@ -498,8 +723,17 @@ fn shared_devices_and_store_phone_hub() {
     }
     let hub = phone_people.values().map(HashSet::len).max().unwrap_or(0);
     assert!(hub >= 100, "largest phone hub has only {hub} persons");
-    let guests = pos.rows.iter().filter(|r| r[pos.col("loyalty_id")].is_none() && r[pos.col("phone")].is_none()).count();
-    within("orders with neither loyalty id nor phone", guests as f64 / pos.rows.len() as f64, 0.15, 0.30);
+    let guests = pos
+        .rows
+        .iter()
+        .filter(|r| r[pos.col("loyalty_id")].is_none() && r[pos.col("phone")].is_none())
+        .count();
+    within(
+        "orders with neither loyalty id nor phone",
+        guests as f64 / pos.rows.len() as f64,
+        0.15,
+        0.30,
+    );
 }
 
 #[test]
@@ -510,21 +744,39 @@ fn purchases_follow_the_btyd_truth() {
         *counts.entry(p).or_default() += 1;
     }
     let customers: Vec<(&u64, &Person)> = f.people.iter().filter(|(_, p)| p.customer).collect();
-    within("store customers", customers.len() as f64 / known(f), 0.83, 0.87);
+    within(
+        "store customers",
+        customers.len() as f64 / known(f),
+        0.83,
+        0.87,
+    );
     for (id, p) in &f.people {
-        assert_eq!(counts.get(id).copied().unwrap_or(0), p.orders, "orders of person {id}");
+        assert_eq!(
+            counts.get(id).copied().unwrap_or(0),
+            p.orders,
+            "orders of person {id}"
+        );
         if !p.customer {
             assert_eq!(p.orders, 0);
         }
     }
     let b = &f.config.btyd;
     let mean_rate = customers.iter().map(|(_, p)| p.rate).sum::<f64>() / customers.len() as f64;
-    within("mean purchase rate", mean_rate, 0.92 * b.rate_shape / b.rate_rate, 1.08 * b.rate_shape / b.rate_rate);
+    within(
+        "mean purchase rate",
+        mean_rate,
+        0.92 * b.rate_shape / b.rate_rate,
+        1.08 * b.rate_shape / b.rate_rate,
+    );
     let alive = customers.iter().filter(|(_, p)| p.alive).count() as f64 / customers.len() as f64;
     within("alive at end", alive, 0.05, 0.6);
     // Alive customers buy more in the window than those who dropped out.
     let avg = |alive: bool| {
-        let v: Vec<u64> = customers.iter().filter(|(_, p)| p.alive == alive).map(|(_, p)| p.orders).collect();
+        let v: Vec<u64> = customers
+            .iter()
+            .filter(|(_, p)| p.alive == alive)
+            .map(|(_, p)| p.orders)
+            .collect();
         v.iter().sum::<u64>() as f64 / v.len() as f64
     };
     assert!(avg(true) > avg(false));
@@ -550,12 +802,22 @@ fn consent_events_are_well_formed() {
         assert!(!f.people[&p].emails.is_empty());
         let purpose = c.rows[i][c.col("purpose")].as_deref().expect("purpose");
         assert!(["email_marketing", "ads_personalization", "analytics"].contains(&purpose));
-        assert!(matches!(c.rows[i][c.col("granted")].as_deref(), Some("true" | "false")));
+        assert!(matches!(
+            c.rows[i][c.col("granted")].as_deref(),
+            Some("true" | "false")
+        ));
         seen.insert(p);
     }
     let with_email = f.people.values().filter(|p| !p.emails.is_empty()).count();
-    assert_eq!(seen.len(), with_email, "every person with e-mail has consent events");
-    let withdrawn = c.values("granted").filter(|(_, g)| *g == Some("false")).count();
+    assert_eq!(
+        seen.len(),
+        with_email,
+        "every person with e-mail has consent events"
+    );
+    let withdrawn = c
+        .values("granted")
+        .filter(|(_, g)| *g == Some("false"))
+        .count();
     assert!(withdrawn > 0);
 }
 
@@ -563,13 +825,21 @@ fn consent_events_are_well_formed() {
 
 fn parquet_rows(path: &Path) -> (Vec<String>, Vec<Row>) {
     let file = fs::File::open(path).expect("open parquet");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
     let mut header = Vec::new();
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.expect("batch");
         if header.is_empty() {
-            header = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+            header = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
         }
         for r in 0..batch.num_rows() {
             let mut row = Vec::with_capacity(batch.num_columns());
@@ -580,12 +850,30 @@ fn parquet_rows(path: &Path) -> (Vec<String>, Vec<Row>) {
                 }
                 let any = col.as_any();
                 let v = match col.data_type() {
-                    DataType::Utf8 => any.downcast_ref::<StringArray>().expect("utf8").value(r).to_string(),
-                    DataType::Int64 => any.downcast_ref::<Int64Array>().expect("i64").value(r).to_string(),
-                    DataType::Float64 => format!("{:.2}", any.downcast_ref::<Float64Array>().expect("f64").value(r)),
-                    DataType::Boolean => any.downcast_ref::<BooleanArray>().expect("bool").value(r).to_string(),
+                    DataType::Utf8 => any
+                        .downcast_ref::<StringArray>()
+                        .expect("utf8")
+                        .value(r)
+                        .to_string(),
+                    DataType::Int64 => any
+                        .downcast_ref::<Int64Array>()
+                        .expect("i64")
+                        .value(r)
+                        .to_string(),
+                    DataType::Float64 => format!(
+                        "{:.2}",
+                        any.downcast_ref::<Float64Array>().expect("f64").value(r)
+                    ),
+                    DataType::Boolean => any
+                        .downcast_ref::<BooleanArray>()
+                        .expect("bool")
+                        .value(r)
+                        .to_string(),
                     DataType::Timestamp(_, None) => time::format_timestamp(
-                        any.downcast_ref::<TimestampMicrosecondArray>().expect("ts").value(r) / 1_000_000,
+                        any.downcast_ref::<TimestampMicrosecondArray>()
+                            .expect("ts")
+                            .value(r)
+                            / 1_000_000,
                     ),
                     other => panic!("unexpected type {other}"),
                 };
@@ -600,7 +888,11 @@ fn parquet_rows(path: &Path) -> (Vec<String>, Vec<Row>) {
 #[test]
 fn csv_and_parquet_hold_the_same_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config { people: 5_000, seed: 3, ..Config::default() };
+    let config = Config {
+        people: 5_000,
+        seed: 3,
+        ..Config::default()
+    };
     let summary = generate(&config, dir.path(), Formats::BOTH).expect("generate");
     for spec in tables() {
         let (ch, crows) = read_csv(&dir.path().join(format!("{}.csv", spec.name)));
@@ -627,8 +919,14 @@ fn csv_and_parquet_hold_the_same_rows() {
         from_file.entry(t).or_default().push(p);
     }
     for spec in tables() {
-        assert_eq!(counts.get(spec.name).copied().unwrap_or(0), summary.rows_of(spec.name));
-        assert_eq!(persons.get(spec.name).cloned().unwrap_or_default(), from_file.get(spec.name).cloned().unwrap_or_default());
+        assert_eq!(
+            counts.get(spec.name).copied().unwrap_or(0),
+            summary.rows_of(spec.name)
+        );
+        assert_eq!(
+            persons.get(spec.name).cloned().unwrap_or_default(),
+            from_file.get(spec.name).cloned().unwrap_or_default()
+        );
     }
 }
 
@@ -640,16 +938,33 @@ fn empty_and_invalid_configurations() {
     let (h, rows) = read_csv(&dir.path().join("web_events.csv"));
     assert_eq!(h.len(), 6);
     assert!(rows.is_empty());
-    assert_eq!(parquet_rows(&dir.path().join("web_events.parquet")).1.len(), 0);
+    assert_eq!(
+        parquet_rows(&dir.path().join("web_events.parquet")).1.len(),
+        0
+    );
 
-    let bad = Config { crm_rate: 1.5, ..Config::default() };
-    assert!(matches!(generate(&bad, dir.path(), Formats::CSV), Err(Error::InvalidConfig(_))));
-    let bad = Config { noise: tessera_datagen::Noise { junk_rate: -0.1, ..Default::default() }, ..Config::default() };
+    let bad = Config {
+        crm_rate: 1.5,
+        ..Config::default()
+    };
+    assert!(matches!(
+        generate(&bad, dir.path(), Formats::CSV),
+        Err(Error::InvalidConfig(_))
+    ));
+    let bad = Config {
+        noise: tessera_datagen::Noise {
+            junk_rate: -0.1,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
     assert!(matches!(bad.validate(), Err(Error::InvalidConfig(_))));
     assert!("both".parse::<Formats>().is_ok());
     assert!("xml".parse::<Formats>().is_err());
     // Stopping from the callback is reported, not swallowed.
-    let r = generate_batches(&Config::new(100, 1), |_, _, _| Err(Error::Callback("stop".into())));
+    let r = generate_batches(&Config::new(100, 1), |_, _, _| {
+        Err(Error::Callback("stop".into()))
+    });
     assert!(matches!(r, Err(Error::Callback(_))));
 }
 
@@ -657,11 +972,17 @@ fn empty_and_invalid_configurations() {
 fn command_line_tool() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-generate"))
-        .args(["--people", "300", "--seed", "5", "--format", "parquet", "--out"])
+        .args([
+            "--people", "300", "--seed", "5", "--format", "parquet", "--out",
+        ])
         .arg(dir.path())
         .output()
         .expect("run tessera-generate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("300 persons"));
     for spec in tables() {
         assert!(dir.path().join(format!("{}.parquet", spec.name)).exists());

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use tessera_datagen::{generate, time, Config, Formats};
 
-const USAGE: &str = "usage: tessera-generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]
+const USAGE: &str =
+    "usage: tessera-generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]
                         [--threads N] [--end YYYY-MM-DD] [--days N]
 
 Writes a deterministic synthetic customer data set (see docs/generator.md).
@@ -35,28 +36,48 @@ fn main() -> Result<()> {
         let mut value = || -> Result<String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => args.next().ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}")),
+                None => args
+                    .next()
+                    .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}")),
             }
         };
         match flag.as_str() {
             "--people" => config.people = parse_count(&value()?).context("--people")?,
-            "--seed" => config.seed = value()?.parse().context("--seed must be an unsigned integer")?,
+            "--seed" => {
+                config.seed = value()?
+                    .parse()
+                    .context("--seed must be an unsigned integer")?
+            }
             "--out" => out = PathBuf::from(value()?),
             "--format" => formats = value()?.parse()?,
-            "--threads" => config.threads = value()?.parse().context("--threads must be an unsigned integer")?,
+            "--threads" => {
+                config.threads = value()?
+                    .parse()
+                    .context("--threads must be an unsigned integer")?
+            }
             "--end" => {
                 let v = value()?;
-                config.window_end =
-                    time::parse_timestamp(&v).ok_or_else(|| anyhow!("--end: not a date (YYYY-MM-DD): {v}"))?;
+                config.window_end = time::parse_timestamp(&v)
+                    .ok_or_else(|| anyhow!("--end: not a date (YYYY-MM-DD): {v}"))?;
             }
-            "--days" => config.window_days = value()?.parse().context("--days must be an unsigned integer")?,
+            "--days" => {
+                config.window_days = value()?
+                    .parse()
+                    .context("--days must be an unsigned integer")?
+            }
             _ => bail!("unknown argument {arg}\n{USAGE}"),
         }
     }
     let started = Instant::now();
-    let summary = generate(&config, &out, formats).with_context(|| format!("generating into {}", out.display()))?;
+    let summary = generate(&config, &out, formats)
+        .with_context(|| format!("generating into {}", out.display()))?;
     let elapsed = started.elapsed();
-    let bytes: u64 = summary.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bytes: u64 = summary
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     println!(
         "{} persons ({} known, {} anonymous), seed {}, into {}",
         summary.people,
@@ -89,5 +110,6 @@ fn parse_count(s: &str) -> Result<u64> {
         },
     };
     let n: u64 = num.parse().map_err(|_| anyhow!("not a count: {s}"))?;
-    n.checked_mul(mult).ok_or_else(|| anyhow!("count too large: {s}"))
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("count too large: {s}"))
 }
