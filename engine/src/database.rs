@@ -445,10 +445,42 @@ impl Session {
     }
 
     async fn prepare_datafusion(&self, statement: DFStatement) -> Result<Prepared> {
+        let statement = self.name_insert_columns(statement)?;
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;
         let plan = state.statement_to_plan(statement).await?;
         Ok(Prepared { plan, references, own: None })
+    }
+
+    /// `INSERT INTO t VALUES (...)` into a table with identifiers means its
+    /// stored columns, not the computed `profile_id`: name them, so the
+    /// values line up; naming `profile_id` is an error.
+    fn name_insert_columns(&self, statement: DFStatement) -> Result<DFStatement> {
+        use tessera_sql::sqlparser::ast::{ObjectName, Statement as Sql, TableObject};
+        let DFStatement::Statement(inner) = statement else { return Ok(statement) };
+        let Sql::Insert(mut insert) = *inner else { return Ok(DFStatement::Statement(inner)) };
+        let TableObject::TableName(name) = &insert.table else {
+            return Ok(DFStatement::Statement(Box::new(Sql::Insert(insert))));
+        };
+        let table = name.0.last().and_then(|p| p.as_ident()).map(|i| {
+            if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+        });
+        let meta = table.and_then(|t| self.db.inner.store.snapshot().table(&t).map(|t| t.meta.clone()));
+        if let Some(meta) = meta.filter(|m| m.options.contains_key(crate::identity::spec::IDENTIFIERS_OPTION)) {
+            let pid = crate::identity::spec::PROFILE_ID_COLUMN;
+            if insert.columns.iter().any(|c| c.to_string().trim_matches('"') == pid) {
+                return Err(Error::user(format!("{pid} is computed from the identifiers; it cannot be inserted")));
+            }
+            if insert.columns.is_empty() {
+                insert.columns = meta
+                    .columns
+                    .iter()
+                    .filter(|c| !c.hidden)
+                    .map(|c| ObjectName::from(vec![tessera_sql::sqlparser::ast::Ident::with_quote('"', c.name.clone())]))
+                    .collect();
+            }
+        }
+        Ok(DFStatement::Statement(Box::new(Sql::Insert(insert))))
     }
 
     /// Run a prepared statement with values for its parameters.

@@ -235,9 +235,10 @@ impl TableProvider for TesseraTable {
         let sink = InsertSink {
             store: self.store.clone(),
             meta: self.meta.clone(),
-            schema: self.stored.clone(),
+            schema: self.schema.clone(),
             replace,
             identity: self.identity.clone(),
+            computed_pid: self.layout.is_some(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -594,6 +595,8 @@ struct InsertSink {
     schema: SchemaRef,
     replace: bool,
     identity: Arc<Identity>,
+    /// The last column is the computed profile_id, dropped before storing.
+    computed_pid: bool,
 }
 
 impl DisplayAs for InsertSink {
@@ -611,7 +614,19 @@ impl DataSink for InsertSink {
     async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
-            batches.push(batch?);
+            let batch = batch?;
+            // The computed profile_id arrives as a column of NULLs.
+            let batch = match batch.schema().index_of(PROFILE_ID_COLUMN) {
+                Ok(i) if self.computed_pid => {
+                    if batch.column(i).null_count() != batch.num_rows() {
+                        return Err(to_df(Error::user("profile_id is computed from the identifiers; it cannot be inserted")));
+                    }
+                    let keep: Vec<usize> = (0..batch.num_columns()).filter(|c| *c != i).collect();
+                    batch.project(&keep)?
+                }
+                _ => batch,
+            };
+            batches.push(batch);
         }
         let store = self.store.clone();
         let meta = self.meta.clone();
