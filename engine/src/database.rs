@@ -20,7 +20,7 @@ use tessera_sql::{DFStatement, Statement};
 use tessera_storage::{ColumnDef, Store, StoreOptions};
 
 use crate::catalog::{PlannedView, TesseraSchema, ViewDef, VIEW_KEY_PREFIX};
-use crate::identity::system::ProfileLookup;
+use crate::identity::system::{LinkPath, ProfileLookup};
 use crate::identity::Identity;
 use crate::error::{Error, Result};
 use crate::ingest;
@@ -151,6 +151,8 @@ impl Database {
             .build();
         let lookup = ProfileLookup { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
         state.register_udtf("profile_lookup", Arc::new(lookup));
+        let path = LinkPath { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
+        state.register_udtf("profile_link_path", Arc::new(path));
         state
     }
 
@@ -755,6 +757,11 @@ impl Prepared {
     /// The columns the statement returns (empty for statements without
     /// rows).
     pub fn output_schema(&self) -> SchemaRef {
+        match &self.own {
+            Some(Statement::ShowIdentifiers) => return crate::identity::show_identifiers_schema(),
+            Some(Statement::ResolveIdentities) => return crate::identity::report_schema(),
+            _ => {}
+        }
         if self.own.is_some() || !returns_rows(&self.plan) {
             return Arc::new(arrow::datatypes::Schema::empty());
         }

@@ -628,15 +628,7 @@ pub(crate) fn show_identifiers(identity: &Identity) -> Result<RecordBatch> {
     let int = |f: &dyn Fn(&IdentifierSpec) -> Option<i64>| -> ArrayRef {
         Arc::new(Int64Array::from(types.iter().map(|s| f(s)).collect::<Vec<_>>()))
     };
-    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("name", DataType::Utf8, false),
-        arrow::datatypes::Field::new("normalize", DataType::Utf8, false),
-        arrow::datatypes::Field::new("region", DataType::Utf8, true),
-        arrow::datatypes::Field::new("max_per_profile", DataType::Int64, false),
-        arrow::datatypes::Field::new("priority", DataType::Int64, true),
-        arrow::datatypes::Field::new("generic_limit", DataType::Int64, false),
-        arrow::datatypes::Field::new("blocked", DataType::Utf8, true),
-    ]));
+    let schema = show_identifiers_schema();
     let columns = vec![
         text(&|s| Some(s.name.clone())),
         text(&|s| Some(s.normalize.clone())),
@@ -649,13 +641,31 @@ pub(crate) fn show_identifiers(identity: &Identity) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// The result row of `RESOLVE IDENTITIES`.
-pub(crate) fn report_batch(report: &VerifyReport) -> Result<RecordBatch> {
-    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+/// Columns of `SHOW IDENTIFIERS`.
+pub(crate) fn show_identifiers_schema() -> arrow::datatypes::SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("name", DataType::Utf8, false),
+        arrow::datatypes::Field::new("normalize", DataType::Utf8, false),
+        arrow::datatypes::Field::new("region", DataType::Utf8, true),
+        arrow::datatypes::Field::new("max_per_profile", DataType::Int64, false),
+        arrow::datatypes::Field::new("priority", DataType::Int64, true),
+        arrow::datatypes::Field::new("generic_limit", DataType::Int64, false),
+        arrow::datatypes::Field::new("blocked", DataType::Utf8, true),
+    ]))
+}
+
+/// Columns of `RESOLVE IDENTITIES`.
+pub(crate) fn report_schema() -> arrow::datatypes::SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("profiles", DataType::Int64, false),
         arrow::datatypes::Field::new("identifiers", DataType::Int64, false),
         arrow::datatypes::Field::new("status", DataType::Utf8, false),
-    ]));
+    ]))
+}
+
+/// The result row of `RESOLVE IDENTITIES`.
+pub(crate) fn report_batch(report: &VerifyReport) -> Result<RecordBatch> {
+    let schema = report_schema();
     let status = if report.agrees { "graph agrees with the tables" } else { "graph disagrees with the tables" };
     Ok(RecordBatch::try_new(
         schema,

@@ -584,3 +584,175 @@ impl TableFunctionImpl for ProfileLookup {
         Ok(Arc::new(table))
     }
 }
+
+/// `profile_link_path('type', 'value', 'type', 'value')`: why two
+/// identifiers belong to one profile: the shortest chain of identifiers
+/// between them, each step with a source row that links the pair. Empty
+/// when they are not in one profile.
+#[derive(Debug)]
+pub(crate) struct LinkPath {
+    pub store: Store,
+    pub state: Arc<RwLock<State>>,
+}
+
+/// Most steps a path may have (a limit on everything).
+const MAX_PATH_NODES: usize = 100_000;
+
+fn link_path_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("step", DataType::Int64, false),
+        Field::new("from_type", DataType::Utf8, false),
+        Field::new("from_value", DataType::Utf8, true),
+        Field::new("to_type", DataType::Utf8, false),
+        Field::new("to_value", DataType::Utf8, true),
+        Field::new("source_table", DataType::Utf8, true),
+        Field::new("source_row", DataType::Int64, true),
+    ]))
+}
+
+/// Shortest path between two nodes over live edges (breadth first).
+fn shortest_path(graph: &Graph, from: NodeId, to: NodeId) -> Option<Vec<NodeId>> {
+    let mut previous: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([from]);
+    previous.insert(from, from);
+    while let Some(n) = queue.pop_front() {
+        if n == to {
+            let mut path = vec![to];
+            let mut at = to;
+            while at != from {
+                at = previous[&at];
+                path.push(at);
+            }
+            path.reverse();
+            return Some(path);
+        }
+        if previous.len() > MAX_PATH_NODES {
+            return None;
+        }
+        for m in graph.neighbours(n) {
+            if let std::collections::hash_map::Entry::Vacant(e) = previous.entry(m) {
+                e.insert(n);
+                queue.push_back(m);
+            }
+        }
+    }
+    None
+}
+
+/// A live row that links nodes `a` and `b`, with the normalized values it
+/// holds for both.
+fn row_linking(snap: &Snapshot, state: &State, a: NodeId, b: NodeId) -> Result<Option<(String, u64, Option<String>, Option<String>)>> {
+    let mut pair = [a, b];
+    pair.sort_unstable();
+    for (table, ti) in identity_tables(snap)? {
+        let mut columns = vec![ROW_ID_COLUMN.to_string(), super::spec::LINK_COLUMN.to_string()];
+        for s in &ti.slots {
+            columns.push(s.column.clone());
+            columns.push(format!("{NODE_COLUMN_PREFIX}{}", s.column));
+        }
+        for unit in table.scan_units() {
+            if !unit_may_hold(&unit, &ti, &pair) {
+                continue;
+            }
+            let batch = unit.read(&columns)?;
+            let ids = batch.column(0).as_primitive::<UInt64Type>();
+            let link = batch.column(1).as_primitive::<UInt32Type>();
+            for row in 0..batch.num_rows() {
+                if link.is_null(row) {
+                    continue;
+                }
+                let mask = link.value(row);
+                let mut found: [Option<String>; 2] = [None, None];
+                let mut hits = [false, false];
+                for (i, s) in ti.slots.iter().enumerate() {
+                    let nodes = batch.column(3 + 2 * i).as_primitive::<UInt64Type>();
+                    if mask & (1 << i) == 0 || nodes.is_null(row) {
+                        continue;
+                    }
+                    let n = nodes.value(row) as NodeId;
+                    for (k, want) in [a, b].iter().enumerate() {
+                        if n == *want && !hits[k] {
+                            hits[k] = true;
+                            let raw = super::strings(batch.column(2 + 2 * i))?;
+                            let info = state.type_named(&s.type_name)?;
+                            if let Normalized::Value(v) = info.normalizer.normalize(raw.value(row), &info.spec.blocked) {
+                                found[k] = Some(v);
+                            }
+                        }
+                    }
+                }
+                if hits[0] && hits[1] {
+                    let [va, vb] = found;
+                    return Ok(Some((table.name().to_string(), ids.value(row), va, vb)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl TableFunctionImpl for LinkPath {
+    fn call(&self, args: &[Expr]) -> DfResult<Arc<dyn TableProvider>> {
+        if args.len() != 4 {
+            return Err(to_df(Error::user(format!(
+                "profile_link_path takes 4 arguments (type, value, type, value), got {}",
+                args.len()
+            ))));
+        }
+        let ta = string_arg(&args[0], "the first identifier type")?;
+        let va = string_arg(&args[1], "the first value")?;
+        let tb = string_arg(&args[2], "the second identifier type")?;
+        let vb = string_arg(&args[3], "the second value")?;
+        let schema = link_path_schema();
+        let state = self.state.read();
+        state.check_usable().map_err(to_df)?;
+        let a = state.node_for(&ta, &va).map_err(to_df)?;
+        let b = state.node_for(&tb, &vb).map_err(to_df)?;
+        let type_name: HashMap<u16, String> = state.types.values().map(|t| (t.spec.id, t.spec.name.clone())).collect();
+        let mut step = Int64Builder::new();
+        let (mut from_t, mut from_v, mut to_t, mut to_v, mut table) =
+            (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let mut row_id = Int64Builder::new();
+        let path = match (a, b) {
+            (Some(a), Some(b)) if state.graph.profile_of(a).is_some() && state.graph.profile_of(a) == state.graph.profile_of(b) => {
+                shortest_path(&state.graph, a, b)
+            }
+            _ => None,
+        };
+        let snap = self.store.snapshot();
+        for (i, pair) in path.unwrap_or_default().windows(2).enumerate() {
+            let found = row_linking(&snap, &state, pair[0], pair[1]).map_err(to_df)?;
+            let name = |n: NodeId| type_name.get(&state.graph.type_of(n)).cloned().unwrap_or_default();
+            step.append_value(i as i64 + 1);
+            from_t.append_value(name(pair[0]));
+            to_t.append_value(name(pair[1]));
+            match found {
+                Some((t, r, x, y)) => {
+                    from_v.append_option(x);
+                    to_v.append_option(y);
+                    table.append_value(t);
+                    row_id.append_value(r as i64);
+                }
+                None => {
+                    from_v.append_null();
+                    to_v.append_null();
+                    table.append_null();
+                    row_id.append_null();
+                }
+            }
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(step.finish()),
+                Arc::new(from_t.finish()),
+                Arc::new(from_v.finish()),
+                Arc::new(to_t.finish()),
+                Arc::new(to_v.finish()),
+                Arc::new(table.finish()),
+                Arc::new(row_id.finish()),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
