@@ -3,6 +3,7 @@
 mod api;
 mod child;
 mod crash;
+mod identity_model;
 mod slt;
 mod storage_model;
 mod wire;

@@ -594,12 +594,15 @@ impl Drop for IdWriter {
 }
 
 /// Commit a transaction, resolving identities when a writer is given.
+/// `rows_appended` counts the user's rows only, not the identity logs'.
 pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> Result<tessera_storage::CommitInfo> {
+    let logged = writer.as_ref().map(|w| (w.events.len() + w.rejections.len()) as u64).unwrap_or(0);
     let pending = match writer {
         Some(w) => w.commit(txn)?,
         None => txn.prepare()?,
     };
-    let info = pending.wait()?;
+    let mut info = pending.wait()?;
+    info.rows_appended -= logged.min(info.rows_appended);
     store.maybe_flush()?;
     Ok(info)
 }

@@ -139,16 +139,17 @@ impl ExecutionPlan for ResolveExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         let input = children.into_iter().next().unwrap_or_else(|| self.input.clone());
-        Ok(Arc::new(ResolveExec {
+        // The optimizer may hand a child with more partitions (a
+        // repartition below us): the properties follow the new child.
+        Ok(Arc::new(ResolveExec::new(
             input,
-            state: self.state.clone(),
-            schema: self.schema.clone(),
-            pid_position: self.pid_position,
-            user_columns: self.user_columns,
-            slots: self.slots,
-            targets: self.targets.clone(),
-            properties: self.properties.clone(),
-        }))
+            self.state.clone(),
+            self.schema.clone(),
+            self.pid_position,
+            self.user_columns,
+            self.slots,
+            self.targets.as_deref().cloned(),
+        )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
