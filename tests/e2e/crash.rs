@@ -53,6 +53,13 @@ async fn crash_child() -> anyhow::Result<()> {
     session
         .sql("CREATE TABLE IF NOT EXISTS t (batch BIGINT NOT NULL, k BIGINT NOT NULL, payload TEXT)")
         .await?;
+    // Identity resolution runs beside: its graph must agree with the rows
+    // after every kill.
+    session.sql("CREATE IDENTIFIER IF NOT EXISTS cid (max_per_profile = 1000, generic_limit = 1000000)").await?;
+    session.sql("CREATE IDENTIFIER IF NOT EXISTS dev (max_per_profile = 1000, generic_limit = 1000000)").await?;
+    session
+        .sql("CREATE TABLE IF NOT EXISTS contacts (batch BIGINT, c TEXT, d TEXT) WITH (identifiers = 'c AS cid, d AS dev')")
+        .await?;
     let start = session.sql("SELECT coalesce(max(batch), 0) + 1 FROM t").await?;
     let start = start[0].column(0).as_primitive::<Int64Type>().value(0);
     let start = start + (WRITERS - start % WRITERS);
@@ -72,6 +79,27 @@ async fn crash_child() -> anyhow::Result<()> {
                     println!("d {j}");
                     session.sql(&format!("DELETE FROM t WHERE batch = {j}")).await?;
                     println!("D {j}");
+                }
+                if w == 2 {
+                    // Rows that link contacts into shared profiles (merges),
+                    // and deletes of older ones (splits).
+                    let rows: Vec<String> = (0..(i % 5 + 1))
+                        .map(|r| {
+                            let d = if (i + r) % 3 == 0 { format!("'d{}'", (i + r) % 150) } else { "NULL".into() };
+                            format!("({i}, 'c{}', {d})", (i * 5 + r) % 400)
+                        })
+                        .collect();
+                    session.sql(&format!("INSERT INTO contacts VALUES {}", rows.join(", "))).await?;
+                    if n % 5 == 0 {
+                        session.sql(&format!("DELETE FROM contacts WHERE batch = {}", i - 30)).await?;
+                    }
+                    // Sometimes a bulk load (the direct-to-segment path).
+                    if n == 1 && start % 4 == 0 {
+                        let bulk = format!(
+                            "INSERT INTO contacts SELECT {i}, 'b' || (value % 5000), 'e' || (value % 3000) FROM generate_series(1, 100500)"
+                        );
+                        session.sql(&bulk).await?;
+                    }
                 }
                 if w == 0 && n % 40 == 0 {
                     session.sql("CHECKPOINT").await?;
@@ -189,6 +217,20 @@ async fn verify(
             anyhow::ensure!(present.contains_key(i), "round {round}: acknowledged batch {i} is missing");
         }
     }
+    // The identity graph (rebuilt on open) agrees with the rows, and every
+    // contact row resolves to a profile.
+    let report = session.sql("RESOLVE IDENTITIES").await?;
+    let contacts = session.sql("SELECT count(*) FROM contacts").await?;
+    eprintln!(
+        "round {round}: {} contact rows, {} profiles agree with the rows",
+        contacts[0].column(0).as_primitive::<Int64Type>().value(0),
+        report[0].column(0).as_primitive::<Int64Type>().value(0)
+    );
+    let unresolved = session.sql("SELECT count(*) FROM contacts WHERE profile_id IS NULL").await?;
+    anyhow::ensure!(
+        unresolved[0].column(0).as_primitive::<Int64Type>().value(0) == 0,
+        "round {round}: contact rows without a profile"
+    );
     db.store().verify()?;
     drop(session);
     drop(db);
