@@ -153,6 +153,8 @@ impl Database {
         state.register_udtf("profile_lookup", Arc::new(lookup));
         let path = LinkPath { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
         state.register_udtf("profile_link_path", Arc::new(path));
+        // Registering a scalar function on a fresh state cannot clash.
+        let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(crate::identity::system::profile_of_udf(self.inner.identity.state().clone())));
         state
     }
 

@@ -49,4 +49,35 @@ with psycopg.connect(**DSN) as conn:
     assert conn.execute("SELECT name FROM people WHERE id = 200").fetchone() == ("tx",)
     conn.rollback()
 
+# Identity resolution over the wire: read-your-writes of profile ids.
+with psycopg.connect(**DSN, autocommit=True) as conn:
+    conn.execute("CREATE IDENTIFIER email (normalize = 'email')")
+    conn.execute("CREATE IDENTIFIER phone (normalize = 'phone', region = 'US')")
+    conn.execute("CREATE TABLE crm (name TEXT, email TEXT, phone TEXT) WITH (identifiers = 'email AS email, phone AS phone')")
+    conn.execute("CREATE TABLE orders (phone TEXT, amount DOUBLE PRECISION) WITH (identifiers = 'phone AS phone')")
+    conn.execute("INSERT INTO crm VALUES (%s, %s, %s)", ("Anna", " Anna@Example.com", "(650) 253-0000"))
+    conn.execute("INSERT INTO orders VALUES (%s, %s)", ("+1 650 253 0000", 20.0))
+    rows = conn.execute("SELECT o.amount, c.name FROM orders o JOIN crm c ON o.profile_id = c.profile_id").fetchall()
+    assert rows == [(20.0, "Anna")], rows
+    with conn.cursor(binary=True) as cur:
+        # Table functions take constants; with bound parameters use the
+        # scalar profile_of().
+        cur.execute("SELECT profile_id, identifiers FROM profiles WHERE profile_id = profile_of(%s, %s)", ("email", "ANNA@example.com "))
+        pid, n = cur.fetchone()
+        assert n == 2, n
+    # The next statement sees a new link at once.
+    conn.execute("INSERT INTO crm VALUES (%s, %s, %s)", ("Anna", "anna@work.example", "650.253.0000"))
+    assert conn.execute("SELECT email_count FROM profiles WHERE profile_id = %s", (pid,)).fetchone() == (2,)
+    got = conn.execute("SELECT profile_id FROM profile_lookup('phone', '650-253-0000')").fetchone()
+    assert got == (pid,), got
+    names = [r[0] for r in conn.execute("SHOW IDENTIFIERS").fetchall()]
+    assert names == ["email", "phone"], names
+    status = conn.execute("RESOLVE IDENTITIES").fetchone()[2]
+    assert status == "graph agrees with the tables", status
+    try:
+        conn.execute("CREATE TABLE bad (x TEXT) WITH (identifiers = 'x AS fax')")
+        raise AssertionError("no error")
+    except psycopg.errors.Error as e:
+        assert "unknown identifier type 'fax'" in str(e), e
+
 print("psycopg ok")

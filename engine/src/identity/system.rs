@@ -756,3 +756,53 @@ impl TableFunctionImpl for LinkPath {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 }
+
+/// `profile_of('type', 'raw value')`: the profile id holding that
+/// identifier, or NULL (type `profile_id` maps any id ever issued to the
+/// surviving one). A scalar function, so drivers can bind its arguments
+/// as parameters: `WHERE profile_id = profile_of($1, $2)` is folded to a
+/// constant before planning and becomes a profile lookup.
+pub(crate) fn profile_of_udf(state: Arc<RwLock<State>>) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    let fun = move |args: &[ColumnarValue]| -> DfResult<ColumnarValue> {
+        let rows = args
+            .iter()
+            .find_map(|a| match a {
+                ColumnarValue::Array(a) => Some(a.len()),
+                ColumnarValue::Scalar(_) => None,
+            })
+            .unwrap_or(1);
+        let columns: Vec<ArrayRef> = args.iter().map(|a| a.to_array(rows)).collect::<DfResult<_>>()?;
+        let types = arrow::compute::cast(&columns[0], &DataType::Utf8)?;
+        let values = arrow::compute::cast(&columns[1], &DataType::Utf8)?;
+        let (types, values) = (types.as_string::<i32>(), values.as_string::<i32>());
+        let state = state.read();
+        state.check_usable().map_err(to_df)?;
+        let mut out = Int64Builder::with_capacity(rows);
+        for i in 0..rows {
+            if types.is_null(i) || values.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let (t, v) = (types.value(i), values.value(i));
+            let pid = if t == PROFILE_ID_COLUMN {
+                v.trim().parse::<u64>().ok().and_then(|id| state.graph.resolve_alias(id))
+            } else {
+                state.node_for(t, v).map_err(to_df)?.and_then(|n| state.graph.profile_of(n))
+            };
+            out.append_option(pid.map(|p| p as i64));
+        }
+        let result: ArrayRef = Arc::new(out.finish());
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?));
+        }
+        Ok(ColumnarValue::Array(result))
+    };
+    datafusion::logical_expr::create_udf(
+        "profile_of",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Int64,
+        Volatility::Stable,
+        Arc::new(fun),
+    )
+}
