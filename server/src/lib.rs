@@ -1,5 +1,6 @@
 //! Tessera's PostgreSQL wire-protocol server.
 
+pub mod demo;
 pub mod errors;
 pub mod handler;
 pub mod pgcompat;

@@ -1,8 +1,9 @@
 //! The `tessera` command.
 //!
-//! `tessera serve [--data-dir DIR] [--listen HOST:PORT] [--max-connections N]`
+//! `tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo] ...`
 //! serves the PostgreSQL wire protocol; `tessera sql [--data-dir DIR] "SQL"`
-//! runs statements and prints the results as tables.
+//! runs statements and prints the results as tables; `tessera generate`
+//! writes the generated multi-source data set to files.
 
 use std::path::PathBuf;
 
@@ -10,15 +11,17 @@ use anyhow::Context;
 use tessera::{Database, Output};
 
 const DEFAULT_DATA_DIR: &str = "./tessera-data";
-const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--max-connections N] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"";
+const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo [--demo-people N]] [--max-connections N] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"\n       tessera generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]";
 
 struct ServeArgs {
     data_dir: PathBuf,
     options: tessera_server::ServerOptions,
+    /// Load this many generated people on first start.
+    demo: Option<u64>,
 }
 
 fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
-    let mut out = ServeArgs { data_dir: PathBuf::from(DEFAULT_DATA_DIR), options: Default::default() };
+    let mut out = ServeArgs { data_dir: PathBuf::from(DEFAULT_DATA_DIR), options: Default::default(), demo: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| it.next().with_context(|| format!("{a} needs {what}")).cloned();
@@ -35,6 +38,8 @@ fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
                 out.options.tls = Some((cert, PathBuf::from(value("a PEM file")?)));
             }
             "--require-tls" => out.options.require_tls = true,
+            "--demo" => out.demo = Some(out.demo.unwrap_or(tessera_server::demo::DEFAULT_DEMO_PEOPLE)),
+            "--demo-people" => out.demo = Some(value("a number")?.parse().context("--demo-people")?),
             other => anyhow::bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -71,9 +76,60 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let db = Database::open(&args.data_dir)
         .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
     tessera_server::server::log(&format!("data directory {}", args.data_dir.display()));
+    if let Some(people) = args.demo {
+        load_demo(&db, people).await?;
+    }
     tessera_server::serve(db.clone(), args.options, shutdown_signal()).await?;
     db.close().await?;
     tessera_server::server::log("stopped");
+    Ok(())
+}
+
+/// Load the demo data set into an empty database (first start only).
+async fn load_demo(db: &Database, people: u64) -> anyhow::Result<()> {
+    if db.store().snapshot().tables().next().is_some() {
+        tessera_server::server::log("--demo: the database already has tables; not loading the demo data again");
+        return Ok(());
+    }
+    tessera_server::server::log(&format!("--demo: generating and loading {people} people from five sources..."));
+    let started = std::time::Instant::now();
+    let loaded = tessera_server::demo::load(db, people, tessera_server::demo::DEMO_SEED).await.context("loading the demo data")?;
+    let rows: u64 = loaded.values().sum();
+    let profiles = db.session().sql("SELECT count(*) FROM profiles").await?;
+    let profiles = profiles
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<tessera::arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    tessera_server::server::log(&format!(
+        "--demo: loaded {rows} rows into {} tables in {:.1} s; {profiles} unified profiles (try: SELECT * FROM profiles LIMIT 10)",
+        loaded.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// `tessera generate`: write the generated data set to files.
+fn run_generate(args: &[String]) -> anyhow::Result<()> {
+    let mut people = tessera_server::demo::DEFAULT_DEMO_PEOPLE;
+    let mut seed = tessera_server::demo::DEMO_SEED;
+    let mut out = PathBuf::from("tessera-demo-data");
+    let mut formats = tessera_datagen::Formats::CSV;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| it.next().with_context(|| format!("{a} needs {what}")).cloned();
+        match a.as_str() {
+            "--people" => people = value("a number")?.parse().context("--people")?,
+            "--seed" => seed = value("a number")?.parse().context("--seed")?,
+            "--out" => out = PathBuf::from(value("a directory")?),
+            "--format" => formats = value("csv, parquet or both")?.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?,
+            other => anyhow::bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    let summary = tessera_datagen::generate(&tessera_datagen::Config::new(people, seed), &out, formats)?;
+    for (table, rows) in &summary.rows {
+        println!("{table}: {rows} rows");
+    }
+    println!("written to {}", out.display());
     Ok(())
 }
 
@@ -122,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("sql") => run_sql(parse_sql_args(&args[1..])?).await,
         Some("serve") => run_serve(parse_serve_args(&args[1..])?).await,
+        Some("generate") => run_generate(&args[1..]),
         _ => anyhow::bail!(USAGE),
     }
 }

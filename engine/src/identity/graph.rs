@@ -173,6 +173,7 @@ impl Graph {
         self.dict.find(key_hash(key), |n| self.keys[*n as usize] == *key).copied()
     }
 
+    #[cfg(test)]
     pub fn key_of(&self, node: NodeId) -> Key {
         self.keys[node as usize]
     }
@@ -244,6 +245,7 @@ impl Graph {
         self.adj_head.push(NONE);
     }
 
+    #[cfg(test)]
     pub fn is_generic(&self, node: NodeId) -> bool {
         self.generic[node as usize]
     }
@@ -305,10 +307,6 @@ impl Graph {
         self.anchors.iter().map(|(p, a)| (*p, *a))
     }
 
-    pub fn aliases(&self) -> impl Iterator<Item = (ProfileId, ProfileId)> + '_ {
-        self.aliases.iter().map(|(r, s)| (*r, *s))
-    }
-
     /// Every node of a profile's component.
     pub fn members(&self, pid: ProfileId) -> Vec<NodeId> {
         match self.anchors.get(&pid) {
@@ -335,6 +333,7 @@ impl Graph {
         (self.first_seen[node as usize], self.last_seen[node as usize])
     }
 
+    #[cfg(test)]
     pub fn merges_of(&self, node: NodeId) -> u32 {
         self.merges[node as usize]
     }

@@ -198,6 +198,8 @@ impl Identity {
         let report = VerifyReport {
             profiles: a.len() as u64,
             identifiers: a.iter().map(|(_, k)| k.len() as u64).sum(),
+            nodes: live.graph.node_count() as u64,
+            memory_bytes: live.graph.memory_bytes() as u64,
             agrees: a == b,
         };
         drop(txn);
@@ -274,7 +276,11 @@ impl Identity {
 #[derive(Clone, Debug)]
 pub(crate) struct VerifyReport {
     pub profiles: u64,
+    /// Identifiers in profiles (linked by live rows).
     pub identifiers: u64,
+    /// Identifiers the graph knows (dictionary size).
+    pub nodes: u64,
+    pub memory_bytes: u64,
     pub agrees: bool,
 }
 
@@ -663,6 +669,8 @@ pub(crate) fn report_schema() -> arrow::datatypes::SchemaRef {
         arrow::datatypes::Field::new("profiles", DataType::Int64, false),
         arrow::datatypes::Field::new("identifiers", DataType::Int64, false),
         arrow::datatypes::Field::new("status", DataType::Utf8, false),
+        arrow::datatypes::Field::new("graph_nodes", DataType::Int64, false),
+        arrow::datatypes::Field::new("graph_bytes", DataType::Int64, false),
     ]))
 }
 
@@ -676,6 +684,8 @@ pub(crate) fn report_batch(report: &VerifyReport) -> Result<RecordBatch> {
             Arc::new(Int64Array::from(vec![report.profiles as i64])),
             Arc::new(Int64Array::from(vec![report.identifiers as i64])),
             Arc::new(StringArray::from(vec![status])),
+            Arc::new(Int64Array::from(vec![report.nodes as i64])),
+            Arc::new(Int64Array::from(vec![report.memory_bytes as i64])),
         ],
     )?)
 }
