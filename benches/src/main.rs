@@ -15,6 +15,8 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use tessera::Database;
 
+mod identity;
+
 const EVENT_TYPES: [&str; 8] = ["page_view", "product_view", "add_to_cart", "checkout", "purchase", "email_open", "email_click", "app_open"];
 const CHANNELS: [&str; 5] = ["web", "ios", "android", "email", "store"];
 const CUSTOMERS: u64 = 1_000_000;
@@ -179,13 +181,19 @@ mod serde_like {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS";
+    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE";
     match args.get(1).map(String::as_str) {
         Some("foundation") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
             let rows = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(10_000_000);
             let repeat = args.get(4).map(|r| r.parse()).transpose()?.unwrap_or(5);
             foundation(&work, rows, repeat).await
+        }
+        Some("identity") => {
+            let work = PathBuf::from(args.get(2).context(usage)?);
+            let people = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
+            println!("{}", identity::run(&work, people).await?);
+            Ok(())
         }
         Some("generate") => {
             let file = PathBuf::from(args.get(2).context(usage)?);

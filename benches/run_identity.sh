@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Identity benchmark: Tessera and DuckDB on the same generated multi-source
+# data set (Parquet), in the same run. Usage: benches/run_identity.sh [PEOPLE]
+# (100000 is a smoke run of a few minutes; 1000000 is the reference run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEOPLE="${1:-100000}"
+WORK="${BENCH_WORK:-/tmp/tessera-bench}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
+mkdir -p "$WORK"
+
+cargo build --release -p tessera-benches >&2
+VENV="$WORK/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/pip" install --quiet duckdb pyarrow >&2
+fi
+
+/usr/bin/time -f "%M" -o "$WORK/tessera.rss" "$CARGO_TARGET_DIR/release/tessera-bench" identity "$WORK" "$PEOPLE" > "$WORK/tessera-identity.json"
+/usr/bin/time -f "%M" -o "$WORK/duckdb.rss" "$VENV/bin/python" benches/duckdb_identity.py "$WORK" "$PEOPLE" > "$WORK/duckdb-identity.json"
+
+"$VENV/bin/python" - "$WORK" <<'PY'
+import json, sys
+w = sys.argv[1]
+t = json.load(open(f"{w}/tessera-identity.json")); d = json.load(open(f"{w}/duckdb-identity.json"))
+t_rss = int(open(f"{w}/tessera.rss").read().split()[-1]) / 1024; d_rss = int(open(f"{w}/duckdb.rss").read().split()[-1]) / 1024
+resolve_t = max(t["end_to_end_s"] - t["load_only_s"], 1e-9)
+print(f"people: {t['people']:,.0f}   rows: {t['rows']:,.0f}   identifier values: {t['identifier_values']:,.0f}   duckdb {d['version']} (threads={d['threads']}, {d['iterations']} iterations)")
+print("| measure | Tessera | DuckDB | DuckDB / Tessera |")
+print("|---|---|---|---|")
+print(f"| load and resolve, files to profiles (s) | {t['end_to_end_s']:.2f} | {d['end_to_end_s']:.2f} | {d['end_to_end_s'] / t['end_to_end_s']:.2f}x |")
+print(f"| load only (s) | {t['load_only_s']:.2f} | {d['load_s']:.2f} | {d['load_s'] / t['load_only_s']:.2f}x |")
+print(f"| resolution step (s) | {resolve_t:.2f} | {d['resolve_s']:.2f} | {d['resolve_s'] / resolve_t:.2f}x |")
+print(f"| profiles | {t['profiles']:,.0f} | {d['profiles']:,.0f} | |")
+print(f"| pairwise precision | {t['pairwise_precision']:.4f} | {d['pairwise_precision']:.4f} | |")
+print(f"| pairwise recall | {t['pairwise_recall']:.4f} | {d['pairwise_recall']:.4f} | |")
+print(f"| peak memory (MB) | {t_rss:.0f} | {d_rss:.0f} | |")
+print()
+print(f"Tessera: {t['identifier_values'] / resolve_t / 1e6:.2f} M identifier links/s (resolution step, one writer thread); "
+      f"graph {t['graph_bytes_per_identifier']:.1f} bytes per identifier ({t['graph_nodes']:,.0f} identifiers); "
+      f"insert then lookup p50 {t['insert_then_lookup_p50_ms']:.2f} ms, p99 {t['insert_then_lookup_p99_ms']:.2f} ms; "
+      f"reopen (graph rebuilt from rows) {t['open_s']:.2f} s")
+PY

@@ -1,0 +1,203 @@
+//! Identity benchmark, Tessera's side: load the generated sources from
+//! Parquet files with their identifiers declared (resolution happens as
+//! rows commit), load the same files into tables without identifiers (the
+//! load alone), time single-row read-your-writes lookups, and score the
+//! profiles against the ground truth (pairwise precision and recall).
+//! Prints one JSON object.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use tessera::{Database, Options};
+
+fn int(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
+    batches.first().map(|b| b.column(col).as_primitive::<Int64Type>().value(0)).unwrap_or(0)
+}
+
+/// Count identifier values present (non-empty) in the loaded rows: the
+/// links resolution processed.
+async fn identifier_values(db: &Database) -> anyhow::Result<i64> {
+    let s = db.session();
+    let mut total = 0;
+    for spec in tessera_datagen::tables() {
+        for (column, _) in spec.identifier_columns() {
+            let r = s.sql(&format!("SELECT count({column}) FROM {}", spec.name)).await?;
+            total += int(&r, 0);
+        }
+    }
+    Ok(total)
+}
+
+/// Pairwise precision and recall of row clusters (profiles) against the
+/// true persons. Rows without a profile are clusters of one.
+fn pairwise(pairs: &[(i64, u64)]) -> (f64, f64) {
+    let choose2 = |n: u64| n * n.saturating_sub(1) / 2;
+    let mut cell: HashMap<(i64, u64), u64> = HashMap::new();
+    let mut predicted: HashMap<i64, u64> = HashMap::new();
+    let mut truth: HashMap<u64, u64> = HashMap::new();
+    for &(p, t) in pairs {
+        if p >= 0 {
+            *cell.entry((p, t)).or_default() += 1;
+            *predicted.entry(p).or_default() += 1;
+        }
+        *truth.entry(t).or_default() += 1;
+    }
+    let tp: u64 = cell.values().map(|n| choose2(*n)).sum();
+    let pp: u64 = predicted.values().map(|n| choose2(*n)).sum();
+    let tt: u64 = truth.values().map(|n| choose2(*n)).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    (ratio(tp, pp), ratio(tp, tt))
+}
+
+/// (profile or -1, true person) for every row of every table, in file order.
+async fn labelled_rows(dir: &Path, data: &Path) -> anyhow::Result<Vec<(i64, u64)>> {
+    // One partition: a scan returns rows in row-id (= file) order.
+    let db = Database::open_with(dir, Options { target_partitions: 1, ..Default::default() })?;
+    let mut truth: HashMap<String, Vec<u64>> = HashMap::new();
+    let text = std::fs::read_to_string(data.join(tessera_datagen::TRUTH_FILE)).context("reading truth.csv")?;
+    for line in text.lines().skip(1) {
+        let mut f = line.split(',');
+        let (Some(table), Some(row), Some(person)) = (f.next(), f.next(), f.next()) else { continue };
+        let rows = truth.entry(table.to_string()).or_default();
+        let row: usize = row.parse()?;
+        if rows.len() <= row {
+            rows.resize(row + 1, 0);
+        }
+        rows[row] = person.parse()?;
+    }
+    let mut out = Vec::new();
+    let s = db.session();
+    for spec in tessera_datagen::tables() {
+        if spec.identifier_columns().next().is_none() {
+            continue;
+        }
+        let persons = truth.get(spec.name).context("table missing from truth.csv")?;
+        let batches = s.sql(&format!("SELECT profile_id FROM {}", spec.name)).await?;
+        let mut i = 0;
+        for b in &batches {
+            let p = b.column(0).as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                let person = *persons.get(i).context("more rows than truth")?;
+                out.push((if p.is_null(r) { -1 } else { p.value(r) }, person));
+                i += 1;
+            }
+        }
+        anyhow::ensure!(i == persons.len(), "{}: {} rows loaded, {} in truth", spec.name, i, persons.len());
+    }
+    drop(s);
+    db.close().await?;
+    Ok(out)
+}
+
+async fn load_all(db: &Database, data: &Path, with_identifiers: bool) -> anyhow::Result<u64> {
+    let s = db.session();
+    if with_identifiers {
+        for statement in tessera_server::demo::setup_statements() {
+            s.sql(&statement).await?;
+        }
+    } else {
+        for spec in tessera_datagen::tables() {
+            s.sql(&tessera_datagen::create_table_sql(spec)).await?;
+        }
+    }
+    let mut rows = 0;
+    for spec in tessera_datagen::tables() {
+        let file = data.join(format!("{}.parquet", spec.name));
+        let r = s.sql(&format!("COPY {} FROM '{}'", spec.name, file.display())).await?;
+        rows += int(&r, 0) as u64;
+    }
+    Ok(rows)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
+    let data = work.join(format!("data-{people}"));
+    if !data.join("web_events.parquet").exists() {
+        tessera_datagen::generate(&tessera_datagen::Config::new(people, 42), &data, tessera_datagen::Formats::BOTH)?;
+    }
+    // The identifier columns, for the DuckDB side.
+    let spec: Vec<String> = tessera_datagen::tables()
+        .iter()
+        .map(|t| {
+            let cols: Vec<String> = t.identifier_columns().map(|(c, ty)| format!("[\"{c}\", \"{}\"]", ty.as_str())).collect();
+            format!("\"{}\": [{}]", t.name, cols.join(", "))
+        })
+        .collect();
+    std::fs::write(work.join("identity_spec.json"), format!("{{{}}}", spec.join(", ")))?;
+    let mut out = super::serde_like::Obj::new();
+    out.num("people", people as f64);
+
+    // The load alone (no identifiers declared).
+    let plain = work.join("tessera-plain");
+    let _ = std::fs::remove_dir_all(&plain);
+    let db = Database::open(&plain)?;
+    let started = Instant::now();
+    load_all(&db, &data, false).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    db.close().await?;
+    out.num("load_only_s", load_s);
+
+    // Load and resolve: files to queryable profiles.
+    let dir = work.join("tessera-identity");
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(&dir)?;
+    let started = Instant::now();
+    let rows = load_all(&db, &data, true).await?;
+    let profiles = int(&db.session().sql("SELECT count(*) FROM profiles").await?, 0);
+    let end_to_end_s = started.elapsed().as_secs_f64();
+    out.num("rows", rows as f64);
+    out.num("end_to_end_s", end_to_end_s);
+    out.num("profiles", profiles as f64);
+    let links = identifier_values(&db).await?;
+    out.num("identifier_values", links as f64);
+    let report = db.session().sql("RESOLVE IDENTITIES").await?;
+    let nodes = int(&report, 3);
+    let bytes = int(&report, 4);
+    out.num("graph_nodes", nodes as f64);
+    out.num("graph_bytes_per_identifier", bytes as f64 / nodes.max(1) as f64);
+
+    // Read-your-writes: a single-row insert, then a lookup of its new email.
+    let s = db.session();
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let email = format!("bench{i}@example.com");
+        let t = Instant::now();
+        s.sql(&format!(
+            "INSERT INTO crm_contacts (contact_id, first_name, email, phone) VALUES ('B{i}', 'Bench', '{email}', '+1 415 555 {:04}')",
+            1000 + i
+        ))
+        .await?;
+        let found = s.sql(&format!("SELECT profile_id FROM profile_lookup('email', '{email}')")).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(found.iter().map(|b| b.num_rows()).sum::<usize>() == 1, "inserted identifier not found");
+    }
+    latencies.sort_by(f64::total_cmp);
+    out.num("insert_then_lookup_p50_ms", percentile(&latencies, 0.5));
+    out.num("insert_then_lookup_p99_ms", percentile(&latencies, 0.99));
+    // Opening the database rebuilds the graph from the rows.
+    drop(s);
+    db.close().await?;
+    let t = Instant::now();
+    let db = Database::open(&dir)?;
+    out.num("open_s", t.elapsed().as_secs_f64());
+    db.close().await?;
+
+    // Quality against the ground truth (the 200 bench rows excluded: they
+    // are not in truth.csv, so delete them first).
+    let db = Database::open(&dir)?;
+    db.session().sql("DELETE FROM crm_contacts WHERE first_name = 'Bench'").await?;
+    db.close().await?;
+    let labelled = labelled_rows(&dir, &data).await?;
+    let (precision, recall) = pairwise(&labelled);
+    out.num("pairwise_precision", precision);
+    out.num("pairwise_recall", recall);
+    Ok(out.finish())
+}
