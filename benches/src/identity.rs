@@ -14,8 +14,14 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use tessera::{Database, Options};
 
+/// First value of a column as an integer (counts come back as Int64 or
+/// UInt64).
 fn int(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
-    batches.first().map(|b| b.column(col).as_primitive::<Int64Type>().value(0)).unwrap_or(0)
+    batches
+        .first()
+        .and_then(|b| arrow::compute::cast(b.column(col), &arrow::datatypes::DataType::Int64).ok())
+        .map(|a| a.as_primitive::<Int64Type>().value(0))
+        .unwrap_or(0)
 }
 
 /// Count identifier values present (non-empty) in the loaded rows: the
@@ -171,7 +177,7 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
         let email = format!("bench{i}@example.com");
         let t = Instant::now();
         s.sql(&format!(
-            "INSERT INTO crm_contacts (contact_id, first_name, email, phone) VALUES ('B{i}', 'Bench', '{email}', '+1 415 555 {:04}')",
+            "INSERT INTO crm_contacts (contact_id, first_name, email, phone, created_at, updated_at) VALUES ('B{i}', 'Bench', '{email}', '+1 415 555 {:04}', now(), now())",
             1000 + i
         ))
         .await?;

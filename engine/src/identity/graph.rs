@@ -143,9 +143,9 @@ pub struct Graph {
     half: Vec<HalfEdge>,
     /// Live rows asserting edge k.
     edge_rows: Vec<u32>,
-    anchors: HashMap<ProfileId, Anchor>,
+    anchors: hashbrown::HashMap<ProfileId, Anchor>,
     /// Retired profile id -> the id it merged into.
-    aliases: HashMap<ProfileId, ProfileId>,
+    aliases: hashbrown::HashMap<ProfileId, ProfileId>,
     next_pid: ProfileId,
     /// Components whose edges or members shrank, to recompute in `settle`.
     dirty: BTreeSet<NodeId>,
@@ -428,19 +428,29 @@ impl Graph {
     }
 
     /// Distinct values per type (and in all) of the union of components.
-    fn census(&self, roots: &[NodeId], extra: &[NodeId]) -> (HashMap<TypeId, u32>, u32) {
-        let mut counts: HashMap<TypeId, u32> = HashMap::new();
+    /// A few types at most, so a vector beats a map.
+    fn census(&self, roots: &[NodeId], extra: &[NodeId]) -> (Vec<(TypeId, u32)>, u32) {
+        let mut counts: Vec<(TypeId, u32)> = Vec::new();
+        let mut bump = |t: TypeId| match counts.iter_mut().find(|(x, _)| *x == t) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((t, 1)),
+        };
         let mut total = 0;
         // Profiled components hold only nodes with live rows; the others
         // are single detached nodes, passed in `extra`.
         for &r in roots {
-            for m in self.ring_of(r) {
-                *counts.entry(self.node_type[m as usize]).or_default() += 1;
+            let mut m = r;
+            loop {
+                bump(self.node_type[m as usize]);
                 total += 1;
+                m = self.ring[m as usize];
+                if m == r {
+                    break;
+                }
             }
         }
         for &n in extra {
-            *counts.entry(self.node_type[n as usize]).or_default() += 1;
+            bump(self.node_type[n as usize]);
             total += 1;
         }
         (counts, total)

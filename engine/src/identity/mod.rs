@@ -58,7 +58,12 @@ pub(crate) struct State {
     /// Set when the graph could not be rebuilt after a failed commit;
     /// queries that need it fail until the database is reopened.
     pub broken: Option<String>,
+    /// Normalized phone numbers by type, keyed by their digits.
+    phone_cache: HashMap<TypeId, hashbrown::HashMap<String, Normalized>>,
 }
+
+/// Phone numbers remembered per type before the cache starts over.
+const PHONE_CACHE_ENTRIES: usize = 1 << 20;
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +82,7 @@ impl State {
             by_id: HashMap::new(),
             rules: Rules { types: Vec::new(), max_identifiers: MAX_IDENTIFIERS_PER_PROFILE },
             broken: None,
+            phone_cache: HashMap::new(),
         }
     }
 
@@ -88,6 +94,7 @@ impl State {
     }
 
     fn set_types(&mut self, specs: Vec<IdentifierSpec>) -> Result<()> {
+        self.phone_cache.clear();
         self.types.clear();
         self.by_id.clear();
         self.rules.types.clear();
@@ -108,6 +115,27 @@ impl State {
         self.types
             .get(name)
             .ok_or_else(|| Error::user(format!("unknown identifier type '{name}'")))
+    }
+
+    /// Normalize a raw value; phone numbers go through a cache of their
+    /// digits, since parsing one is far slower than a lookup.
+    pub fn normalize(&mut self, info: &TypeInfo, raw: &str) -> Normalized {
+        let Normalizer::Phone { .. } = info.normalizer else {
+            return info.normalizer.normalize(raw, &info.spec.blocked);
+        };
+        let Some(key) = normalize::phone_cache_key(raw) else {
+            return info.normalizer.normalize(raw, &info.spec.blocked);
+        };
+        let cache = self.phone_cache.entry(info.spec.id).or_default();
+        if let Some(hit) = cache.get(&key) {
+            return hit.clone();
+        }
+        let outcome = info.normalizer.normalize(raw, &info.spec.blocked);
+        if cache.len() >= PHONE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, outcome.clone());
+        outcome
     }
 
     /// Normalize a raw value of a type to its node, if the graph has it.
@@ -296,9 +324,34 @@ fn stored_specs(snap: &Snapshot) -> Result<Vec<IdentifierSpec>> {
 }
 
 /// A text column as a plain string array.
-fn strings(array: &ArrayRef) -> Result<StringArray> {
-    let utf8 = if array.data_type() == &DataType::Utf8 { array.clone() } else { cast(array, &DataType::Utf8)? };
-    Ok(utf8.as_string::<i32>().clone())
+fn strings(array: &ArrayRef) -> Result<Texts> {
+    Ok(match array.data_type() {
+        DataType::Utf8View => Texts::View(array.as_string_view().clone()),
+        DataType::Utf8 => Texts::Utf8(array.as_string::<i32>().clone()),
+        _ => Texts::Utf8(cast(array, &DataType::Utf8)?.as_string::<i32>().clone()),
+    })
+}
+
+/// A text column read without copying (TEXT columns are string views).
+pub(crate) enum Texts {
+    Utf8(StringArray),
+    View(arrow::array::StringViewArray),
+}
+
+impl Texts {
+    pub fn is_null(&self, i: usize) -> bool {
+        match self {
+            Texts::Utf8(a) => a.is_null(i),
+            Texts::View(a) => a.is_null(i),
+        }
+    }
+
+    pub fn value(&self, i: usize) -> &str {
+        match self {
+            Texts::Utf8(a) => a.value(i),
+            Texts::View(a) => a.value(i),
+        }
+    }
 }
 
 /// Rebuild the whole identity state from the rows of a snapshot.
@@ -322,7 +375,7 @@ fn build_state(snap: &Snapshot) -> Result<State> {
         for unit in table.scan_units() {
             let batch = unit.read(&columns)?;
             let n = ti.slots.len();
-            let values: Vec<StringArray> = (0..n).map(|i| strings(batch.column(2 * i))).collect::<Result<_>>()?;
+            let values: Vec<Texts> = (0..n).map(|i| strings(batch.column(2 * i))).collect::<Result<_>>()?;
             let nodes: Vec<&UInt64Array> = (0..n).map(|i| batch.column(2 * i + 1).as_primitive::<UInt64Type>()).collect();
             let link = batch.column(2 * n).as_primitive::<UInt32Type>();
             let seen = batch.column(2 * n + 1).as_primitive::<arrow::datatypes::Int64Type>();
@@ -339,7 +392,7 @@ fn build_state(snap: &Snapshot) -> Result<State> {
                     }
                     if !known[node as usize] {
                         let info = &infos[i];
-                        let Normalized::Value(v) = info.normalizer.normalize(values[i].value(row), &info.spec.blocked) else {
+                        let Normalized::Value(v) = state.normalize(info, values[i].value(row)) else {
                             return Err(corrupt(format!(
                                 "table '{}' column '{}' holds a node for a value that is not an identifier",
                                 table.name(),
@@ -428,14 +481,14 @@ impl IdWriter {
         let n = batch.num_rows();
         let infos: Vec<Arc<TypeInfo>> =
             ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
-        let values: Vec<StringArray> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
+        let values: Vec<Texts> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
         let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
         let now_secs = secs(self.now);
         // Repeated values (a cookie on every event) are normalized once.
-        let mut seen: Vec<HashMap<&str, Option<NodeId>>> = vec![HashMap::new(); ti.slots.len()];
+        let mut seen: Vec<hashbrown::HashMap<&str, Option<NodeId>>> = vec![hashbrown::HashMap::new(); ti.slots.len()];
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
@@ -449,7 +502,7 @@ impl IdWriter {
                     Some(n) => *n,
                     None => {
                         let info = &infos[i];
-                        let node = match info.normalizer.normalize(raw, &info.spec.blocked) {
+                        let node = match self.state.normalize(info, raw) {
                             Normalized::Absent => None,
                             Normalized::Value(v) => {
                                 Some(self.state.graph.intern(info.spec.id, key_of(info.spec.id, &v)).map_err(Error::ResourcesExhausted)?)

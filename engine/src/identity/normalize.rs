@@ -5,10 +5,6 @@
 //! normalizes to nothing is not an identifier at all (nothing recorded);
 //! a blocked or unparseable value is refused and recorded.
 
-use std::sync::OnceLock;
-
-use regex::Regex;
-
 use super::graph::{Key, TypeId};
 
 /// Longest raw identifier value considered (a limit on everything);
@@ -42,10 +38,27 @@ pub enum Normalized {
 pub const DEFAULT_BLOCKED: &[&str] =
     &["null", "undefined", "anonymous", "none", "n/a", "-1", "0", "test@test.com", "abc123", "void", "nil", "unknown"];
 
-fn zeros_and_dashes() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    // A literal pattern; it compiles.
-    RE.get_or_init(|| Regex::new(r"^[0\-\s().+]*$").unwrap_or_else(|e| panic!("blocked-value pattern: {e}")))
+/// Only zeros, dashes, dots, brackets, plus signs and spaces
+/// (`0000000000`, `(000) 000-0000`).
+fn zeros_and_dashes(value: &str) -> bool {
+    value.chars().all(|c| matches!(c, '0' | '-' | '.' | '(' | ')' | '+') || c.is_whitespace())
+}
+
+/// The cache key of a raw phone number: a marker for a leading `+` and the
+/// digits, when the rest is only punctuation (the number's meaning is then
+/// its digits); `None` when it holds anything else (letters, extensions).
+pub fn phone_cache_key(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let mut key = String::with_capacity(trimmed.len() + 1);
+    key.push(if trimmed.starts_with('+') { '+' } else { '0' });
+    for c in trimmed.chars() {
+        match c {
+            '0'..='9' => key.push(c),
+            '+' | '-' | '.' | '(' | ')' | ' ' => {}
+            _ => return None,
+        }
+    }
+    Some(key)
 }
 
 impl Normalizer {
@@ -104,7 +117,7 @@ impl Normalizer {
 }
 
 fn is_blocked(lower: &str, extra: &[String]) -> bool {
-    DEFAULT_BLOCKED.contains(&lower) || extra.iter().any(|b| b == lower) || zeros_and_dashes().is_match(lower)
+    DEFAULT_BLOCKED.contains(&lower) || extra.iter().any(|b| b == lower) || zeros_and_dashes(lower)
 }
 
 /// The dictionary key of a normalized value of a type.
@@ -155,6 +168,13 @@ mod tests {
         assert_eq!(plain.normalize("guest", &["guest".into()]), Normalized::Blocked);
         assert_eq!(plain.normalize("---", &[]), Normalized::Blocked);
         assert!(Normalizer::parse("soundex", None, false).is_err());
+    }
+
+    #[test]
+    fn phone_cache_keys_keep_what_matters() {
+        assert_eq!(phone_cache_key("(650) 253-0000"), phone_cache_key("650.253.0000"));
+        assert_ne!(phone_cache_key("+44 20 7946 0000"), phone_cache_key("44 20 7946 0000"));
+        assert_eq!(phone_cache_key("650 253 0000 ext 5"), None);
     }
 
     #[test]
