@@ -538,9 +538,10 @@ impl Session {
                     _ => "COPY",
                 };
                 let names = insert_column_names(&plan);
+                let targets = insert_target_columns(&plan);
                 let batches = match self.ctx.execute_logical_plan(plan).await?.collect().await {
                     Ok(b) => b,
-                    Err(e) => return Err(name_null_column(Error::from(e), &names)),
+                    Err(e) => return Err(name_null_column(Error::from(e), &names, &targets)),
                 };
                 let rows = batches
                     .first()
@@ -841,10 +842,25 @@ fn insert_column_names(plan: &LogicalPlan) -> Vec<(String, String)> {
         .collect()
 }
 
+/// For an INSERT: the table and the columns its rows fill, in order.
+fn insert_target_columns(plan: &LogicalPlan) -> Option<(String, Vec<String>)> {
+    let LogicalPlan::Dml(dml) = plan else { return None };
+    let columns = dml.input.schema().fields().iter().map(|f| f.name().clone()).collect();
+    Some((dml.table_name.table().to_string(), columns))
+}
+
 /// Arrow reports a NULL in a NOT NULL column by the VALUES column's name
-/// (`column1`); say which table column it is.
-fn name_null_column(e: Error, names: &[(String, String)]) -> Error {
+/// (`column1`) or by position; say which table column it is.
+fn name_null_column(e: Error, names: &[(String, String)], targets: &Option<(String, Vec<String>)>) -> Error {
     let message = e.to_string();
+    if let Some(rest) = message.split("Invalid batch column at '").nth(1) {
+        let index: Option<usize> = rest.split('\'').next().and_then(|n| n.parse().ok());
+        if let (Some(i), Some((table, columns))) = (index, targets) {
+            if let Some(column) = columns.get(i) {
+                return Error::user(format!("NULL value in column '{column}' of table '{table}' violates its NOT NULL constraint"));
+            }
+        }
+    }
     if !message.contains("declared as non-nullable but contains null values") {
         return e;
     }

@@ -245,7 +245,6 @@ impl Graph {
         self.adj_head.push(NONE);
     }
 
-    #[cfg(test)]
     pub fn is_generic(&self, node: NodeId) -> bool {
         self.generic[node as usize]
     }
@@ -284,6 +283,15 @@ impl Graph {
             0 => None,
             p => Some(p),
         }
+    }
+
+    /// The profile an identifier value belongs to, for lookups by value:
+    /// none for a value flagged generic (it identifies no one).
+    pub fn profile_of_identifier(&self, node: NodeId) -> Option<ProfileId> {
+        if self.generic.get(node as usize).copied().unwrap_or(true) {
+            return None;
+        }
+        self.profile_of(node)
     }
 
     /// The surviving id for any id ever issued (itself when live).
@@ -498,6 +506,17 @@ impl Graph {
             if let Some((i, reason, detail)) = self.limit_breach(&live, &roots, &profiled, rules) {
                 let (slot, node) = live.remove(i);
                 out.refused.push(Refused { slot, node, reason, detail });
+                // A value kept out of profiles by their limits is evidence it
+                // is shared (a store's phone on every till receipt): it
+                // counts toward the generic limit like a merge does.
+                if reason == Refusal::Limit && self.count_conflict(node, rules) {
+                    out.refused.push(Refused {
+                        slot,
+                        node,
+                        reason: Refusal::Generic,
+                        detail: "value conflicts with the limits of too many profiles".into(),
+                    });
+                }
                 continue;
             }
             self.commit_link(&live, &profiled, now, events);
@@ -511,6 +530,17 @@ impl Graph {
         roots.sort_unstable();
         roots.dedup();
         roots
+    }
+
+    /// Count a limit conflict of a value; true when that makes it generic.
+    pub fn count_conflict(&mut self, node: NodeId, rules: &Rules) -> bool {
+        self.add_merges(node, 1);
+        let limit = rules.of(self.node_type[node as usize]).map(|r| r.generic_limit).unwrap_or(u32::MAX);
+        if !self.generic[node as usize] && self.merges[node as usize] > limit {
+            self.generic[node as usize] = true;
+            return true;
+        }
+        false
     }
 
     /// Index in `live` of a value that would now link too many profiles.
@@ -1040,6 +1070,32 @@ mod tests {
         let merged: BTreeSet<ProfileId> = people.iter().filter_map(|p| g.profile_of(*p)).collect();
         assert!(merged.len() >= 3, "{merged:?}");
         assert!(g.merges_of(hub) <= 3);
+    }
+
+    #[test]
+    fn a_shared_value_kept_out_by_limits_becomes_generic() {
+        // Type 0 = loyalty id (max 1, priority 1), type 1 = phone (priority 2,
+        // generic limit 3): a store's phone on every receipt.
+        let r = Rules {
+            types: vec![
+                Some(TypeRules { max_per_profile: 1, priority: 1, generic_limit: 25 }),
+                Some(TypeRules { max_per_profile: 5, priority: 2, generic_limit: 3 }),
+            ],
+            max_identifiers: 1000,
+        };
+        let mut g = Graph::new();
+        let mut ev = Vec::new();
+        let store = g.intern(1, [1, 0]).unwrap();
+        let mut flagged = false;
+        for i in 1..=6u64 {
+            let member = g.intern(0, [0, i]).unwrap();
+            let out = g.link(&[(0, member), (1, store)], 1, &r, &mut ev);
+            flagged |= out.refused.iter().any(|x| x.reason == Refusal::Generic);
+        }
+        assert!(flagged && g.is_generic(store));
+        // A receipt with only the store's phone belongs to no one.
+        assert_eq!(g.link(&[(1, store)], 1, &r, &mut ev).mask, 0);
+        assert_eq!(g.profile_of_identifier(store), None);
     }
 
     #[test]

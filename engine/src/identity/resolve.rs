@@ -177,16 +177,23 @@ pub(crate) fn profile_ids(state: &State, batch: &RecordBatch, first_node: usize,
             if link.is_null(row) {
                 return None;
             }
-            let mask = link.value(row);
-            if mask == 0 {
-                return None;
+            // The first linked identifier that is not flagged generic: a
+            // row carrying only a shared value (a store's phone) belongs to
+            // no one, even if it linked before the value was flagged.
+            let mut mask = link.value(row);
+            while mask != 0 {
+                let slot = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let column = nodes.get(slot)?;
+                if column.is_null(row) {
+                    continue;
+                }
+                let node = column.value(row) as NodeId;
+                if !graph.is_generic(node) {
+                    return graph.profile_of(node).map(|p| p as i64);
+                }
             }
-            let slot = mask.trailing_zeros() as usize;
-            let column = nodes.get(slot)?;
-            if column.is_null(row) {
-                return None;
-            }
-            graph.profile_of(column.value(row) as NodeId).map(|p| p as i64)
+            None
         })
         .collect();
     Ok(ids)

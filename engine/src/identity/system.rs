@@ -194,8 +194,11 @@ pub(crate) fn replay_rejections(snap: &Snapshot, state: &mut State) -> Result<()
             .graph
             .insert_at(node, info.spec.id, key_of(info.spec.id, &v))
             .map_err(|e| Error::Internal(format!("identity rejections disagree with the rows: {e}")))?;
-        if reasons.value(row) == "generic" {
-            state.graph.mark_generic(node);
+        match reasons.value(row) {
+            "generic" => state.graph.mark_generic(node),
+            // Limit conflicts count toward the generic limit (see Graph::link).
+            "limit" => state.graph.add_merges(node, 1),
+            _ => {}
         }
     }
     Ok(())
@@ -576,7 +579,7 @@ impl TableFunctionImpl for ProfileLookup {
                     .map_err(|_| to_df(Error::user(format!("profile_lookup: '{raw}' is not a profile id"))))?;
                 u64::try_from(id).ok().and_then(|id| state.graph.resolve_alias(id))
             } else {
-                state.node_for(&type_name, &raw).map_err(to_df)?.and_then(|n| state.graph.profile_of(n))
+                state.node_for(&type_name, &raw).map_err(to_df)?.and_then(|n| state.graph.profile_of_identifier(n))
             }
         };
         let fixed: BTreeSet<ProfileId> = pid.into_iter().collect();
@@ -788,7 +791,7 @@ pub(crate) fn profile_of_udf(state: Arc<RwLock<State>>) -> datafusion::logical_e
             let pid = if t == PROFILE_ID_COLUMN {
                 v.trim().parse::<u64>().ok().and_then(|id| state.graph.resolve_alias(id))
             } else {
-                state.node_for(t, v).map_err(to_df)?.and_then(|n| state.graph.profile_of(n))
+                state.node_for(t, v).map_err(to_df)?.and_then(|n| state.graph.profile_of_identifier(n))
             };
             out.append_option(pid.map(|p| p as i64));
         }
