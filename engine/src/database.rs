@@ -179,7 +179,12 @@ impl Database {
     /// Write buffered rows to segment files now.
     pub async fn checkpoint(&self) -> Result<()> {
         let store = self.inner.store.clone();
-        blocking(move || Ok(store.flush()?)).await
+        let identity = self.inner.identity.clone();
+        blocking(move || {
+            store.flush()?;
+            identity.save_dictionary()
+        })
+        .await
     }
 
     /// Rewrite a table's segments without deleted rows (all tables when
@@ -203,7 +208,12 @@ impl Database {
     /// writes only once all are dropped.
     pub async fn close(self) -> Result<()> {
         let store = self.inner.store.clone();
-        blocking(move || Ok(store.close()?)).await
+        let identity = self.inner.identity.clone();
+        blocking(move || {
+            identity.save_dictionary()?;
+            Ok(store.close()?)
+        })
+        .await
     }
 
     /// (Re)plan every stored view in dependency order.

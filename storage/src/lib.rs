@@ -12,6 +12,7 @@
 //! manifest's metadata map.
 
 mod codec;
+mod dictionary;
 mod error;
 mod io;
 mod manifest;
@@ -20,6 +21,7 @@ mod snapshot;
 mod store;
 mod wal;
 
+pub use dictionary::{DictionaryEntry, DICTIONARY_FILE};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnDef, TableMeta};
 pub use segment::{ChunkStats, RowGroupMeta, SegmentReader, StatValue};

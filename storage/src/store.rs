@@ -354,6 +354,23 @@ impl Store {
         Ok(())
     }
 
+    /// Save the identity dictionary (atomically; a no-op in memory).
+    pub fn write_identity_dictionary(&self, entries: &[crate::DictionaryEntry]) -> Result<()> {
+        match &self.inner.dir {
+            Some(dir) => crate::dictionary::write(dir, entries),
+            None => Ok(()),
+        }
+    }
+
+    /// The saved identity dictionary, if there is one; a damaged file is
+    /// reported as corruption.
+    pub fn read_identity_dictionary(&self) -> Result<Option<Vec<crate::DictionaryEntry>>> {
+        match &self.inner.dir {
+            Some(dir) => crate::dictionary::read(dir),
+            None => Ok(None),
+        }
+    }
+
     /// Set (or with `None`, remove) an engine metadata entry, durably.
     pub fn set_metadata(&self, key: &str, value: Option<String>) -> Result<()> {
         if value.as_ref().is_some_and(|v| v.len() > MAX_OPTION_BYTES * 16) {

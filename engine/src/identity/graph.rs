@@ -169,6 +169,12 @@ impl Graph {
         self.anchors.len()
     }
 
+    /// Every node's type and key, by node id (unused ids have type
+    /// `TypeId::MAX`): what the dictionary file saves.
+    pub fn dictionary(&self) -> Vec<(TypeId, Key)> {
+        self.node_type.iter().copied().zip(self.keys.iter().copied()).collect()
+    }
+
     pub fn lookup(&self, key: &Key) -> Option<NodeId> {
         self.dict.find(key_hash(key), |n| self.keys[*n as usize] == *key).copied()
     }

@@ -152,6 +152,8 @@ impl State {
 pub(crate) struct Identity {
     store: Store,
     state: Arc<RwLock<State>>,
+    /// Nodes in the saved dictionary file.
+    saved_nodes: parking_lot::Mutex<usize>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -171,8 +173,33 @@ fn secs(micros: i64) -> u32 {
 impl Identity {
     /// Load the identity state from the rows of a store.
     pub fn open(store: Store) -> Result<Identity> {
-        let state = build_state(&store.snapshot())?;
-        Ok(Identity { store, state: Arc::new(RwLock::new(state)) })
+        let dictionary = match store.read_identity_dictionary() {
+            Ok(d) => d,
+            // A cache: when damaged, rebuild from the rows (slower) and say so.
+            Err(e) => {
+                eprintln!("tessera: identity dictionary unusable ({e}); rebuilding it from the rows");
+                None
+            }
+        };
+        let saved = dictionary.as_ref().map(|d| d.len()).unwrap_or(0);
+        let state = build_state(&store.snapshot(), dictionary)?;
+        Ok(Identity { store, state: Arc::new(RwLock::new(state)), saved_nodes: parking_lot::Mutex::new(saved) })
+    }
+
+    /// Save the dictionary when it grew since the last save (checkpoint
+    /// and close), so the next open skips normalizing what it holds.
+    pub fn save_dictionary(&self) -> Result<()> {
+        let mut saved = self.saved_nodes.lock();
+        let entries = {
+            let state = self.state.read();
+            if state.broken.is_some() || state.graph.node_count() == *saved {
+                return Ok(());
+            }
+            state.graph.dictionary()
+        };
+        self.store.write_identity_dictionary(&entries)?;
+        *saved = entries.len();
+        Ok(())
     }
 
     pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
@@ -217,7 +244,7 @@ impl Identity {
     /// `RESOLVE IDENTITIES`: rebuild from the tables and compare.
     pub fn verify(&self) -> Result<VerifyReport> {
         let txn = self.store.begin_write()?;
-        let rebuilt = build_state(txn.snapshot())?;
+        let rebuilt = build_state(txn.snapshot(), None)?;
         let live = self.state.read();
         live.check_usable()?;
         live.graph.check().map_err(|e| Error::Internal(format!("identity graph invariant broken: {e}")))?;
@@ -354,31 +381,48 @@ impl Texts {
     }
 }
 
-/// Rebuild the whole identity state from the rows of a snapshot.
-fn build_state(snap: &Snapshot) -> Result<State> {
+/// Rebuild the whole identity state from the rows of a snapshot. With a
+/// saved dictionary, identifiers it already knows are not normalized again
+/// (and their values are not even read).
+fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> Result<State> {
     let mut state = State::empty();
     state.set_types(stored_specs(snap)?)?;
     let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
+    let mut known: Vec<bool> = Vec::new();
+    if let Some(entries) = dictionary {
+        known = vec![false; entries.len()];
+        for (node, (t, key)) in entries.into_iter().enumerate() {
+            if t != TypeId::MAX {
+                state.graph.insert_at(node as NodeId, t, key).map_err(corrupt)?;
+                known[node] = true;
+            }
+        }
+    }
     for table in snap.tables() {
         let Some(ti) = TableIdentity::of(&table.meta)? else { continue };
-        let mut columns: Vec<String> = Vec::new();
-        for s in &ti.slots {
-            columns.push(s.column.clone());
-            columns.push(table.meta.columns[s.node_index].name.clone());
-        }
-        columns.push(spec::LINK_COLUMN.into());
-        columns.push(spec::SEEN_COLUMN.into());
+        let n = ti.slots.len();
+        let mut hidden: Vec<String> = ti.slots.iter().map(|s| table.meta.columns[s.node_index].name.clone()).collect();
+        hidden.push(spec::LINK_COLUMN.into());
+        hidden.push(spec::SEEN_COLUMN.into());
+        let value_columns: Vec<String> = ti.slots.iter().map(|s| s.column.clone()).collect();
         let infos: Vec<Arc<TypeInfo>> =
             ti.slots.iter().map(|s| state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
-        let mut known: Vec<bool> = Vec::new();
-        let mut linked: Vec<NodeId> = Vec::with_capacity(ti.slots.len());
+        let mut linked: Vec<NodeId> = Vec::with_capacity(n);
         for unit in table.scan_units() {
-            let batch = unit.read(&columns)?;
-            let n = ti.slots.len();
-            let values: Vec<Texts> = (0..n).map(|i| strings(batch.column(2 * i))).collect::<Result<_>>()?;
-            let nodes: Vec<&UInt64Array> = (0..n).map(|i| batch.column(2 * i + 1).as_primitive::<UInt64Type>()).collect();
-            let link = batch.column(2 * n).as_primitive::<UInt32Type>();
-            let seen = batch.column(2 * n + 1).as_primitive::<arrow::datatypes::Int64Type>();
+            let batch = unit.read(&hidden)?;
+            let nodes: Vec<&UInt64Array> = (0..n).map(|i| batch.column(i).as_primitive::<UInt64Type>()).collect();
+            let link = batch.column(n).as_primitive::<UInt32Type>();
+            let seen = batch.column(n + 1).as_primitive::<arrow::datatypes::Int64Type>();
+            let unknown = nodes.iter().any(|c| {
+                c.iter().flatten().any(|node| known.get(node as usize).is_none_or(|k| !k))
+            });
+            // Values are read only when some identifier must be normalized.
+            let values: Option<Vec<Texts>> = if unknown {
+                let v = unit.read(&value_columns)?;
+                Some((0..n).map(|i| strings(v.column(i))).collect::<Result<_>>()?)
+            } else {
+                None
+            };
             for row in 0..batch.num_rows() {
                 linked.clear();
                 let mask = if link.is_null(row) { 0 } else { link.value(row) };
@@ -392,7 +436,8 @@ fn build_state(snap: &Snapshot) -> Result<State> {
                     }
                     if !known[node as usize] {
                         let info = &infos[i];
-                        let Normalized::Value(v) = state.normalize(info, values[i].value(row)) else {
+                        let raw = values.as_ref().map(|v| v[i].value(row)).unwrap_or_default();
+                        let Normalized::Value(v) = state.normalize(info, raw) else {
                             return Err(corrupt(format!(
                                 "table '{}' column '{}' holds a node for a value that is not an identifier",
                                 table.name(),
@@ -644,7 +689,7 @@ impl Drop for IdWriter {
             // The transaction did not happen: rebuild from the rows of the
             // state it started from (the caller still holds the writer
             // lock, so nothing newer exists).
-            match build_state(&self.base) {
+            match build_state(&self.base, None) {
                 Ok(s) => *self.state = s,
                 Err(e) => self.state.broken = Some(e.to_string()),
             }
