@@ -5,16 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-10000000}"
 REPEAT="${2:-5}"
-WORK="${BENCH_WORK:-/tmp/tessera-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-mkdir -p "$WORK"
-
-cargo build --release -p tessera-benches >&2
-VENV="$WORK/venv"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV" >&2
-  "$VENV/bin/pip" install --quiet duckdb pyarrow >&2
-fi
+. benches/setup.sh
 
 "$CARGO_TARGET_DIR/release/tessera-bench" foundation "$WORK" "$ROWS" "$REPEAT" > "$WORK/tessera.json"
 "$VENV/bin/python" benches/duckdb_foundation.py "$WORK" "$ROWS" "$REPEAT" > "$WORK/duckdb.json"

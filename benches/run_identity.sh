@@ -5,16 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEOPLE="${1:-100000}"
-WORK="${BENCH_WORK:-/tmp/tessera-bench}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-mkdir -p "$WORK"
-
-cargo build --release -p tessera-benches >&2
-VENV="$WORK/venv"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV" >&2
-  "$VENV/bin/pip" install --quiet duckdb pyarrow >&2
-fi
+. benches/setup.sh
 
 /usr/bin/time -f "%M" -o "$WORK/tessera.rss" "$CARGO_TARGET_DIR/release/tessera-bench" identity "$WORK" "$PEOPLE" > "$WORK/tessera-identity.json"
 /usr/bin/time -f "%M" -o "$WORK/duckdb.rss" "$VENV/bin/python" benches/duckdb_identity.py "$WORK" "$PEOPLE" > "$WORK/duckdb-identity.json"

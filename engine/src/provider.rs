@@ -28,8 +28,8 @@ use futures::StreamExt;
 use tessera_storage::{RowIdSet, ScanUnit, Snapshot, StatValue, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
 
 use crate::error::{to_df, Error};
-use crate::identity::resolve::{any_in_range, profile_targets, target_nodes, ResolveExec};
-use crate::identity::spec::{TableIdentity, NODE_COLUMN_PREFIX, PROFILE_ID_COLUMN};
+use crate::identity::resolve::{filter_targets, target_nodes, unit_may_hold, ResolveExec};
+use crate::identity::spec::{TableIdentity, PROFILE_ID_COLUMN};
 use crate::identity::{Identity, RESERVED_NAMES};
 
 /// The snapshot a statement reads, pinned in the session config when the
@@ -156,52 +156,29 @@ impl TableProvider for TesseraTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let projected = Arc::new(self.schema.project(&projection)?);
-        let (Some(layout), Some(pid_index)) = (&self.layout, pid_index) else {
+        // Profiles are resolved only when profile_id is read or filtered on.
+        let wants_profiles = pid_index.is_some_and(|p| projection.contains(&p)) || !pid_filters.is_empty();
+        let (Some(layout), Some(pid_index), true) = (&self.layout, pid_index, wants_profiles) else {
             let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
             let partitions = split_contiguous(units, state.config().target_partitions());
             return Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)));
         };
         // Profile lookups: `profile_id = X` keeps only X's rows and skips
         // units whose node ids cannot hold X's identifiers.
-        let mut targets: Option<std::collections::BTreeSet<u64>> = None;
-        for f in &pid_filters {
-            if let Some(ids) = profile_targets(f) {
-                let state = self.identity.read();
-                let set = ids
-                    .into_iter()
-                    .filter_map(|i| u64::try_from(i).ok())
-                    .filter(|i| state.graph.anchor(*i).is_some())
-                    .collect::<std::collections::BTreeSet<u64>>();
-                targets = Some(match targets {
-                    Some(t) => t.intersection(&set).copied().collect(),
-                    None => set,
-                });
-            }
-        }
+        let targets = filter_targets(&pid_filters).map(|t| {
+            let state = self.identity.read();
+            t.into_iter().filter(|p| state.graph.anchor(*p).is_some()).collect::<std::collections::BTreeSet<u64>>()
+        });
         if let Some(t) = &targets {
             let nodes = target_nodes(&self.identity.read(), t);
-            units.retain(|u| {
-                layout.slots.iter().any(|s| match u.stats(&format!("{NODE_COLUMN_PREFIX}{}", s.column)) {
-                    Some(st) => match (&st.min, &st.max) {
-                        (Some(StatValue::UInt(lo)), Some(StatValue::UInt(hi))) => any_in_range(&nodes, *lo, *hi),
-                        (None, None) => false,
-                        _ => true,
-                    },
-                    None => true,
-                })
-            });
+            units.retain(|u| unit_may_hold(u, layout, &nodes));
         }
         let pid_position = projection.iter().position(|i| *i == pid_index);
         let user: Vec<usize> = projection.iter().copied().filter(|i| *i != pid_index).collect();
         let mut fields: Vec<Field> = user.iter().map(|i| self.stored.field(*i).clone()).collect();
         let user_columns = fields.len();
-        if pid_position.is_none() && targets.is_none() && pid_filters.is_empty() {
-            let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-            let partitions = split_contiguous(units, state.config().target_partitions());
-            return Ok(Arc::new(ScanExec::new(self.meta.name.clone(), partitions, columns, projected, limit, total, late)));
-        }
         for s in &layout.slots {
-            fields.push(Field::new(format!("{NODE_COLUMN_PREFIX}{}", s.column), DataType::UInt64, true));
+            fields.push(Field::new(s.node_column(), DataType::UInt64, true));
         }
         fields.push(Field::new(crate::identity::spec::LINK_COLUMN, DataType::UInt32, true));
         let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();

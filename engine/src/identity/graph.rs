@@ -202,7 +202,7 @@ impl Graph {
     }
 
     /// Insert a node with a given id (rebuilding from stored node ids).
-    /// Ids in between become unused placeholders.
+    /// Ids in between stay unused (holes no row refers to).
     pub fn insert_at(&mut self, node: NodeId, t: TypeId, key: Key) -> Result<(), String> {
         if let Some(existing) = self.lookup(&key) {
             if existing != node {

@@ -401,7 +401,7 @@ fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -
     for table in snap.tables() {
         let Some(ti) = TableIdentity::of(&table.meta)? else { continue };
         let n = ti.slots.len();
-        let mut hidden: Vec<String> = ti.slots.iter().map(|s| table.meta.columns[s.node_index].name.clone()).collect();
+        let mut hidden: Vec<String> = ti.slots.iter().map(|s| s.node_column()).collect();
         hidden.push(spec::LINK_COLUMN.into());
         hidden.push(spec::SEEN_COLUMN.into());
         let value_columns: Vec<String> = ti.slots.iter().map(|s| s.column.clone()).collect();
@@ -532,39 +532,40 @@ impl IdWriter {
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
         let now_secs = secs(self.now);
-        // Repeated values (a cookie on every event) are normalized once.
-        let mut seen: Vec<hashbrown::HashMap<&str, Option<NodeId>>> = vec![hashbrown::HashMap::new(); ti.slots.len()];
+        // Repeated values (a cookie on every event) are normalized once;
+        // a refused one is still recorded for every row carrying it.
+        let mut seen: Vec<hashbrown::HashMap<&str, Result<Option<NodeId>, (&'static str, String)>>> =
+            vec![hashbrown::HashMap::new(); ti.slots.len()];
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
             for (i, slot) in ti.slots.iter().enumerate() {
-                if values[i].is_null(row) {
-                    nodes[i].push(None);
-                    continue;
-                }
-                let raw = values[i].value(row);
-                let node = match seen[i].get(raw) {
-                    Some(n) => *n,
-                    None => {
-                        let info = &infos[i];
-                        let node = match self.state.normalize(info, raw) {
-                            Normalized::Absent => None,
-                            Normalized::Value(v) => {
-                                Some(self.state.graph.intern(info.spec.id, key_of(info.spec.id, &v)).map_err(Error::ResourcesExhausted)?)
-                            }
-                            Normalized::Blocked => {
-                                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, "blocked", "value is on the blocked list".into(), None);
-                                continue_none(&mut nodes[i]);
-                                continue;
-                            }
-                            Normalized::Invalid(why) => {
-                                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, "invalid", why, None);
-                                continue_none(&mut nodes[i]);
-                                continue;
-                            }
-                        };
-                        seen[i].insert(raw, node);
-                        node
+                let raw = (!values[i].is_null(row)).then(|| values[i].value(row));
+                let outcome = match raw {
+                    None => Ok(None),
+                    Some(raw) => match seen[i].get(raw) {
+                        Some(known) => known.clone(),
+                        None => {
+                            let info = &infos[i];
+                            let outcome = match self.state.normalize(info, raw) {
+                                Normalized::Absent => Ok(None),
+                                Normalized::Value(v) => Ok(Some(
+                                    self.state.graph.intern(info.spec.id, key_of(info.spec.id, &v)).map_err(Error::ResourcesExhausted)?,
+                                )),
+                                Normalized::Blocked => Err(("blocked", "value is on the blocked list".to_string())),
+                                Normalized::Invalid(why) => Err(("invalid", why)),
+                            };
+                            seen[i].insert(raw, outcome.clone());
+                            outcome
+                        }
+                    },
+                };
+                let node = match outcome {
+                    Ok(node) => node,
+                    Err((reason, detail)) => {
+                        let raw = raw.unwrap_or_default();
+                        self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, reason, detail, None);
+                        None
                     }
                 };
                 nodes[i].push(node.map(u64::from));
@@ -607,7 +608,7 @@ impl IdWriter {
         let link = column(spec::LINK_COLUMN)?;
         let link = link.as_primitive::<UInt32Type>();
         let node_arrays: Vec<ArrayRef> =
-            ti.slots.iter().map(|s| column(&meta.columns[s.node_index].name)).collect::<Result<_>>()?;
+            ti.slots.iter().map(|s| column(&s.node_column())).collect::<Result<_>>()?;
         let nodes: Vec<&UInt64Array> = node_arrays.iter().map(|a| a.as_primitive::<UInt64Type>()).collect();
         let mut linked = Vec::with_capacity(ti.slots.len());
         for row in 0..rows.num_rows() {
@@ -638,7 +639,7 @@ impl IdWriter {
         let Some(ti) = TableIdentity::of(meta)? else { return Ok(()) };
         let Some(table) = self.base.table_by_id(meta.id).cloned() else { return Ok(()) };
         let mut columns = vec![ROW_ID_COLUMN.to_string(), spec::LINK_COLUMN.to_string()];
-        columns.extend(ti.slots.iter().map(|s| meta.columns[s.node_index].name.clone()));
+        columns.extend(ti.slots.iter().map(|s| s.node_column()));
         for unit in table.scan_units() {
             let batch = unit.read(&columns)?;
             let keep: BooleanArray =
@@ -677,10 +678,6 @@ impl IdWriter {
         }
         outcome
     }
-}
-
-fn continue_none(nodes: &mut Vec<Option<u64>>) {
-    nodes.push(None);
 }
 
 impl Drop for IdWriter {

@@ -21,9 +21,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use parking_lot::RwLock;
+use tessera_storage::{ScanUnit, StatValue};
 
 use super::graph::{NodeId, ProfileId};
-use super::spec::PROFILE_ID_COLUMN;
+use super::spec::{TableIdentity, PROFILE_ID_COLUMN};
 use super::State;
 use crate::error::to_df;
 
@@ -57,6 +58,22 @@ pub(crate) fn profile_targets(filter: &Expr) -> Option<Vec<i64>> {
         Expr::InList(l) if !l.negated && is_pid(&l.expr) => l.list.iter().map(literal).collect(),
         _ => None,
     }
+}
+
+/// The profiles a conjunction of filters restricts `profile_id` to
+/// (`None`: no such filter).
+pub(crate) fn filter_targets(filters: &[Expr]) -> Option<BTreeSet<ProfileId>> {
+    let mut targets: Option<BTreeSet<ProfileId>> = None;
+    for f in filters {
+        if let Some(ids) = profile_targets(f) {
+            let set: BTreeSet<ProfileId> = ids.into_iter().filter_map(|i| u64::try_from(i).ok()).filter(|i| *i > 0).collect();
+            targets = Some(match targets {
+                Some(t) => t.intersection(&set).copied().collect(),
+                None => set,
+            });
+        }
+    }
+    targets
 }
 
 /// Adds `profile_id` to the rows of its input (the scan, which also
@@ -235,7 +252,20 @@ pub(crate) fn target_nodes(state: &State, targets: &BTreeSet<ProfileId>) -> Vec<
 }
 
 /// Does any of the sorted `nodes` fall in [min, max]?
-pub(crate) fn any_in_range(nodes: &[NodeId], min: u64, max: u64) -> bool {
+fn any_in_range(nodes: &[NodeId], min: u64, max: u64) -> bool {
     let start = nodes.partition_point(|n| u64::from(*n) < min);
     nodes.get(start).is_some_and(|n| u64::from(*n) <= max)
+}
+
+/// Could a scan unit hold rows carrying any of the sorted nodes? Decided by
+/// the node-id ranges of its identifier columns; unknown means yes.
+pub(crate) fn unit_may_hold(unit: &ScanUnit, layout: &TableIdentity, nodes: &[NodeId]) -> bool {
+    layout.slots.iter().any(|s| match unit.stats(&s.node_column()) {
+        Some(st) => match (&st.min, &st.max) {
+            (Some(StatValue::UInt(lo)), Some(StatValue::UInt(hi))) => any_in_range(nodes, *lo, *hi),
+            (None, None) => false,
+            _ => true,
+        },
+        None => true,
+    })
 }

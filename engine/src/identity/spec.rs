@@ -151,6 +151,13 @@ pub struct Slot {
     pub node_index: usize,
 }
 
+impl Slot {
+    /// Name of the hidden column holding this identifier's node ids.
+    pub fn node_column(&self) -> String {
+        format!("{NODE_COLUMN_PREFIX}{}", self.column)
+    }
+}
+
 /// The identifier layout of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableIdentity {

@@ -21,8 +21,8 @@ use tessera_storage::{ColumnDef, Snapshot, Store, ROW_ID_COLUMN};
 
 use super::graph::{Graph, NodeId, ProfileEvent, ProfileId};
 use super::normalize::{key_of, Normalized};
-use super::resolve::{any_in_range, profile_targets, target_nodes};
-use super::spec::{TableIdentity, NODE_COLUMN_PREFIX, PROFILE_ID_COLUMN};
+use super::resolve::{filter_targets, target_nodes, unit_may_hold};
+use super::spec::{TableIdentity, PROFILE_ID_COLUMN};
 use super::{timestamp_type, LoggedEvent, Rejections, State, EVENTS_TABLE, REJECTIONS_TABLE};
 use crate::error::{to_df, Error, Result};
 
@@ -297,17 +297,10 @@ impl SystemTable {
         if self.relation == SystemRelation::ProfileMerges {
             return None;
         }
-        let mut targets = self.fixed.clone();
-        for f in filters {
-            if let Some(ids) = profile_targets(f) {
-                let set: BTreeSet<ProfileId> = ids.into_iter().filter(|i| *i > 0).map(|i| i as u64).collect();
-                targets = Some(match targets {
-                    Some(t) => t.intersection(&set).copied().collect(),
-                    None => set,
-                });
-            }
+        match (self.fixed.clone(), filter_targets(filters)) {
+            (Some(fixed), Some(asked)) => Some(fixed.intersection(&asked).copied().collect()),
+            (fixed, asked) => fixed.or(asked),
         }
-        targets
     }
 
     fn compute(&self, targets: Option<&BTreeSet<ProfileId>>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
@@ -401,7 +394,7 @@ impl SystemTable {
             let mut columns = vec![tessera_storage::ROW_ID_COLUMN.to_string()];
             for s in &ti.slots {
                 columns.push(s.column.clone());
-                columns.push(format!("{NODE_COLUMN_PREFIX}{}", s.column));
+                columns.push(s.node_column());
             }
             for unit in table.scan_units() {
                 if !unit_may_hold(&unit, &ti, &sorted) {
@@ -472,20 +465,6 @@ impl SystemTable {
     }
 }
 
-/// Could a scan unit hold rows carrying any of the sorted nodes?
-fn unit_may_hold(unit: &tessera_storage::ScanUnit, ti: &TableIdentity, nodes: &[NodeId]) -> bool {
-    ti.slots.iter().any(|s| {
-        match unit.stats(&format!("{NODE_COLUMN_PREFIX}{}", s.column)) {
-            Some(st) => match (&st.min, &st.max) {
-                (Some(tessera_storage::StatValue::UInt(lo)), Some(tessera_storage::StatValue::UInt(hi))) => any_in_range(nodes, *lo, *hi),
-                (None, None) => false,
-                _ => true,
-            },
-            None => true,
-        }
-    })
-}
-
 /// Call `f` with the profile of every live row of a table (rows without
 /// one are skipped); only units that may hold `nodes` when given.
 fn for_each_row_profile(
@@ -495,7 +474,7 @@ fn for_each_row_profile(
     nodes: Option<&[NodeId]>,
     mut f: impl FnMut(ProfileId),
 ) -> Result<()> {
-    let mut columns: Vec<String> = ti.slots.iter().map(|s| format!("{NODE_COLUMN_PREFIX}{}", s.column)).collect();
+    let mut columns: Vec<String> = ti.slots.iter().map(|s| s.node_column()).collect();
     columns.push(super::spec::LINK_COLUMN.into());
     for unit in table.scan_units() {
         if let Some(n) = nodes {
@@ -505,7 +484,6 @@ fn for_each_row_profile(
         }
         let b = unit.read(&columns)?;
         let ids = super::resolve::profile_ids(state, &b, 0, ti.slots.len()).map_err(|e| Error::Internal(e.to_string()))?;
-        let _ = b.column(ti.slots.len()).as_primitive::<UInt32Type>();
         for id in ids.iter().flatten() {
             f(id as ProfileId);
         }
@@ -651,7 +629,7 @@ fn row_linking(snap: &Snapshot, state: &State, a: NodeId, b: NodeId) -> Result<O
         let mut columns = vec![ROW_ID_COLUMN.to_string(), super::spec::LINK_COLUMN.to_string()];
         for s in &ti.slots {
             columns.push(s.column.clone());
-            columns.push(format!("{NODE_COLUMN_PREFIX}{}", s.column));
+            columns.push(s.node_column());
         }
         for unit in table.scan_units() {
             if !unit_may_hold(&unit, &ti, &pair) {
