@@ -38,6 +38,7 @@ pub(crate) struct PlannedView {
 pub(crate) struct TesseraSchema {
     store: Store,
     identity: Arc<Identity>,
+    profiles: Arc<crate::profiles::Profiles>,
     views: RwLock<BTreeMap<String, PlannedView>>,
     external: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
@@ -49,8 +50,8 @@ impl std::fmt::Debug for TesseraSchema {
 }
 
 impl TesseraSchema {
-    pub(crate) fn new(store: Store, identity: Arc<Identity>) -> Self {
-        TesseraSchema { store, identity, views: RwLock::new(BTreeMap::new()), external: RwLock::new(HashMap::new()) }
+    pub(crate) fn new(store: Store, identity: Arc<Identity>, profiles: Arc<crate::profiles::Profiles>) -> Self {
+        TesseraSchema { store, identity, profiles, views: RwLock::new(BTreeMap::new()), external: RwLock::new(HashMap::new()) }
     }
 
     /// Identity system relations exist once an identifier type does.
@@ -121,6 +122,7 @@ impl SchemaProvider for TesseraSchema {
         let mut names: Vec<String> = snap.tables().map(|t| t.name().to_string()).filter(|n| n != EVENTS_TABLE).collect();
         if self.has_identity() {
             names.extend(SystemRelation::NAMES.iter().map(|n| n.to_string()));
+            names.extend(crate::profiles::RELATIONS.iter().map(|n| n.to_string()));
         }
         names.extend(self.views.read().keys().cloned());
         names.extend(self.external.read().keys().cloned());
@@ -135,7 +137,11 @@ impl SchemaProvider for TesseraSchema {
             return Ok(Some(Arc::new(TesseraTable::new(self.store.clone(), t.meta.clone(), self.identity.clone()))));
         }
         if let Some(relation) = SystemRelation::named(name).filter(|_| self.has_identity()) {
-            let table = SystemTable::new(self.store.clone(), self.identity.state().clone(), relation, None).map_err(to_df)?;
+            let table = SystemTable::new(self.store.clone(), self.identity.state().clone(), Some(self.profiles.clone()), relation, None).map_err(to_df)?;
+            return Ok(Some(Arc::new(table)));
+        }
+        if let Some(batch) = crate::profiles::relation(&self.profiles, name).map_err(to_df)? {
+            let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
             return Ok(Some(Arc::new(table)));
         }
         if let Some(v) = self.views.read().get(name) {
@@ -162,6 +168,7 @@ impl SchemaProvider for TesseraSchema {
         (self.is_table(name) && name != EVENTS_TABLE)
             || (SystemRelation::named(name).is_some() && self.has_identity())
             || self.is_view(name)
+            || crate::profiles::RELATIONS.contains(&name)
             || self.external.read().contains_key(name)
     }
 }

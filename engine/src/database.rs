@@ -22,6 +22,7 @@ use tessera_storage::{ColumnDef, Store, StoreOptions};
 use crate::catalog::{PlannedView, TesseraSchema, ViewDef, VIEW_KEY_PREFIX};
 use crate::identity::system::{LinkPath, ProfileLookup};
 use crate::identity::Identity;
+use crate::profiles::{MaintenanceRun, Profiles, SegmentSubscription};
 use crate::error::{Error, Result};
 use crate::ingest;
 use crate::provider::PinnedSnapshot;
@@ -36,11 +37,23 @@ pub struct Options {
     pub storage: StoreOptions,
     /// Parallelism of query execution; 0 means one per CPU.
     pub target_partitions: usize,
+    /// The clock segments, trait windows and `now()` read (`None`: the
+    /// machine's). Tests inject a [`crate::ManualClock`].
+    pub clock: Option<Arc<dyn crate::Clock>>,
+    /// How often conditions relative to now are re-evaluated (`None`:
+    /// every minute).
+    pub refresh_interval: Option<std::time::Duration>,
 }
+
+/// Default interval of the clock tick.
+pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Inner {
     store: Store,
     identity: Arc<Identity>,
+    profiles: Arc<Profiles>,
+    /// The clock-tick task runs (at most one).
+    ticking: std::sync::atomic::AtomicBool,
     schema: Arc<TesseraSchema>,
     catalogs: Arc<dyn CatalogProviderList>,
     options: Options,
@@ -88,7 +101,9 @@ impl Database {
 
     fn with_store(store: Store, options: Options) -> Result<Database> {
         let identity = Arc::new(Identity::open(store.clone())?);
-        let schema = Arc::new(TesseraSchema::new(store.clone(), identity.clone()));
+        let tick = options.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL);
+        let profiles = Arc::new(Profiles::open(&store.snapshot(), options.clock.clone(), tick)?);
+        let schema = Arc::new(TesseraSchema::new(store.clone(), identity.clone(), profiles.clone()));
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(SCHEMA, schema.clone())?;
         let catalogs = MemoryCatalogProviderList::new();
@@ -97,6 +112,8 @@ impl Database {
             inner: Arc::new(Inner {
                 store,
                 identity,
+                profiles,
+                ticking: std::sync::atomic::AtomicBool::new(false),
                 schema,
                 catalogs: Arc::new(catalogs),
                 options,
@@ -105,7 +122,81 @@ impl Database {
             }),
         };
         db.plan_views_blocking()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            db.spawn_clock();
+        }
         Ok(db)
+    }
+
+    fn table_meta(&self, table: &str) -> Result<Arc<tessera_storage::TableMeta>> {
+        self.inner
+            .store
+            .snapshot()
+            .table(table)
+            .map(|t| t.meta.clone())
+            .ok_or_else(|| Error::user(format!("table '{table}' does not exist")))
+    }
+
+    pub(crate) fn identity(&self) -> &Arc<Identity> {
+        &self.inner.identity
+    }
+
+    /// Start the task that re-evaluates time-relative traits and segments
+    /// on the clock (once per database; needs a Tokio runtime; started by
+    /// `open` when called inside one). It stops when the database is
+    /// dropped.
+    pub fn spawn_clock(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.ticking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.inner.ticking.store(false, Ordering::SeqCst);
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let tick = self.inner.profiles.tick.min(std::time::Duration::from_secs(1));
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let db = Database { inner };
+                db.maintain_quietly().await;
+            }
+        });
+    }
+
+    /// Bring traits, attributes and segments up to date now (they are
+    /// also kept current after every statement and on the clock).
+    pub async fn maintain(&self) -> Result<()> {
+        self.inner.profiles.maintain(self, MaintenanceRun::Pending).await
+    }
+
+    /// Maintenance around statements: its errors do not fail the user's
+    /// statement (a segment that cannot be evaluated reports why in SHOW
+    /// SEGMENTS).
+    async fn maintain_quietly(&self) {
+        if self.inner.profiles.needs_maintenance(self) {
+            if let Err(e) = self.maintain().await {
+                eprintln!("tessera: keeping traits and segments current failed: {e}");
+            }
+        }
+    }
+
+    /// A live feed of a segment's entries and exits; with `snapshot`, it
+    /// starts with the current members (as entries).
+    pub fn subscribe_segment(&self, name: &str, snapshot: bool) -> Result<SegmentSubscription> {
+        self.inner.profiles.subscribe(name, snapshot)
+    }
+
+    /// The current members of a segment, in ascending order.
+    pub fn segment_members(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(self.inner.profiles.members(name)?.iter().map(|p| p as i64).collect())
+    }
+
+    /// The clock this database reads.
+    pub fn clock(&self) -> Arc<dyn crate::Clock> {
+        self.inner.profiles.clock.clone()
     }
 
     /// The storage layer underneath, for advanced use.
@@ -149,12 +240,20 @@ impl Database {
             .with_default_features()
             .with_catalog_list(self.inner.catalogs.clone())
             .build();
-        let lookup = ProfileLookup { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
+        let lookup = ProfileLookup {
+            store: self.inner.store.clone(),
+            state: self.inner.identity.state().clone(),
+            profiles: self.inner.profiles.clone(),
+        };
         state.register_udtf("profile_lookup", Arc::new(lookup));
         let path = LinkPath { store: self.inner.store.clone(), state: self.inner.identity.state().clone() };
         state.register_udtf("profile_link_path", Arc::new(path));
         // Registering a scalar function on a fresh state cannot clash.
         let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(crate::identity::system::profile_of_udf(self.inner.identity.state().clone())));
+        let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(crate::profiles::udf::in_segment_udf(self.inner.profiles.clone())));
+        if self.inner.profiles.custom_clock {
+            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(crate::profiles::udf::clock_now_udf(self.inner.profiles.clock.clone())));
+        }
         state
     }
 
@@ -162,13 +261,7 @@ impl Database {
     /// matched by name (every visible column must be present) and cast
     /// strictly to the table's types; returns the number of rows.
     pub async fn append(&self, table: &str, batches: Vec<RecordBatch>) -> Result<u64> {
-        let meta = self
-            .inner
-            .store
-            .snapshot()
-            .table(table)
-            .map(|t| t.meta.clone())
-            .ok_or_else(|| Error::user(format!("table '{table}' does not exist")))?;
+        let meta = self.table_meta(table)?;
         let mut full = Vec::with_capacity(batches.len());
         for b in &batches {
             full.push(ingest::conform_by_name(&meta, b)?);
@@ -286,6 +379,9 @@ pub enum Output {
     Affected { command: &'static str, rows: u64 },
     /// A statement without rows, by its command tag.
     Done { command: &'static str },
+    /// `SUBSCRIBE TO SEGMENT`: a feed that ends only when the segment is
+    /// dropped.
+    Subscription(SegmentSubscription),
 }
 
 impl std::fmt::Debug for Output {
@@ -294,6 +390,7 @@ impl std::fmt::Debug for Output {
             Output::Rows(s) => write!(f, "Rows({:?})", s.schema()),
             Output::Affected { command, rows } => write!(f, "{command} {rows}"),
             Output::Done { command } => write!(f, "{command}"),
+            Output::Subscription(s) => write!(f, "Subscription({})", s.segment()),
         }
     }
 }
@@ -305,6 +402,10 @@ impl Output {
             Output::Rows(stream) => Ok(stream.try_collect().await?),
             Output::Affected { rows, .. } => Ok(vec![count_batch(rows)?]),
             Output::Done { .. } => Ok(Vec::new()),
+            Output::Subscription(s) => Err(Error::user(format!(
+                "SUBSCRIBE TO SEGMENT {} streams until the segment is dropped; read it with Session::execute, not collect",
+                s.segment()
+            ))),
         }
     }
 }
@@ -375,10 +476,61 @@ impl Session {
         }
     }
 
-    /// Run one parsed statement.
+    /// Run one parsed statement. Traits and segments are brought up to
+    /// date before it (so it reads every earlier commit's effect on them)
+    /// and after it (so its own commit's effect is visible at once).
     pub async fn execute(&self, statement: Statement) -> Result<Output> {
+        self.db.maintain_quietly().await;
+        let output = self.execute_statement(statement).await;
+        self.db.maintain_quietly().await;
+        output
+    }
+
+    async fn execute_statement(&self, statement: Statement) -> Result<Output> {
         self.pin_snapshot();
+        let profiles = self.db.inner.profiles.clone();
         match statement {
+            Statement::SetTableTimeColumn { table, column } => {
+                self.set_time_column(&table, &column).await?;
+                Ok(Output::Done { command: "ALTER TABLE" })
+            }
+            Statement::CreateSegment(c) => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                self.check_free_name(&c.name, "segment")?;
+                profiles.create_segment(&self.db, c).await?;
+                Ok(Output::Done { command: "CREATE SEGMENT" })
+            }
+            Statement::DropSegment { name, if_exists } => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                profiles.drop_segment(&self.db, &name, if_exists).await?;
+                Ok(Output::Done { command: "DROP SEGMENT" })
+            }
+            Statement::ShowSegments => Ok(rows_output(profiles.show_segments()?)),
+            Statement::RefreshSegment { name } => {
+                profiles.refresh(&self.db, name.as_deref()).await?;
+                Ok(Output::Done { command: "REFRESH SEGMENT" })
+            }
+            Statement::SubscribeSegment { name, snapshot } => Ok(Output::Subscription(profiles.subscribe(&name, snapshot)?)),
+            Statement::CreateProfileColumn(def) => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                let command = match def.kind {
+                    tessera_sql::ProfileColumnKind::Trait => "CREATE TRAIT",
+                    tessera_sql::ProfileColumnKind::Attribute => "CREATE PROFILE ATTRIBUTE",
+                };
+                profiles.create_column(&self.db, def).await?;
+                Ok(Output::Done { command })
+            }
+            Statement::DropProfileColumn { name, if_exists, kind } => {
+                let _ddl = self.db.inner.ddl.lock().await;
+                profiles.drop_column(&self.db, &name, if_exists, kind).await?;
+                Ok(Output::Done {
+                    command: match kind {
+                        tessera_sql::ProfileColumnKind::Trait => "DROP TRAIT",
+                        tessera_sql::ProfileColumnKind::Attribute => "DROP PROFILE ATTRIBUTE",
+                    },
+                })
+            }
+            Statement::ShowTraits => Ok(rows_output(profiles.show_traits()?)),
             Statement::CreateTable { statement, options } => self.create_table(*statement, options).await,
             Statement::CopyFrom(copy) => {
                 let rows = ingest::copy_from(&self.db.inner.store, &self.db.inner.identity, &copy).await?;
@@ -433,6 +585,34 @@ impl Session {
         let table = table.to_string();
         let declaration = declaration.to_string();
         blocking(move || crate::identity::declare_on_existing(&store, &identity, &table, &declaration)).await
+    }
+
+    /// Segment names are their own namespace, but must not look like
+    /// something else's in error messages.
+    fn check_free_name(&self, name: &str, what: &str) -> Result<()> {
+        if name.is_empty() || name.len() > 63 {
+            return Err(Error::user(format!("{what} name '{name}' must be 1 to 63 characters")));
+        }
+        Ok(())
+    }
+
+    /// `ALTER TABLE t SET (time_column = 'c')`.
+    async fn set_time_column(&self, table: &str, column: &str) -> Result<()> {
+        let _ddl = self.db.inner.ddl.lock().await;
+        let meta = self.db.table_meta(table)?;
+        check_time_column(&meta.columns, table, column)?;
+        let users = self.db.inner.profiles.users_of_relation(table);
+        if !users.is_empty() {
+            return Err(Error::user(format!(
+                "cannot change the time column of '{table}' while {} read it; drop them first",
+                users.join(", ")
+            )));
+        }
+        let mut options = meta.options.clone();
+        options.insert(crate::profiles::columns::TIME_COLUMN_OPTION.to_string(), column.to_string());
+        let store = self.db.inner.store.clone();
+        let table = table.to_string();
+        blocking(move || Ok(store.alter_table(&table, Vec::new(), Some(options))?)).await
     }
 
     /// Every statement reads the state as of its start.
@@ -505,12 +685,15 @@ impl Session {
             }
             return self.execute(own.clone()).await;
         }
+        self.db.maintain_quietly().await;
         self.pin_snapshot();
         let plan = match params {
             Some(values) => prepared.plan.clone().replace_params_with_values(&values)?,
             None => prepared.plan.clone(),
         };
-        self.run_plan(plan, &prepared.references).await
+        let output = self.run_plan(plan, &prepared.references).await;
+        self.db.maintain_quietly().await;
+        output
     }
 
     async fn run_plan(&self, plan: LogicalPlan, references: &[TableReference]) -> Result<Output> {
@@ -619,6 +802,9 @@ impl Session {
             .iter()
             .map(|f| ColumnDef::new(f.name(), f.data_type().clone(), f.is_nullable()))
             .collect();
+        if let Some(column) = options.get(crate::profiles::columns::TIME_COLUMN_OPTION) {
+            check_time_column(&columns, &name, column)?;
+        }
         if let Some(declaration) = options.get(crate::identity::spec::IDENTIFIERS_OPTION) {
             let hidden = {
                 let state = self.db.inner.identity.read();
@@ -676,6 +862,10 @@ impl Session {
     }
 
     async fn drop_table_locked(&self, name: &str) -> Result<()> {
+        let users = self.db.inner.profiles.users_of_relation(name);
+        if !users.is_empty() {
+            return Err(Error::user(format!("cannot drop table '{name}': {} read it; drop them first", users.join(", "))));
+        }
         let dependents = self.db.inner.schema.dependents_of(name);
         if !dependents.is_empty() {
             return Err(Error::user(format!(
@@ -741,6 +931,10 @@ impl Session {
             }
             return Err(Error::user(format!("view '{name}' does not exist")));
         }
+        let users = self.db.inner.profiles.users_of_relation(&name);
+        if !users.is_empty() {
+            return Err(Error::user(format!("cannot drop view '{name}': segment {} reads it; drop it first", users.join(", "))));
+        }
         let dependents = schema.dependents_of(&name);
         if !dependents.is_empty() {
             return Err(Error::user(format!(
@@ -803,6 +997,19 @@ impl Prepared {
     /// The plan, for EXPLAIN-like inspection.
     pub fn plan(&self) -> &LogicalPlan {
         &self.plan
+    }
+}
+
+/// A time column must exist and hold a date or timestamp.
+fn check_time_column(columns: &[ColumnDef], table: &str, column: &str) -> Result<()> {
+    use arrow::datatypes::DataType as D;
+    match columns.iter().find(|c| !c.hidden && c.name == column) {
+        None => Err(Error::user(format!("table '{table}' has no column '{column}' to use as its time column"))),
+        Some(c) if matches!(c.data_type, D::Timestamp(..) | D::Date32 | D::Date64) => Ok(()),
+        Some(c) => Err(Error::user(format!(
+            "time column '{column}' of table '{table}' must be a TIMESTAMP or DATE, not {}",
+            c.data_type
+        ))),
     }
 }
 

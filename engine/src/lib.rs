@@ -15,10 +15,12 @@ mod database;
 mod error;
 mod identity;
 mod ingest;
+mod profiles;
 mod provider;
 mod text_format;
 
-pub use database::{Database, Options, Output, Prepared, Session, CATALOG, SCHEMA};
+pub use database::{Database, Options, Output, Prepared, Session, CATALOG, DEFAULT_REFRESH_INTERVAL, SCHEMA};
+pub use profiles::{Cause, Change, Clock, ManualClock, SegmentChange, SegmentSubscription, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use tessera_sql::{parse, Statement};
 /// The SQL dialect's types (statements, COPY options).

@@ -289,7 +289,24 @@ pub fn to_response(
             Ok(Response::Execution(if command == "INSERT" { tag.with_oid(0) } else { tag }))
         }
         Output::Done { command } => Ok(Response::Execution(Tag::new(command))),
+        Output::Subscription(subscription) => Ok(subscription_response(subscription)),
     }
+}
+
+/// `SUBSCRIBE TO SEGMENT`: a COPY-out stream of tab-separated rows
+/// (segment, profile_id, change, at, cause) that lasts until the segment
+/// is dropped or the client goes away.
+fn subscription_response(subscription: tessera::SegmentSubscription) -> Response {
+    let rows = subscription.into_stream().map(|change| {
+        change.map_err(to_pg).map(|c| {
+            let at = tessera::arrow::temporal_conversions::timestamp_us_to_datetime(c.at)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| c.at.to_string());
+            let line = format!("{}\t{}\t{}\t{}\t{}\n", c.segment, c.profile_id, c.change.as_str(), at, c.cause.as_str());
+            CopyData::new(line.into_bytes().into())
+        })
+    });
+    Response::CopyOut(CopyResponse::new(0, 5, rows))
 }
 
 const TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";

@@ -6,10 +6,13 @@
 //! [`Statement::DataFusion`]; Tessera's own forms get their own variants.
 //! This crate parses and never executes.
 
+mod profiles;
+
 use std::collections::BTreeMap;
 
 pub use datafusion_sql::parser::Statement as DFStatement;
 pub use datafusion_sql::sqlparser;
+pub use profiles::{ATTRIBUTE_RULES, DEFAULT_LIST_CAP, MAX_LIST_CAP, TRAIT_FUNCTIONS};
 use datafusion_sql::parser::DFParserBuilder;
 use datafusion_sql::sqlparser::ast::{
     CreateTableOptions, Expr, SqlOption, Statement as SqlStatement, Value,
@@ -138,6 +141,78 @@ pub enum Statement {
     /// `ALTER TABLE name SET (identifiers = '...')`: declare (or replace)
     /// the identifier columns of an existing table.
     SetTableIdentifiers { table: String, identifiers: String },
+    /// `ALTER TABLE name SET (time_column = 'column')`: the column that
+    /// says when a row's facts were true (its update or event time).
+    SetTableTimeColumn { table: String, column: String },
+    /// `CREATE [OR REPLACE] SEGMENT [IF NOT EXISTS] name AS query`.
+    CreateSegment(CreateSegment),
+    /// `DROP SEGMENT [IF EXISTS] name`.
+    DropSegment { name: String, if_exists: bool },
+    /// `SHOW SEGMENTS`.
+    ShowSegments,
+    /// `REFRESH SEGMENT name` (`None`: `REFRESH SEGMENTS`, every one).
+    RefreshSegment { name: Option<String> },
+    /// `SUBSCRIBE [TO] SEGMENT name [WITH (snapshot = false)]`.
+    SubscribeSegment { name: String, snapshot: bool },
+    /// `CREATE [OR REPLACE] TRAIT ...` and `CREATE [OR REPLACE] PROFILE
+    /// ATTRIBUTE ...`: a computed column of `profiles`.
+    CreateProfileColumn(ProfileColumnDef),
+    /// `DROP TRAIT [IF EXISTS] name` / `DROP PROFILE ATTRIBUTE [IF EXISTS] name`.
+    DropProfileColumn { name: String, if_exists: bool, kind: ProfileColumnKind },
+    /// `SHOW TRAITS`: traits and profile attributes.
+    ShowTraits,
+}
+
+/// `CREATE SEGMENT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSegment {
+    pub name: String,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    /// The query, as SQL text.
+    pub query: String,
+}
+
+/// Trait or attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ProfileColumnKind {
+    Trait,
+    Attribute,
+}
+
+/// One source column of a profile attribute (`table.column`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceColumn {
+    pub table: String,
+    pub column: String,
+}
+
+/// A computed column of `profiles`.
+///
+/// Traits: `CREATE TRAIT name AS function([DISTINCT] argument [, cap])
+/// FROM table [WHERE filter] [WITHIN interval]`.
+/// Attributes: `CREATE PROFILE ATTRIBUTE name FROM t.c [, t.c ...]
+/// [USING rule]`, where `function` holds the rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProfileColumnDef {
+    pub name: String,
+    pub kind: ProfileColumnKind,
+    #[serde(default)]
+    pub or_replace: bool,
+    /// Aggregate (traits) or survivorship rule (attributes), lower case.
+    pub function: String,
+    /// The aggregated expression as SQL text (`None` for `count(*)`).
+    pub argument: Option<String>,
+    #[serde(default)]
+    pub distinct: bool,
+    /// Cap on list sizes (`unique_list(x, 10)`).
+    pub cap: Option<u64>,
+    /// Trait: its one source table; attribute: the ranked source columns.
+    pub sources: Vec<SourceColumn>,
+    /// Row filter as SQL text.
+    pub filter: Option<String>,
+    /// Window as SQL interval text (`INTERVAL '90 days'`).
+    pub window: Option<String>,
 }
 
 /// Parse one or more `;`-separated statements.
@@ -196,6 +271,7 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
                 Statement::ResolveIdentities
             }
             Some(Own::SetTableIdentifiers) => parse_set_table_identifiers(&mut parser.parser)?,
+            Some(Own::Profiles) => profiles::parse_profile_statement(&mut parser.parser)?,
             None => {
                 let parsed = parser.parse_statement().map_err(|e| ParseError::new(e.strip_backtrace()))?;
                 lift_create_table_options(parsed)?
@@ -219,6 +295,8 @@ enum Own {
     ShowIdentifiers,
     ResolveIdentities,
     SetTableIdentifiers,
+    /// Segment, trait and attribute statements.
+    Profiles,
 }
 
 fn word_at(parser: &datafusion_sql::sqlparser::parser::Parser, n: usize) -> Option<String> {
@@ -238,6 +316,7 @@ fn own_statement_kind(parser: &datafusion_sql::sqlparser::parser::Parser) -> Opt
         "SHOW" if second.as_deref() == Some("IDENTIFIERS") => Some(Own::ShowIdentifiers),
         "RESOLVE" if second.as_deref() == Some("IDENTITIES") => Some(Own::ResolveIdentities),
         "ALTER" if second.as_deref() == Some("TABLE") && sets_identifiers(parser) => Some(Own::SetTableIdentifiers),
+        "CREATE" | "DROP" | "SHOW" | "REFRESH" | "SUBSCRIBE" => profiles::is_profile_statement(parser).then_some(Own::Profiles),
         "COPY" => {
             // COPY name [(cols)] FROM ... is ours; COPY ... TO is DataFusion's.
             if parser.peek_nth_token(1).token == Token::LParen {
@@ -417,7 +496,7 @@ fn sets_identifiers(parser: &datafusion_sql::sqlparser::parser::Parser) -> bool 
     for n in 3..8 {
         if word_at(parser, n).as_deref() == Some("SET") {
             return parser.peek_nth_token(n + 1).token == Token::LParen
-                && word_at(parser, n + 2).as_deref() == Some("IDENTIFIERS");
+                && matches!(word_at(parser, n + 2).as_deref(), Some("IDENTIFIERS") | Some("TIME_COLUMN"));
         }
     }
     false
@@ -472,11 +551,13 @@ fn parse_set_table_identifiers(parser: &mut datafusion_sql::sqlparser::parser::P
     parser.expect_keyword(Keyword::SET).map_err(perr)?;
     parser.expect_token(&Token::LParen).map_err(perr)?;
     let key = identifier_name(parser)?;
-    debug_assert_eq!(key, "identifiers");
     parser.expect_token(&Token::Eq).map_err(perr)?;
-    let identifiers = parser.parse_literal_string().map_err(perr)?;
+    let value = parser.parse_literal_string().map_err(perr)?;
     parser.expect_token(&Token::RParen).map_err(perr)?;
-    Ok(Statement::SetTableIdentifiers { table, identifiers })
+    match key.as_str() {
+        "identifiers" => Ok(Statement::SetTableIdentifiers { table, identifiers: value }),
+        _ => Ok(Statement::SetTableTimeColumn { table, column: value.trim().to_string() }),
+    }
 }
 
 /// Move `CREATE TABLE ... WITH (k = v, ...)` options out of the statement.

@@ -47,6 +47,12 @@ impl TableSnapshot {
         }
     }
 
+    /// The id the next appended row will get: rows with smaller ids are
+    /// in this snapshot (or were deleted before it).
+    pub fn next_row_id(&self) -> RowId {
+        self.next_row_id
+    }
+
     pub fn id(&self) -> TableId {
         self.meta.id
     }

@@ -91,6 +91,7 @@ fn options() -> Options {
     Options {
         storage: StoreOptions { flush_threshold_bytes: 8 * 1024, direct_segment_rows: 40, ..Default::default() },
         target_partitions: 2,
+        ..Default::default()
     }
 }
 

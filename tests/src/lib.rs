@@ -62,6 +62,9 @@ impl sqllogictest::AsyncDB for SltDb {
                 }
                 Output::Affected { rows, .. } => DBOutput::StatementComplete(rows),
                 Output::Done { .. } => DBOutput::StatementComplete(0),
+                Output::Subscription(s) => {
+                    return Err(tessera::Error::Unsupported(format!("SUBSCRIBE TO SEGMENT {} in a .slt file", s.segment())))
+                }
             };
         }
         Ok(last)

@@ -31,7 +31,7 @@ use parking_lot::{ArcRwLockWriteGuard, RawRwLock, RwLock};
 use tessera_storage::{ColumnDef, PendingCommit, Snapshot, Store, TableMeta, WriteTxn, ROW_ID_COLUMN};
 
 use crate::error::{Error, Result};
-use graph::{Graph, NodeId, ProfileEvent, Rules, TypeId};
+use graph::{Graph, NodeId, ProfileEvent, ProfileId, Rules, TypeId};
 use normalize::{key_of, Normalized, Normalizer};
 use spec::{IdentifierSpec, TableIdentity, MAX_IDENTIFIERS_PER_PROFILE, NEXT_TYPE_ID_KEY, TYPE_KEY_PREFIX};
 
@@ -41,7 +41,7 @@ pub const EVENTS_TABLE: &str = "_cdp_profile_events";
 pub const REJECTIONS_TABLE: &str = "identity_rejections";
 /// Names users cannot take for their own tables.
 pub const RESERVED_NAMES: &[&str] =
-    &[EVENTS_TABLE, REJECTIONS_TABLE, "profiles", "profile_identifiers", "profile_merges"];
+    &[EVENTS_TABLE, REJECTIONS_TABLE, "profiles", "profile_identifiers", "profile_merges", crate::profiles::CHANGES_TABLE, "profile_segments", "profile_traits"];
 
 /// A compiled identifier type.
 pub(crate) struct TypeInfo {
@@ -148,10 +148,37 @@ impl State {
     }
 }
 
+/// Rows appended to a table with identifiers by one commit.
+#[derive(Debug)]
+pub(crate) struct AppendedRows {
+    pub meta: Arc<TableMeta>,
+    pub first_row_id: u64,
+    /// The rows with their hidden identity columns; `None` when the commit
+    /// was too large to keep (consumers then recompute from the table).
+    pub batch: Option<RecordBatch>,
+}
+
+/// What one commit changed about profiles, for the maintenance of
+/// computed columns and segments (which runs after the commit).
+#[derive(Debug, Default)]
+pub(crate) struct CommitNotice {
+    pub appended: Vec<AppendedRows>,
+    /// Profiles whose rows were deleted, merged, split, or otherwise
+    /// changed in a way new rows alone do not describe.
+    pub affected: std::collections::BTreeSet<ProfileId>,
+    pub merged: std::collections::BTreeSet<ProfileId>,
+    pub split: std::collections::BTreeSet<ProfileId>,
+}
+
+/// Rows of one commit kept for delta maintenance, at most.
+const NOTICE_ROWS_LIMIT: usize = 200_000;
+
 /// The identity subsystem of one database.
 pub(crate) struct Identity {
     store: Store,
     state: Arc<RwLock<State>>,
+    /// Commits not yet seen by profile maintenance.
+    notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
     /// Nodes in the saved dictionary file.
     saved_nodes: parking_lot::Mutex<usize>,
 }
@@ -183,7 +210,12 @@ impl Identity {
         };
         let saved = dictionary.as_ref().map(|d| d.len()).unwrap_or(0);
         let state = build_state(&store.snapshot(), dictionary)?;
-        Ok(Identity { store, state: Arc::new(RwLock::new(state)), saved_nodes: parking_lot::Mutex::new(saved) })
+        Ok(Identity {
+            store,
+            state: Arc::new(RwLock::new(state)),
+            notices: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            saved_nodes: parking_lot::Mutex::new(saved),
+        })
     }
 
     /// Save the dictionary when it grew since the last save (checkpoint
@@ -223,7 +255,19 @@ impl Identity {
             rejections: Rejections::default(),
             touched: false,
             finished: false,
+            notice: CommitNotice::default(),
+            kept_rows: 0,
+            notices: self.notices.clone(),
         })
+    }
+
+    /// Take the notices of commits so far.
+    pub fn take_notices(&self) -> Vec<CommitNotice> {
+        std::mem::take(&mut *self.notices.lock())
+    }
+
+    pub fn has_notices(&self) -> bool {
+        !self.notices.lock().is_empty()
     }
 
     /// A writer when the table has identifiers (`None` otherwise).
@@ -511,6 +555,9 @@ pub(crate) struct IdWriter {
     rejections: Rejections,
     touched: bool,
     finished: bool,
+    notice: CommitNotice,
+    kept_rows: usize,
+    notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
 }
 
 impl IdWriter {
@@ -592,7 +639,15 @@ impl IdWriter {
         }
         columns[ti.link_index] = Arc::new(UInt32Array::from(masks));
         columns[ti.seen_index] = Arc::new(Int64Array::from(vec![self.now; n]));
-        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        let resolved = RecordBatch::try_new(batch.schema(), columns)?;
+        self.kept_rows += n;
+        let keep = self.kept_rows <= NOTICE_ROWS_LIMIT;
+        self.notice.appended.push(AppendedRows {
+            meta: Arc::new(meta.clone()),
+            first_row_id,
+            batch: keep.then(|| resolved.clone()),
+        });
+        Ok(resolved)
     }
 
     /// Take back the links of rows being deleted from a table (`rows`
@@ -622,6 +677,10 @@ impl IdWriter {
                     let node = n.value(row) as NodeId;
                     if !linked.contains(&node) {
                         linked.push(node);
+                    }
+                    // The row's profile before it goes: its values change.
+                    if let Some(pid) = self.state.graph.profile_of(node) {
+                        self.notice.affected.insert(pid);
                     }
                 }
             }
@@ -653,6 +712,23 @@ impl IdWriter {
     }
 
     fn log(&mut self, events: Vec<ProfileEvent>, table: Option<&str>, row: Option<u64>) {
+        for event in &events {
+            let n = &mut self.notice;
+            match event {
+                ProfileEvent::Merged { retired, survivor, .. } => {
+                    n.merged.extend([*retired, *survivor]);
+                    n.affected.extend([*retired, *survivor]);
+                }
+                ProfileEvent::Split { pid, from, .. } => {
+                    n.split.extend([*pid, *from]);
+                    n.affected.extend([*pid, *from]);
+                }
+                ProfileEvent::Deleted { pid } => {
+                    n.affected.insert(*pid);
+                }
+                ProfileEvent::Created { .. } | ProfileEvent::Moved { .. } => {}
+            }
+        }
         for event in events {
             self.events.push(LoggedEvent { event, table: table.map(str::to_string), row });
         }
@@ -696,13 +772,23 @@ impl Drop for IdWriter {
 
 /// Commit a transaction, resolving identities when a writer is given.
 /// `rows_appended` counts the user's rows only, not the identity logs'.
+/// Once durable, the commit's notice is queued for profile maintenance.
 pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> Result<tessera_storage::CommitInfo> {
     let logged = writer.as_ref().map(|w| (w.events.len() + w.rejections.len()) as u64).unwrap_or(0);
-    let pending = match writer {
-        Some(w) => w.commit(txn)?,
-        None => txn.prepare()?,
+    let (pending, notice) = match writer {
+        Some(mut w) => {
+            let notice = std::mem::take(&mut w.notice);
+            let queue = w.notices.clone();
+            (w.commit(txn)?, Some((notice, queue)))
+        }
+        None => (txn.prepare()?, None),
     };
     let mut info = pending.wait()?;
+    if let Some((notice, queue)) = notice {
+        if !notice.appended.is_empty() || !notice.affected.is_empty() {
+            queue.lock().push(notice);
+        }
+    }
     info.rows_appended -= logged.min(info.rows_appended);
     store.maybe_flush()?;
     Ok(info)

@@ -236,6 +236,8 @@ fn ts_field(name: &str) -> Field {
 pub(crate) struct SystemTable {
     store: Store,
     state: Arc<RwLock<State>>,
+    /// Computed columns of `profiles` and segments for `in_segment`.
+    profiles: Option<Arc<crate::profiles::Profiles>>,
     relation: SystemRelation,
     schema: SchemaRef,
     /// Fixed profiles (a `profile_lookup` call); `None` for all.
@@ -254,7 +256,13 @@ fn identity_tables(snap: &Snapshot) -> Result<Vec<(Arc<tessera_storage::TableSna
 }
 
 impl SystemTable {
-    pub fn new(store: Store, state: Arc<RwLock<State>>, relation: SystemRelation, fixed: Option<BTreeSet<ProfileId>>) -> Result<SystemTable> {
+    pub fn new(
+        store: Store,
+        state: Arc<RwLock<State>>,
+        profiles: Option<Arc<crate::profiles::Profiles>>,
+        relation: SystemRelation,
+        fixed: Option<BTreeSet<ProfileId>>,
+    ) -> Result<SystemTable> {
         let snap = store.snapshot();
         let schema = match relation {
             SystemRelation::Profiles => {
@@ -269,6 +277,11 @@ impl SystemTable {
                 }
                 for (t, _) in identity_tables(&snap)? {
                     fields.push(Field::new(format!("{}_rows", t.name()), DataType::Int64, false));
+                }
+                if let Some(p) = &profiles {
+                    for (name, c) in p.columns.read().iter() {
+                        fields.push(Field::new(name, c.compiled.data_type.clone(), true));
+                    }
                 }
                 Schema::new(fields)
             }
@@ -290,29 +303,53 @@ impl SystemTable {
                 Field::new("source_row", DataType::Int64, true),
             ]),
         };
-        Ok(SystemTable { store, state, relation, schema: Arc::new(schema), fixed })
+        Ok(SystemTable { store, state, profiles, relation, schema: Arc::new(schema), fixed })
     }
 
-    fn targets(&self, filters: &[Expr]) -> Option<BTreeSet<ProfileId>> {
+    /// The profiles the filters restrict the relation to (sorted), from
+    /// `profile_id = / IN` filters and `in_segment` bitmaps.
+    fn targets(&self, filters: &[Expr]) -> Result<Option<Vec<ProfileId>>> {
         if self.relation == SystemRelation::ProfileMerges {
-            return None;
+            return Ok(None);
         }
-        match (self.fixed.clone(), filter_targets(filters)) {
-            (Some(fixed), Some(asked)) => Some(fixed.intersection(&asked).copied().collect()),
-            (fixed, asked) => fixed.or(asked),
+        let mut set: Option<roaring::RoaringTreemap> = self.fixed.as_ref().map(|f| f.iter().copied().collect());
+        let mut narrow = |s: roaring::RoaringTreemap| {
+            set = Some(match set.take() {
+                Some(old) => old & s,
+                None => s,
+            });
+        };
+        if let Some(asked) = filter_targets(filters) {
+            narrow(asked.into_iter().collect());
         }
+        if let Some(profiles) = &self.profiles {
+            for f in filters {
+                if let Some(members) = crate::profiles::segment_filter(profiles, f, &|| {
+                    self.state.read().graph.anchors().map(|(p, _)| p).collect()
+                })? {
+                    narrow(members);
+                }
+            }
+        }
+        Ok(set.map(|s| s.into_iter().collect()))
     }
 
-    fn compute(&self, targets: Option<&BTreeSet<ProfileId>>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+    fn compute(&self, targets: Option<&[ProfileId]>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
         let snap = self.store.snapshot();
         match self.relation {
             SystemRelation::Profiles => self.profiles(&snap, targets, projection),
-            SystemRelation::ProfileIdentifiers => self.identifiers(&snap, targets),
+            SystemRelation::ProfileIdentifiers => {
+                let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().copied().collect());
+                self.identifiers(&snap, set.as_ref())
+            }
             SystemRelation::ProfileMerges => self.merges(&snap),
         }
     }
 
-    fn profiles(&self, snap: &Snapshot, targets: Option<&BTreeSet<ProfileId>>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+    /// The `profiles` relation, only the projected columns (computing
+    /// identifier counts walks each profile's members, and row counts scan
+    /// the source tables: skipped unless asked for).
+    fn profiles(&self, snap: &Snapshot, targets: Option<&[ProfileId]>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
         let state = self.state.read();
         state.check_usable()?;
         let graph = &state.graph;
@@ -321,50 +358,58 @@ impl SystemTable {
             None => graph.anchors().map(|(p, _)| p).collect(),
         };
         pids.sort_unstable();
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let wanted = projection.unwrap_or(&all);
         let type_names: Vec<(String, u16)> = state.types.values().map(|t| (t.spec.name.clone(), t.spec.id)).collect();
-        let mut created = Vec::with_capacity(pids.len());
-        let mut last_seen = Vec::with_capacity(pids.len());
-        let mut total = Vec::with_capacity(pids.len());
-        let mut per_type: Vec<Vec<i64>> = vec![Vec::with_capacity(pids.len()); type_names.len()];
-        for p in &pids {
-            let a = graph.anchor(*p).map(|a| a.created).unwrap_or(0);
-            created.push(i64::from(a) * 1_000_000);
-            let members = graph.members(*p);
-            last_seen.push(members.iter().map(|m| i64::from(graph.seen(*m).1)).max().unwrap_or(0) * 1_000_000);
-            total.push(members.len() as i64);
-            for (i, (_, id)) in type_names.iter().enumerate() {
-                per_type[i].push(members.iter().filter(|m| graph.type_of(**m) == *id).count() as i64);
-            }
-        }
-        let tables = identity_tables(snap)?;
         let first_rows_column = 4 + type_names.len();
-        let wants_rows = match projection {
-            Some(p) => p.iter().any(|i| *i >= first_rows_column),
-            None => true,
-        };
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(pids.iter().map(|p| *p as i64))),
-            Arc::new(TimestampMicrosecondArray::from(created)),
-            Arc::new(TimestampMicrosecondArray::from(last_seen)),
-            Arc::new(Int64Array::from(total)),
-        ];
-        for v in per_type {
-            columns.push(Arc::new(Int64Array::from(v)));
-        }
-        let index: HashMap<ProfileId, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        for (table, ti) in &tables {
-            let mut counts = vec![0i64; pids.len()];
-            if wants_rows && !pids.is_empty() {
-                let nodes = targets.map(|t| target_nodes(&state, t));
-                for_each_row_profile(table, ti, &state, nodes.as_deref(), |pid| {
-                    if let Some(i) = index.get(&pid) {
-                        counts[*i] += 1;
+        let tables = identity_tables(snap)?;
+        let first_computed = first_rows_column + tables.len();
+        let needs_members = wanted.iter().any(|i| (2..first_rows_column).contains(i));
+        let members: Vec<Vec<NodeId>> = if needs_members { pids.iter().map(|p| graph.members(*p)).collect() } else { Vec::new() };
+        let index: HashMap<ProfileId, usize> =
+            if wanted.iter().any(|i| (first_rows_column..first_computed).contains(i)) { pids.iter().enumerate().map(|(i, p)| (*p, i)).collect() } else { HashMap::new() };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(wanted.len());
+        for &i in wanted {
+            let column: ArrayRef = match i {
+                0 => Arc::new(Int64Array::from_iter_values(pids.iter().map(|p| *p as i64))),
+                1 => Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    pids.iter().map(|p| i64::from(graph.anchor(*p).map(|a| a.created).unwrap_or(0)) * 1_000_000),
+                )),
+                2 => Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    members.iter().map(|m| m.iter().map(|n| i64::from(graph.seen(*n).1)).max().unwrap_or(0) * 1_000_000),
+                )),
+                3 => Arc::new(Int64Array::from_iter_values(members.iter().map(|m| m.len() as i64))),
+                i if i < first_rows_column => {
+                    let id = type_names[i - 4].1;
+                    Arc::new(Int64Array::from_iter_values(members.iter().map(|m| m.iter().filter(|n| graph.type_of(**n) == id).count() as i64)))
+                }
+                i if i < first_computed => {
+                    let (table, ti) = &tables[i - first_rows_column];
+                    let mut counts = vec![0i64; pids.len()];
+                    if !pids.is_empty() {
+                        let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().copied().collect());
+                        let nodes = set.as_ref().map(|t| target_nodes(&state, t));
+                        for_each_row_profile(table, ti, &state, nodes.as_deref(), |pid| {
+                            if let Some(i) = index.get(&pid) {
+                                counts[*i] += 1;
+                            }
+                        })?;
                     }
-                })?;
-            }
-            columns.push(Arc::new(Int64Array::from(counts)));
+                    Arc::new(Int64Array::from(counts))
+                }
+                i => {
+                    let name = self.schema.field(i).name();
+                    let profiles = self.profiles.as_ref().ok_or_else(|| Error::internal("computed profile column without its state"))?;
+                    let columns = profiles.columns.read();
+                    let state = columns.get(name).ok_or_else(|| Error::user(format!("profile column '{name}' was dropped; run the query again")))?;
+                    crate::profiles::columns::values_for(state, &pids)?
+                }
+            };
+            columns.push(column);
         }
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        let schema = Arc::new(self.schema.project(wanted)?);
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(pids.len()));
+        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
     }
 
     fn identifiers(&self, snap: &Snapshot, targets: Option<&BTreeSet<ProfileId>>) -> Result<RecordBatch> {
@@ -512,8 +557,13 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let targets = self.targets(filters);
-        let batch = self.compute(targets.as_ref(), projection).map_err(to_df)?;
+        let targets = self.targets(filters).map_err(to_df)?;
+        let batch = self.compute(targets.as_deref(), projection).map_err(to_df)?;
+        if self.relation == SystemRelation::Profiles {
+            // Already projected.
+            let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            return mem.scan(state, None, &[], limit).await;
+        }
         let mem = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
         mem.scan(state, projection, &[], limit).await
     }
@@ -526,6 +576,7 @@ impl TableProvider for SystemTable {
 pub(crate) struct ProfileLookup {
     pub store: Store,
     pub state: Arc<RwLock<State>>,
+    pub profiles: Arc<crate::profiles::Profiles>,
 }
 
 fn string_arg(e: &Expr, what: &str) -> DfResult<String> {
@@ -561,7 +612,7 @@ impl TableFunctionImpl for ProfileLookup {
             }
         };
         let fixed: BTreeSet<ProfileId> = pid.into_iter().collect();
-        let table = SystemTable::new(self.store.clone(), self.state.clone(), SystemRelation::Profiles, Some(fixed)).map_err(to_df)?;
+        let table = SystemTable::new(self.store.clone(), self.state.clone(), Some(self.profiles.clone()), SystemRelation::Profiles, Some(fixed)).map_err(to_df)?;
         Ok(Arc::new(table))
     }
 }
