@@ -4,6 +4,7 @@ mod api;
 mod child;
 mod crash;
 mod identity_model;
+mod profiles_model;
 mod slt;
 mod storage_model;
 mod wire;
