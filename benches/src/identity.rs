@@ -16,7 +16,7 @@ use tessera::{Database, Options};
 
 /// First value of a column as an integer (counts come back as Int64 or
 /// UInt64).
-fn int(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
+pub(crate) fn int(batches: &[arrow::array::RecordBatch], col: usize) -> i64 {
     batches
         .first()
         .and_then(|b| arrow::compute::cast(b.column(col), &arrow::datatypes::DataType::Int64).ok())
@@ -99,7 +99,7 @@ async fn labelled_rows(dir: &Path, data: &Path) -> anyhow::Result<Vec<(i64, u64)
     Ok(out)
 }
 
-async fn load_all(db: &Database, data: &Path, with_identifiers: bool) -> anyhow::Result<u64> {
+pub(crate) async fn load_all(db: &Database, data: &Path, with_identifiers: bool) -> anyhow::Result<u64> {
     let s = db.session();
     if with_identifiers {
         for statement in tessera_server::demo::setup_statements() {
@@ -124,12 +124,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0.0)
 }
 
-pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
-    let data = work.join(format!("data-{people}"));
-    if !data.join("web_events.parquet").exists() {
-        tessera_datagen::generate(&tessera_datagen::Config::new(people, 42), &data, tessera_datagen::Formats::BOTH)?;
-    }
-    // The identifier columns, for the DuckDB side.
+/// The identifier columns of each table, for the DuckDB side.
+pub(crate) fn write_identity_spec(work: &Path) -> anyhow::Result<()> {
     let spec: Vec<String> = tessera_datagen::tables()
         .iter()
         .map(|t| {
@@ -138,6 +134,15 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
         })
         .collect();
     std::fs::write(work.join("identity_spec.json"), format!("{{{}}}", spec.join(", ")))?;
+    Ok(())
+}
+
+pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
+    let data = work.join(format!("data-{people}"));
+    if !data.join("web_events.parquet").exists() {
+        tessera_datagen::generate(&tessera_datagen::Config::new(people, 42), &data, tessera_datagen::Formats::BOTH)?;
+    }
+    write_identity_spec(work)?;
     let mut out = super::serde_like::Obj::new();
     out.num("people", people as f64);
 

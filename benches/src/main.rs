@@ -16,6 +16,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use tessera::Database;
 
 mod identity;
+mod segments;
 
 const EVENT_TYPES: [&str; 8] = ["page_view", "product_view", "add_to_cart", "checkout", "purchase", "email_open", "email_click", "app_open"];
 const CHANNELS: [&str; 5] = ["web", "ios", "android", "email", "store"];
@@ -181,7 +182,7 @@ mod serde_like {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE";
+    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench segments WORK_DIR PEOPLE";
     match args.get(1).map(String::as_str) {
         Some("foundation") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
@@ -193,6 +194,12 @@ async fn main() -> anyhow::Result<()> {
             let work = PathBuf::from(args.get(2).context(usage)?);
             let people = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
             println!("{}", identity::run(&work, people).await?);
+            Ok(())
+        }
+        Some("segments") => {
+            let work = PathBuf::from(args.get(2).context(usage)?);
+            let people = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
+            println!("{}", segments::run(&work, people).await?);
             Ok(())
         }
         Some("generate") => {

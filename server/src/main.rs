@@ -101,7 +101,7 @@ async fn load_demo(db: &Database, people: u64) -> anyhow::Result<()> {
         .and_then(|b| b.column(0).as_any().downcast_ref::<tessera::arrow::array::Int64Array>().map(|a| a.value(0)))
         .unwrap_or(0);
     tessera_server::server::log(&format!(
-        "--demo: loaded {rows} rows into {} tables in {:.1} s; {profiles} unified profiles (try: SELECT * FROM profiles LIMIT 10)",
+        "--demo: loaded {rows} rows into {} tables in {:.1} s; {profiles} unified profiles (try: SELECT * FROM profiles LIMIT 10; SHOW SEGMENTS)",
         loaded.len(),
         started.elapsed().as_secs_f64()
     ));

@@ -262,6 +262,37 @@ fn python_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The README's first command: demo data with unified profiles, traits
+/// and the headline segment, reachable from psql at once.
+#[test]
+fn demo_shows_profiles_and_segments() -> anyhow::Result<()> {
+    let server = Server::start_with(tempfile::tempdir()?, &["--demo", "--demo-people", "2000"])?;
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT name FROM profile_segments ORDER BY name"])?;
+    assert!(ok && out.split_whitespace().collect::<Vec<_>>() == ["engaged_browsers", "high_value", "lapsed"], "{out}{err}");
+    let query = "SELECT count(*), min(ltv) > 500, count(*) FILTER (WHERE last_purchase >= now() - INTERVAL '90 days') = count(*) \
+                 FROM profiles WHERE in_segment(profile_id, 'high_value')";
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", query])?;
+    let fields: Vec<&str> = out.trim().split('|').collect();
+    assert!(ok && fields.len() == 3, "{out}{err}");
+    let members: u64 = fields[0].parse()?;
+    assert!(members > 0 && fields[1] == "t" && fields[2] == "t", "{out}");
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT count(*) FROM segment_changes WHERE segment = 'high_value'"])?;
+    assert!(ok && out.trim().parse::<u64>()? == members, "{out}{err}");
+    Ok(())
+}
+
+/// Segments from psycopg: the headline segment, and a live subscription.
+#[test]
+fn segments_and_subscriptions() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let out = run_python("segments_client.py", server.port, server.dir())?;
+    assert!(out.contains("segments ok"), "{out}");
+    // The server outlived the subscriber that went away mid-stream.
+    let (ok, out, err) = psql(server.port, &["-c", "SELECT count(*) FROM segment_changes"])?;
+    assert!(ok && out.contains('3'), "{out}{err}");
+    Ok(())
+}
+
 /// What Metabase, DBeaver, Grafana, psql and pgcli send on connect.
 #[test]
 fn bi_tool_catalog_queries() -> anyhow::Result<()> {
