@@ -93,8 +93,9 @@ pub async fn load(db: &Database, people: u64, seed: u64) -> anyhow::Result<BTree
     }
     // The demo's history ends today, so "the past 90 days" has people in it.
     let mut config = Config::new(people, seed);
-    let day = 86_400_000_000i64;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+    // (The generator counts in seconds.)
+    let day = 86_400i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     config.window_end = now - now.rem_euclid(day);
     let batches = tokio::task::spawn_blocking(move || -> anyhow::Result<BTreeMap<&'static str, Vec<RecordBatch>>> {
         let mut by_table: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();

@@ -289,24 +289,36 @@ pub fn to_response(
             Ok(Response::Execution(if command == "INSERT" { tag.with_oid(0) } else { tag }))
         }
         Output::Done { command } => Ok(Response::Execution(Tag::new(command))),
-        Output::Subscription(subscription) => Ok(subscription_response(subscription)),
+        Output::Subscription(s) => Err(pg_error(
+            "0A000",
+            format!("SUBSCRIBE TO SEGMENT {} streams over the simple query protocol (psql, psycopg's cursor.copy), not as a prepared statement", s.segment()),
+        )),
     }
 }
 
 /// `SUBSCRIBE TO SEGMENT`: a COPY-out stream of tab-separated rows
-/// (segment, profile_id, change, at, cause) that lasts until the segment
-/// is dropped or the client goes away.
-fn subscription_response(subscription: tessera::SegmentSubscription) -> Response {
-    let rows = subscription.into_stream().map(|change| {
-        change.map_err(to_pg).map(|c| {
-            let at = tessera::arrow::temporal_conversions::timestamp_us_to_datetime(c.at)
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| c.at.to_string());
-            let line = format!("{}\t{}\t{}\t{}\t{}\n", c.segment, c.profile_id, c.change.as_str(), at, c.cause.as_str());
-            CopyData::new(line.into_bytes().into())
-        })
-    });
-    Response::CopyOut(CopyResponse::new(0, 5, rows))
+/// (segment, profile_id, change, at, cause), each sent (and flushed) as it
+/// happens, until the segment is dropped or the client goes away; then
+/// `COPY n`.
+async fn stream_subscription<C>(client: &mut C, mut subscription: tessera::SegmentSubscription) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use pgwire::messages::copy::CopyOutResponse;
+    client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, 5, vec![0; 5]))).await?;
+    let mut rows = 0usize;
+    while let Some(c) = subscription.next().await.map_err(to_pg)? {
+        let at = tessera::arrow::temporal_conversions::timestamp_us_to_datetime(c.at)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| c.at.to_string());
+        let line = format!("{}\t{}\t{}\t{}\t{}\n", c.segment, c.profile_id, c.change.as_str(), at, c.cause.as_str());
+        client.send(PgWireBackendMessage::CopyData(CopyData::new(line.into_bytes().into()))).await?;
+        rows += 1;
+    }
+    client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
 }
 
 const TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
@@ -545,6 +557,7 @@ impl SimpleQueryHandler for Handler {
             let deadline = statement_timeout(&conn).map(|d| tokio::time::Instant::now() + d);
             let outcome = match &kind {
                 Kind::Engine(statement) => match timed(deadline, conn.session.execute((**statement).clone())).await {
+                    Ok(tessera::Output::Subscription(subscription)) => stream_subscription(client, subscription).await,
                     Ok(output) => to_response(output, &Format::UnifiedText, format_options(client), deadline),
                     Err(e) => Err(e),
                 },
