@@ -54,6 +54,10 @@ struct Inner {
     profiles: Arc<Profiles>,
     /// The clock-tick task runs (at most one).
     ticking: std::sync::atomic::AtomicBool,
+    /// A session state built once for internal queries (building one
+    /// costs milliseconds); kept here, not in `Profiles`, because it
+    /// refers to `Profiles` through the catalog.
+    internal_state: parking_lot::Mutex<Option<SessionState>>,
     schema: Arc<TesseraSchema>,
     catalogs: Arc<dyn CatalogProviderList>,
     options: Options,
@@ -114,6 +118,7 @@ impl Database {
                 identity,
                 profiles,
                 ticking: std::sync::atomic::AtomicBool::new(false),
+                internal_state: parking_lot::Mutex::new(None),
                 schema,
                 catalogs: Arc::new(catalogs),
                 options,
@@ -135,6 +140,11 @@ impl Database {
             .table(table)
             .map(|t| t.meta.clone())
             .ok_or_else(|| Error::user(format!("table '{table}' does not exist")))
+    }
+
+    /// A clone of the state internal queries start from.
+    pub(crate) fn cached_session_state(&self) -> SessionState {
+        self.inner.internal_state.lock().get_or_insert_with(|| self.new_state()).clone()
     }
 
     pub(crate) fn identity(&self) -> &Arc<Identity> {

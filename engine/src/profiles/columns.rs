@@ -10,6 +10,7 @@
 //! when the aggregate allows it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
@@ -97,6 +98,51 @@ pub(crate) struct ColumnState {
     pub full_as_of: Box<[u64]>,
     /// Set when the values must be computed from scratch before use.
     pub stale: bool,
+    /// Bumped at every change of `cells`.
+    pub version: u64,
+    /// The values as one array over the sorted profile ids, for the
+    /// version it was built at.
+    pub cache: parking_lot::Mutex<Option<(u64, Arc<Vec<ProfileId>>, ArrayRef)>>,
+}
+
+impl ColumnState {
+    pub fn new(compiled: Compiled) -> ColumnState {
+        let n = compiled.sources.len();
+        ColumnState {
+            compiled,
+            cells: HashMap::new(),
+            full_as_of: vec![0; n].into(),
+            stale: true,
+            version: 0,
+            cache: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Record that `cells` changed.
+    pub fn touched(&mut self) {
+        self.version += 1;
+    }
+
+    /// Sorted profile ids with values, and the values in that order.
+    fn sorted(&self) -> Result<(Arc<Vec<ProfileId>>, ArrayRef)> {
+        let mut cache = self.cache.lock();
+        if let Some((v, keys, values)) = cache.as_ref() {
+            if *v == self.version {
+                return Ok((keys.clone(), values.clone()));
+            }
+        }
+        let mut keys: Vec<ProfileId> = self.cells.keys().copied().collect();
+        keys.sort_unstable();
+        let values = if keys.is_empty() {
+            arrow::array::new_empty_array(&self.compiled.data_type)
+        } else {
+            let array = ScalarValue::iter_to_array(keys.iter().map(|k| self.cells[k].value.clone()))?;
+            if array.data_type() == &self.compiled.data_type { array } else { cast(&array, &self.compiled.data_type)? }
+        };
+        let keys = Arc::new(keys);
+        *cache = Some((self.version, keys.clone(), values.clone()));
+        Ok((keys, values))
+    }
 }
 
 fn quote(name: &str) -> String {
@@ -354,19 +400,32 @@ pub(crate) fn combine(how: Combine, kept: &mut Cell, new: Cell) -> Result<()> {
     Ok(())
 }
 
-/// The column's values for `pids`, in order.
+/// The column's values for `pids` (sorted ascending), in order: a merge
+/// of the sorted ids with the cached sorted values, then one `take`.
 pub(crate) fn values_for(state: &ColumnState, pids: &[ProfileId]) -> Result<ArrayRef> {
+    debug_assert!(pids.windows(2).all(|w| w[0] < w[1]), "profile ids must be sorted and distinct");
+    let (keys, values) = state.sorted()?;
+    let mut indices = arrow::array::UInt32Builder::with_capacity(pids.len());
+    let mut k = 0usize;
+    for p in pids {
+        while k < keys.len() && keys[k] < *p {
+            k += 1;
+        }
+        if k < keys.len() && keys[k] == *p {
+            indices.append_value(k as u32);
+        } else {
+            indices.append_null();
+        }
+    }
+    let taken = arrow::compute::take(values.as_ref(), &indices.finish(), None)?;
     let empty = state.compiled.empty_value()?;
-    let scalars = pids.iter().map(|p| state.cells.get(p).map(|c| c.value.clone()).unwrap_or_else(|| empty.clone()));
-    if pids.is_empty() {
-        return Ok(arrow::array::new_empty_array(&state.compiled.data_type));
+    if empty.is_null() || taken.null_count() == 0 {
+        return Ok(taken);
     }
-    let array = ScalarValue::iter_to_array(scalars)?;
-    if array.data_type() == &state.compiled.data_type {
-        Ok(array)
-    } else {
-        Ok(cast(&array, &state.compiled.data_type)?)
-    }
+    // Counts are 0, not NULL, for profiles without rows.
+    let missing = arrow::compute::is_null(&taken)?;
+    let fill = empty.to_scalar()?;
+    Ok(arrow::compute::kernels::zip::zip(&missing, &fill, &taken)?)
 }
 
 /// Definitions persisted in storage metadata, by name.

@@ -36,12 +36,38 @@ pub(crate) enum Run {
     Refresh,
 }
 
-/// Run one query at a snapshot.
-pub(crate) async fn run_query(db: &Database, snap: &Arc<Snapshot>, sql: &str) -> Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new_with_state(db.new_session_state());
-    ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snap.clone())));
-    let plan = plan_query(&ctx, sql).await?;
-    Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
+impl Profiles {
+    /// A context reading `snap` (session state built once, then cloned:
+    /// building one registers every function and costs milliseconds).
+    fn ctx_at(&self, db: &Database, snap: &Arc<Snapshot>) -> SessionContext {
+        let state = db.cached_session_state();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snap.clone())));
+        ctx
+    }
+
+    /// Run one query at a snapshot.
+    async fn run_query(&self, db: &Database, snap: &Arc<Snapshot>, sql: &str) -> Result<Vec<RecordBatch>> {
+        let ctx = self.ctx_at(db, snap);
+        let plan = plan_query(&ctx, sql).await?;
+        Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
+    }
+
+    /// A context without the database's tables, for deltas.
+    fn scratch_ctx(&self) -> SessionContext {
+        let state = self
+            .scratch_state
+            .lock()
+            .get_or_insert_with(|| {
+                let ctx = SessionContext::new();
+                if self.custom_clock {
+                    ctx.register_udf(super::udf::clock_now_udf(self.clock.clone()));
+                }
+                ctx.state()
+            })
+            .clone();
+        SessionContext::new_with_state(state)
+    }
 }
 
 async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan> {
@@ -207,7 +233,7 @@ impl Profiles {
             } else if !recompute.is_empty() {
                 let pids: Vec<ProfileId> = recompute.into_iter().collect();
                 let as_of = compiled.as_of(snap);
-                let batches = run_query(db, snap, &compiled.sql(&compiled.own_tables(), Some(&pids))).await?;
+                let batches = self.run_query(db, snap, &compiled.sql(&compiled.own_tables(), Some(&pids))).await?;
                 let fresh = columns::cells_of(&batches, &compiled.data_type, &as_of)?;
                 let mut guard = self.columns.write();
                 if let Some(state) = guard.get_mut(compiled.name()) {
@@ -215,6 +241,7 @@ impl Profiles {
                         state.cells.remove(p);
                     }
                     state.cells.extend(fresh);
+                    state.touched();
                 }
             }
         }
@@ -226,29 +253,28 @@ impl Profiles {
         let mut compiled = compiled.clone();
         if compiled.data_type == DataType::Null {
             // Loaded from storage: the type comes from planning it again.
-            let ctx = SessionContext::new_with_state(db.new_session_state());
-            ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snap.clone())));
+            let ctx = self.ctx_at(db, snap);
             let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables(), None)).await?;
             compiled.data_type = plan.schema().field(1).data_type().clone();
         }
         let as_of = compiled.as_of(snap);
-        let batches = run_query(db, snap, &compiled.sql(&compiled.own_tables(), None)).await?;
+        let batches = self.run_query(db, snap, &compiled.sql(&compiled.own_tables(), None)).await?;
         let cells: HashMap<ProfileId, Cell> = columns::cells_of(&batches, &compiled.data_type, &as_of)?.into_iter().collect();
         if let Some(state) = self.columns.write().get_mut(compiled.name()) {
             state.cells = cells;
             state.full_as_of = as_of;
             state.stale = false;
             state.compiled.data_type = compiled.data_type;
+            state.touched();
         }
         Ok(())
     }
 
     /// A column over just-appended rows of source `i`.
     async fn delta(&self, compiled: &Compiled, i: usize, batch: &RecordBatch) -> Result<Vec<(ProfileId, Cell)>> {
-        let ctx = SessionContext::new();
-        if self.custom_clock {
-            ctx.register_udf(super::udf::clock_now_udf(self.clock.clone()));
-        }
+        let ctx = self.scratch_ctx();
+        // The scratch catalog is shared by every delta (one at a time).
+        let _ = ctx.deregister_table(DELTA_TABLE);
         ctx.register_table(DELTA_TABLE, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?))?;
         let names: Vec<Option<String>> = (0..compiled.sources.len()).map(|j| (j == i).then(|| DELTA_TABLE.to_string())).collect();
         let plan = plan_query(&ctx, &compiled.sql(&names, None)).await?;
@@ -266,6 +292,7 @@ impl Profiles {
             // The last full computation already saw these rows.
             return Ok(());
         }
+        state.touched();
         let full_as_of = state.full_as_of.clone();
         for (pid, mut cell) in cells {
             if recomputed.contains(&pid) {
@@ -395,7 +422,7 @@ impl Profiles {
         if let Some(pids) = only {
             sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids)));
         }
-        segments::members_of(&run_query(db, snap, &sql).await?)
+        segments::members_of(&self.run_query(db, snap, &sql).await?)
     }
 
     /// Append changes to `segment_changes` (one transaction).
@@ -453,19 +480,14 @@ impl Profiles {
         let mut compiled = Compiled::new(def.clone(), &snap)?;
         // Plan it once: errors in the expressions show now, and the plan
         // tells the value's type.
-        let ctx = SessionContext::new_with_state(db.new_session_state());
-        ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snap.clone())));
+        let ctx = self.ctx_at(db, &snap);
         let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables(), None))
             .await
             .map_err(|e| Error::user(format!("{what} '{name}' cannot be computed: {e}")))?;
         compiled.data_type = plan.schema().field(1).data_type().clone();
         let stored = ProfileColumnDef { or_replace: false, ..def };
         let json = serde_json::to_string(&stored).map_err(|e| Error::internal(e.to_string()))?;
-        let n = compiled.sources.len();
-        let previous = self.columns.write().insert(
-            name.clone(),
-            ColumnState { compiled: compiled.clone(), cells: HashMap::new(), full_as_of: vec![0; n].into(), stale: true },
-        );
+        let previous = self.columns.write().insert(name.clone(), ColumnState::new(compiled.clone()));
         if let Err(e) = self.compute_full(db, &snap, &compiled).await {
             match previous {
                 Some(p) => self.columns.write().insert(name.clone(), p),
@@ -566,8 +588,7 @@ impl Profiles {
             }
         }
         // The query must plan and return profile ids.
-        let ctx = SessionContext::new_with_state(db.new_session_state());
-        ctx.state_ref().write().config_mut().set_extension(Arc::new(PinnedSnapshot(snap.clone())));
+        let ctx = self.ctx_at(db, &snap);
         let plan = plan_query(&ctx, &c.query).await.map_err(|e| Error::user(format!("segment '{name}': {e}")))?;
         match plan.schema().fields().iter().find(|f| f.name() == PROFILE_ID_COLUMN) {
             Some(f) if f.data_type().is_integer() => {}

@@ -59,6 +59,9 @@ pub(crate) struct Profiles {
     changes: broadcast::Sender<Arc<Vec<SegmentChange>>>,
     /// Errors of the last maintenance, by segment or column name.
     pub errors: Mutex<BTreeMap<String, String>>,
+    /// The session state deltas start from (built once; it holds no
+    /// database tables, so no reference back to us).
+    scratch_state: Mutex<Option<datafusion::execution::session_state::SessionState>>,
 }
 
 impl std::fmt::Debug for Profiles {
@@ -82,8 +85,7 @@ impl Profiles {
                 Ok(c) => c,
                 Err(e) => return Err(Error::internal(format!("stored profile column '{name}' no longer compiles: {e}"))),
             };
-            let n = compiled.sources.len();
-            columns.insert(name, ColumnState { compiled, cells: HashMap::new(), full_as_of: vec![0; n].into(), stale: true });
+            columns.insert(name, ColumnState::new(compiled));
         }
         let mut recorded = segments::replay_changes(snap)?;
         let mut segs = BTreeMap::new();
@@ -108,6 +110,7 @@ impl Profiles {
             fingerprints: Mutex::new(HashMap::new()),
             changes,
             errors: Mutex::new(BTreeMap::new()),
+            scratch_state: Mutex::new(None),
         })
     }
 
