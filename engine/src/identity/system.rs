@@ -547,7 +547,18 @@ impl TableProvider for SystemTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Segment filters on `profiles` are answered exactly from the
+        // bitmaps; the rest are narrowed here and checked again above.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.relation == SystemRelation::Profiles && self.profiles.is_some() && crate::profiles::is_segment_filter(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(

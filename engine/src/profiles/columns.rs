@@ -404,6 +404,17 @@ pub(crate) fn combine(how: Combine, kept: &mut Cell, new: Cell) -> Result<()> {
 /// of the sorted ids with the cached sorted values, then one `take`.
 pub(crate) fn values_for(state: &ColumnState, pids: &[ProfileId]) -> Result<ArrayRef> {
     debug_assert!(pids.windows(2).all(|w| w[0] < w[1]), "profile ids must be sorted and distinct");
+    let cached = state.cache.lock().as_ref().is_some_and(|(v, _, _)| *v == state.version);
+    if !cached && pids.len() < state.cells.len() / 16 {
+        // A few profiles (a lookup, a segment re-evaluated for changed
+        // profiles): read them directly rather than rebuild the array.
+        let empty = state.compiled.empty_value()?;
+        if pids.is_empty() {
+            return Ok(arrow::array::new_empty_array(&state.compiled.data_type));
+        }
+        let array = ScalarValue::iter_to_array(pids.iter().map(|p| state.cells.get(p).map(|c| c.value.clone()).unwrap_or_else(|| empty.clone())))?;
+        return if array.data_type() == &state.compiled.data_type { Ok(array) } else { Ok(cast(&array, &state.compiled.data_type)?) };
+    }
     let (keys, values) = state.sorted()?;
     let mut indices = arrow::array::UInt32Builder::with_capacity(pids.len());
     let mut k = 0usize;

@@ -48,10 +48,14 @@ impl Profiles {
 
     /// Run one query at a snapshot.
     async fn run_query(&self, db: &Database, snap: &Arc<Snapshot>, sql: &str) -> Result<Vec<RecordBatch>> {
-        let ctx = self.ctx_at(db, snap);
+        self.run_query_on(self.ctx_at(db, snap), sql).await
+    }
+
+    async fn run_query_on(&self, ctx: SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
         let plan = plan_query(&ctx, sql).await?;
         Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
     }
+
 
     /// A context without the database's tables, for deltas.
     fn scratch_ctx(&self) -> SessionContext {
@@ -184,6 +188,8 @@ impl Profiles {
     }
 
     async fn maintain_locked(&self, db: &Database, run: Run, definition: Option<&str>) -> Result<()> {
+        let trace = std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some();
+        let started = std::time::Instant::now();
         let notices = db.identity().take_notices();
         let snap = db.store().snapshot();
         let now = self.clock.now_micros();
@@ -191,11 +197,25 @@ impl Profiles {
         let pending = Pending::gather(db, notices)?;
         let prints = fingerprints(&snap);
         let tables_changed = *self.fingerprints.lock() != prints;
+        let gathered = started.elapsed();
         self.maintain_columns(db, &snap, &pending, run, clock_due).await?;
+        let columns_done = started.elapsed();
         let changed = pending.changed();
         let anything = tables_changed || !changed.is_empty();
         let changes = self.maintain_segments(db, &snap, &pending, &changed, run, clock_due, anything, definition).await?;
+        let segments_done = started.elapsed();
+        let recorded = changes.len();
         self.record(db.store(), changes)?;
+        if trace {
+            eprintln!(
+                "tessera: maintenance: gather {:?}, columns {:?}, segments {:?}, record {:?} ({} changed profiles, {recorded} changes)",
+                gathered,
+                columns_done - gathered,
+                segments_done - columns_done,
+                started.elapsed() - segments_done,
+                changed.len()
+            );
+        }
         *self.fingerprints.lock() = prints;
         if clock_due {
             *self.next_tick.lock() = now + self.tick.as_micros() as i64;
@@ -233,7 +253,7 @@ impl Profiles {
             } else if !recompute.is_empty() {
                 let pids: Vec<ProfileId> = recompute.into_iter().collect();
                 let as_of = compiled.as_of(snap);
-                let batches = self.run_query(db, snap, &compiled.sql(&compiled.own_tables(), Some(&pids))).await?;
+                let batches = self.run_query_on(self.ctx_at(db, snap), &compiled.sql(&compiled.own_tables(), Some(&pids))).await?;
                 let fresh = columns::cells_of(&batches, &compiled.data_type, &as_of)?;
                 let mut guard = self.columns.write();
                 if let Some(state) = guard.get_mut(compiled.name()) {
@@ -363,7 +383,11 @@ impl Profiles {
                 (None, Cause::Data)
             };
             let Some(only) = mode else { continue };
+            let evaluating = std::time::Instant::now();
             let result = self.evaluate(db, snap, &def.query, only.as_deref()).await;
+            if std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some() {
+                eprintln!("tessera: segment {name}: {:?} ({} profiles)", evaluating.elapsed(), only.as_ref().map(|o| o.len()).unwrap_or(0));
+            }
             let found = match result {
                 Ok(found) => {
                     self.errors.lock().remove(&name);
@@ -419,10 +443,14 @@ impl Profiles {
     /// Members of a segment's query (among `only`, when given).
     async fn evaluate(&self, db: &Database, snap: &Arc<Snapshot>, query: &str, only: Option<&[ProfileId]>) -> Result<RoaringTreemap> {
         let mut sql = format!("SELECT DISTINCT {PROFILE_ID_COLUMN} FROM ({query}) AS segment_query WHERE {PROFILE_ID_COLUMN} IS NOT NULL");
-        if let Some(pids) = only {
-            sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids)));
-        }
-        segments::members_of(&self.run_query(db, snap, &sql).await?)
+        let ctx = match only {
+            Some(pids) => {
+                sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids)));
+                self.ctx_at(db, snap)
+            }
+            None => self.ctx_at(db, snap),
+        };
+        segments::members_of(&self.run_query_on(ctx, &sql).await?)
     }
 
     /// Append changes to `segment_changes` (one transaction).

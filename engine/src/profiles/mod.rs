@@ -272,6 +272,21 @@ pub(crate) fn relation(profiles: &Profiles, name: &str) -> Result<Option<arrow::
 /// Most traits and attributes one database may define.
 pub(crate) const MAX_PROFILE_COLUMNS: usize = 256;
 
+/// True when `segment_filter` captures the whole filter (so the scan can
+/// apply it exactly, without evaluating it row by row afterwards).
+pub(crate) fn is_segment_filter(e: &datafusion::logical_expr::Expr) -> bool {
+    use datafusion::logical_expr::{Expr, Operator};
+    match e {
+        Expr::ScalarFunction(f) if f.name() == "in_segment" => {
+            matches!(f.args.first(), Some(Expr::Column(c)) if c.name == crate::identity::spec::PROFILE_ID_COLUMN)
+                && udf::segment_name(&f.args).is_some()
+        }
+        Expr::Not(inner) => is_segment_filter(inner),
+        Expr::BinaryExpr(b) if matches!(b.op, Operator::And | Operator::Or) => is_segment_filter(&b.left) && is_segment_filter(&b.right),
+        _ => false,
+    }
+}
+
 /// The profiles a filter made only of `in_segment(profile_id, 'name')`
 /// calls joined by AND, OR and NOT selects, read from the bitmaps
 /// (`None`: the filter is something else). `universe` lists every profile,
