@@ -144,6 +144,8 @@ pub struct Graph {
     /// Live rows asserting edge k.
     edge_rows: Vec<u32>,
     anchors: hashbrown::HashMap<ProfileId, Anchor>,
+    /// The keys of `anchors` as a bitmap: every live profile id, in order.
+    live: roaring::RoaringTreemap,
     /// Retired profile id -> the id it merged into.
     aliases: hashbrown::HashMap<ProfileId, ProfileId>,
     next_pid: ProfileId,
@@ -159,6 +161,21 @@ fn key_hash(key: &Key) -> u64 {
 impl Graph {
     pub fn new() -> Graph {
         Graph { next_pid: 1, ..Default::default() }
+    }
+
+    fn set_anchor(&mut self, pid: ProfileId, anchor: Anchor) {
+        self.anchors.insert(pid, anchor);
+        self.live.insert(pid);
+    }
+
+    fn drop_anchor(&mut self, pid: ProfileId) {
+        self.anchors.remove(&pid);
+        self.live.remove(pid);
+    }
+
+    /// Every live profile id, as a bitmap.
+    pub fn live_profiles(&self) -> &roaring::RoaringTreemap {
+        &self.live
     }
 
     pub fn node_count(&self) -> usize {
@@ -633,13 +650,13 @@ impl Graph {
             Some(p) => *p,
             None => {
                 let p = self.issue_pid();
-                self.anchors.insert(p, Anchor { node: first, created: now });
+                self.set_anchor(p, Anchor { node: first, created: now });
                 events.push(ProfileEvent::Created { pid: p, anchor: first });
                 p
             }
         };
         for &retired in pids.iter().skip(1) {
-            self.anchors.remove(&retired);
+            self.drop_anchor(retired);
             self.aliases.insert(retired, survivor);
             events.push(ProfileEvent::Merged { retired, survivor, via: via.clone() });
         }
@@ -722,20 +739,20 @@ impl Graph {
         let mut ordered: Vec<(NodeId, u32, NodeId)> = parts.into_iter().map(|(r, (n, low))| (r, n, low)).collect();
         ordered.sort_by_key(|(r, n, low)| (std::cmp::Reverse(*n), Some(*r) != anchor_root, *low));
         let Some(&(keep_root, _, keep_low)) = ordered.first() else {
-            self.anchors.remove(&old_pid);
+            self.drop_anchor(old_pid);
             events.push(ProfileEvent::Deleted { pid: old_pid });
             return;
         };
         self.pid_at[keep_root as usize] = old_pid;
         if anchor_root != Some(keep_root) {
             let created = self.anchors.get(&old_pid).map(|a| a.created).unwrap_or(now);
-            self.anchors.insert(old_pid, Anchor { node: keep_low, created });
+            self.set_anchor(old_pid, Anchor { node: keep_low, created });
             events.push(ProfileEvent::Moved { pid: old_pid, anchor: keep_low });
         }
         for &(r, _, low) in &ordered[1..] {
             let p = self.issue_pid();
             self.pid_at[r as usize] = p;
-            self.anchors.insert(p, Anchor { node: low, created: now });
+            self.set_anchor(p, Anchor { node: low, created: now });
             events.push(ProfileEvent::Split { pid: p, from: old_pid, anchor: low });
         }
     }
@@ -762,11 +779,11 @@ impl Graph {
         match event {
             ProfileEvent::Created { pid, anchor } => {
                 self.reserve_pid(*pid);
-                self.anchors.insert(*pid, Anchor { node: *anchor, created: at });
+                self.set_anchor(*pid, Anchor { node: *anchor, created: at });
             }
             ProfileEvent::Merged { retired, survivor, via } => {
                 self.reserve_pid((*retired).max(*survivor));
-                self.anchors.remove(retired);
+                self.drop_anchor(*retired);
                 self.aliases.insert(*retired, *survivor);
                 for &n in via {
                     if (n as usize) < self.merges.len() {
@@ -776,7 +793,7 @@ impl Graph {
             }
             ProfileEvent::Split { pid, anchor, .. } => {
                 self.reserve_pid(*pid);
-                self.anchors.insert(*pid, Anchor { node: *anchor, created: at });
+                self.set_anchor(*pid, Anchor { node: *anchor, created: at });
             }
             ProfileEvent::Moved { pid, anchor } => {
                 if let Some(a) = self.anchors.get_mut(pid) {
@@ -784,7 +801,7 @@ impl Graph {
                 }
             }
             ProfileEvent::Deleted { pid } => {
-                self.anchors.remove(pid);
+                self.drop_anchor(*pid);
             }
         }
     }

@@ -308,7 +308,7 @@ impl SystemTable {
 
     /// The profiles the filters restrict the relation to (sorted), from
     /// `profile_id = / IN` filters and `in_segment` bitmaps.
-    fn targets(&self, filters: &[Expr]) -> Result<Option<Vec<ProfileId>>> {
+    fn targets(&self, filters: &[Expr]) -> Result<Option<roaring::RoaringTreemap>> {
         if self.relation == SystemRelation::ProfileMerges {
             return Ok(None);
         }
@@ -324,22 +324,20 @@ impl SystemTable {
         }
         if let Some(profiles) = &self.profiles {
             for f in filters {
-                if let Some(members) = crate::profiles::segment_filter(profiles, f, &|| {
-                    self.state.read().graph.anchors().map(|(p, _)| p).collect()
-                })? {
+                if let Some(members) = crate::profiles::segment_filter(profiles, f, &|| self.state.read().graph.live_profiles().clone())? {
                     narrow(members);
                 }
             }
         }
-        Ok(set.map(|s| s.into_iter().collect()))
+        Ok(set)
     }
 
-    fn compute(&self, targets: Option<&[ProfileId]>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+    fn compute(&self, targets: Option<&roaring::RoaringTreemap>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
         let snap = self.store.snapshot();
         match self.relation {
             SystemRelation::Profiles => self.profiles(&snap, targets, projection),
             SystemRelation::ProfileIdentifiers => {
-                let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().copied().collect());
+                let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().collect());
                 self.identifiers(&snap, set.as_ref())
             }
             SystemRelation::ProfileMerges => self.merges(&snap),
@@ -349,17 +347,26 @@ impl SystemTable {
     /// The `profiles` relation, only the projected columns (computing
     /// identifier counts walks each profile's members, and row counts scan
     /// the source tables: skipped unless asked for).
-    fn profiles(&self, snap: &Snapshot, targets: Option<&[ProfileId]>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+    fn profiles(&self, snap: &Snapshot, targets: Option<&roaring::RoaringTreemap>, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
         let state = self.state.read();
         state.check_usable()?;
         let graph = &state.graph;
-        let mut pids: Vec<ProfileId> = match targets {
-            Some(t) => t.iter().copied().filter(|p| graph.anchor(*p).is_some()).collect(),
-            None => graph.anchors().map(|(p, _)| p).collect(),
-        };
-        pids.sort_unstable();
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let wanted = projection.unwrap_or(&all);
+        if wanted.is_empty() {
+            // count(*): the number of live profiles among the targets.
+            let n = match targets {
+                Some(t) => t.intersection_len(graph.live_profiles()),
+                None => graph.live_profiles().len(),
+            };
+            let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n as usize));
+            return Ok(RecordBatch::try_new_with_options(Arc::new(self.schema.project(wanted)?), Vec::new(), &options)?);
+        }
+        // Live profiles (among the targets), ascending: bitmap work only.
+        let pids: Vec<ProfileId> = match targets {
+            Some(t) => (t & graph.live_profiles()).iter().collect(),
+            None => graph.live_profiles().iter().collect(),
+        };
         let type_names: Vec<(String, u16)> = state.types.values().map(|t| (t.spec.name.clone(), t.spec.id)).collect();
         let first_rows_column = 4 + type_names.len();
         let tables = identity_tables(snap)?;
@@ -387,7 +394,7 @@ impl SystemTable {
                     let (table, ti) = &tables[i - first_rows_column];
                     let mut counts = vec![0i64; pids.len()];
                     if !pids.is_empty() {
-                        let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().copied().collect());
+                        let set: Option<BTreeSet<ProfileId>> = targets.map(|t| t.iter().collect());
                         let nodes = set.as_ref().map(|t| target_nodes(&state, t));
                         for_each_row_profile(table, ti, &state, nodes.as_deref(), |pid| {
                             if let Some(i) = index.get(&pid) {
@@ -569,7 +576,7 @@ impl TableProvider for SystemTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let targets = self.targets(filters).map_err(to_df)?;
-        let batch = self.compute(targets.as_deref(), projection).map_err(to_df)?;
+        let batch = self.compute(targets.as_ref(), projection).map_err(to_df)?;
         if self.relation == SystemRelation::Profiles {
             // Already projected.
             let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
