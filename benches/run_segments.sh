@@ -29,7 +29,8 @@ for q in ["high_value", "web_engaged", "clicked_not_bought"]:
     print(f"| {q} | {raw:.1f} | {tr:.1f} | {dk:.1f} | {raw / dk:.2f} | {tr / dk:.3f} | {t[f'raw_{q}_count']:,.0f}, {t[f'traits_{q}_count']:,.0f}, {d[f'{q}_count']:,.0f} |")
 print()
 print(f"Tessera: defining 6 traits {t['traits_define_s']:.1f} s, 5 segments {t['segments_define_s']:.1f} s; "
-      f"refresh of 5 segments after a 1,000-row insert {t['refresh_five_segments_after_1000_rows_ms']:.1f} ms (median of 5); "
+      f"refresh of 5 segments after a 1,000-row insert {t['refresh_five_segments_after_1000_rows_ms']:.1f} ms (median of 5; one segment over the raw pos_orders rows), "
+      f"{t['refresh_five_trait_segments_after_1000_rows_ms']:.1f} ms with all five over traits; "
       f"in_segment over a {t['everyone_members']:,.0f}-profile bitmap {t['in_segment_everyone_ms']:.1f} ms "
       f"(count(*) of profiles alone {t['profiles_count_ms']:.1f} ms), two segments combined {t['in_segment_combination_ms']:.1f} ms; "
       f"peak memory {rss:.0f} MB")
