@@ -146,6 +146,8 @@ pub struct Graph {
     anchors: hashbrown::HashMap<ProfileId, Anchor>,
     /// The keys of `anchors` as a bitmap: every live profile id, in order.
     live: roaring::RoaringTreemap,
+    /// Bumped whenever `live` changes.
+    live_version: u64,
     /// Retired profile id -> the id it merged into.
     aliases: hashbrown::HashMap<ProfileId, ProfileId>,
     next_pid: ProfileId,
@@ -165,12 +167,21 @@ impl Graph {
 
     fn set_anchor(&mut self, pid: ProfileId, anchor: Anchor) {
         self.anchors.insert(pid, anchor);
-        self.live.insert(pid);
+        if self.live.insert(pid) {
+            self.live_version += 1;
+        }
     }
 
     fn drop_anchor(&mut self, pid: ProfileId) {
         self.anchors.remove(&pid);
-        self.live.remove(pid);
+        if self.live.remove(pid) {
+            self.live_version += 1;
+        }
+    }
+
+    /// Changes whenever the set of live profiles does.
+    pub fn live_version(&self) -> u64 {
+        self.live_version
     }
 
     /// Every live profile id, as a bitmap.

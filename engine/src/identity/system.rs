@@ -409,7 +409,10 @@ impl SystemTable {
                     let profiles = self.profiles.as_ref().ok_or_else(|| Error::internal("computed profile column without its state"))?;
                     let columns = profiles.columns.read();
                     let state = columns.get(name).ok_or_else(|| Error::user(format!("profile column '{name}' was dropped; run the query again")))?;
-                    crate::profiles::columns::values_for(state, &pids)?
+                    match targets {
+                        None => crate::profiles::columns::values_for_all(state, &pids, graph.live_version())?,
+                        Some(_) => crate::profiles::columns::values_for(state, &pids)?,
+                    }
                 }
             };
             columns.push(column);

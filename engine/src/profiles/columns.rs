@@ -103,6 +103,9 @@ pub(crate) struct ColumnState {
     /// The values as one array over the sorted profile ids, for the
     /// version it was built at.
     pub cache: parking_lot::Mutex<Option<(u64, Arc<Vec<ProfileId>>, ArrayRef)>>,
+    /// The values aligned with every live profile: (column version, live
+    /// set version, array). Whole-table scans of `profiles` reuse it.
+    pub aligned: parking_lot::Mutex<Option<(u64, u64, ArrayRef)>>,
 }
 
 impl ColumnState {
@@ -115,6 +118,7 @@ impl ColumnState {
             stale: true,
             version: 0,
             cache: parking_lot::Mutex::new(None),
+            aligned: parking_lot::Mutex::new(None),
         }
     }
 
@@ -398,6 +402,19 @@ pub(crate) fn combine(how: Combine, kept: &mut Cell, new: Cell) -> Result<()> {
         Combine::Recompute => return Err(Error::internal("combine called on a column that must be recomputed")),
     }
     Ok(())
+}
+
+/// The column's values for every live profile (`pids`, of live-set
+/// version `live_version`), cached until either changes.
+pub(crate) fn values_for_all(state: &ColumnState, pids: &[ProfileId], live_version: u64) -> Result<ArrayRef> {
+    if let Some((v, l, array)) = state.aligned.lock().as_ref() {
+        if *v == state.version && *l == live_version && array.len() == pids.len() {
+            return Ok(array.clone());
+        }
+    }
+    let array = values_for(state, pids)?;
+    *state.aligned.lock() = Some((state.version, live_version, array.clone()));
+    Ok(array)
 }
 
 /// The column's values for `pids` (sorted ascending), in order: a merge
