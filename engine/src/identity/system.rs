@@ -578,7 +578,16 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let targets = self.targets(filters).map_err(to_df)?;
+        let mut targets = self.targets(filters).map_err(to_df)?;
+        if self.relation == SystemRelation::Profiles {
+            // Maintenance re-evaluating a segment for some profiles only.
+            if let Some(only) = state.config().get_extension::<crate::profiles::OnlyProfiles>() {
+                targets = Some(match targets {
+                    Some(t) => t & only.0.as_ref(),
+                    None => (*only.0).clone(),
+                });
+            }
+        }
         let batch = self.compute(targets.as_ref(), projection).map_err(to_df)?;
         if self.relation == SystemRelation::Profiles {
             // Already projected.

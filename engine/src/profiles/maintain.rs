@@ -384,7 +384,10 @@ impl Profiles {
             };
             let Some(only) = mode else { continue };
             let evaluating = std::time::Instant::now();
-            let result = self.evaluate(db, snap, &def.query, only.as_deref()).await;
+            // A per-profile segment that reads only `profiles` gets its
+            // profiles through the scan, not a literal list to plan.
+            let over_profiles = analysis.per_profile && analysis.relations.len() == 1 && analysis.relations.contains("profiles");
+            let result = self.evaluate(db, snap, &def.query, only.as_deref(), over_profiles).await;
             if std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some() {
                 eprintln!("tessera: segment {name}: {:?} ({} profiles)", evaluating.elapsed(), only.as_ref().map(|o| o.len()).unwrap_or(0));
             }
@@ -441,15 +444,24 @@ impl Profiles {
     }
 
     /// Members of a segment's query (among `only`, when given).
-    async fn evaluate(&self, db: &Database, snap: &Arc<Snapshot>, query: &str, only: Option<&[ProfileId]>) -> Result<RoaringTreemap> {
+    async fn evaluate(
+        &self,
+        db: &Database,
+        snap: &Arc<Snapshot>,
+        query: &str,
+        only: Option<&[ProfileId]>,
+        over_profiles: bool,
+    ) -> Result<RoaringTreemap> {
         let mut sql = format!("SELECT DISTINCT {PROFILE_ID_COLUMN} FROM ({query}) AS segment_query WHERE {PROFILE_ID_COLUMN} IS NOT NULL");
-        let ctx = match only {
-            Some(pids) => {
-                sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids)));
-                self.ctx_at(db, snap)
+        let ctx = self.ctx_at(db, snap);
+        match only {
+            Some(pids) if over_profiles => {
+                let set: RoaringTreemap = pids.iter().copied().collect();
+                ctx.state_ref().write().config_mut().set_extension(Arc::new(super::OnlyProfiles(Arc::new(set))));
             }
-            None => self.ctx_at(db, snap),
-        };
+            Some(pids) => sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids))),
+            None => {}
+        }
         segments::members_of(&self.run_query_on(ctx, &sql).await?)
     }
 

@@ -257,6 +257,12 @@ impl SegmentSubscription {
     }
 }
 
+/// Session extension set by maintenance: scans of `profiles` see only
+/// these profiles (re-evaluating a per-profile segment over `profiles` for
+/// the changed ones, without a literal list in the SQL).
+#[derive(Debug)]
+pub(crate) struct OnlyProfiles(pub Arc<RoaringTreemap>);
+
 /// Relations describing the definitions (what SHOW SEGMENTS and SHOW
 /// TRAITS return), queryable like tables.
 pub(crate) const RELATIONS: &[&str] = &["profile_segments", "profile_traits"];
