@@ -157,7 +157,9 @@ impl TableProvider for TesseraTable {
         };
         let projected = Arc::new(self.schema.project(&projection)?);
         // Profiles are resolved only when profile_id is read or filtered on.
-        let wants_profiles = pid_index.is_some_and(|p| projection.contains(&p)) || !pid_filters.is_empty();
+        // Maintenance re-evaluating a segment for some profiles only.
+        let only = state.config().get_extension::<crate::profiles::OnlyProfiles>();
+        let wants_profiles = pid_index.is_some_and(|p| projection.contains(&p)) || !pid_filters.is_empty() || only.is_some();
         let (Some(layout), Some(pid_index), true) = (&self.layout, pid_index, wants_profiles) else {
             let columns: Vec<String> = projected.fields().iter().map(|f| f.name().clone()).collect();
             let partitions = split_contiguous(units, state.config().target_partitions());
@@ -169,6 +171,14 @@ impl TableProvider for TesseraTable {
             let state = self.identity.read();
             t.into_iter().filter(|p| state.graph.anchor(*p).is_some()).collect::<std::collections::BTreeSet<u64>>()
         });
+        let targets = match (targets, only) {
+            (t, None) => t,
+            (Some(t), Some(only)) => Some(t.into_iter().filter(|p| only.0.contains(*p)).collect()),
+            (None, Some(only)) => {
+                let state = self.identity.read();
+                Some((only.0.as_ref() & state.graph.live_profiles()).iter().collect())
+            }
+        };
         if let Some(t) = &targets {
             let nodes = target_nodes(&self.identity.read(), t);
             units.retain(|u| unit_may_hold(u, layout, &nodes));

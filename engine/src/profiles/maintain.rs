@@ -253,7 +253,12 @@ impl Profiles {
             } else if !recompute.is_empty() {
                 let pids: Vec<ProfileId> = recompute.into_iter().collect();
                 let as_of = compiled.as_of(snap);
-                let batches = self.run_query_on(self.ctx_at(db, snap), &compiled.sql(&compiled.own_tables(), Some(&pids))).await?;
+                // The scans see only these profiles' rows (a column is an
+                // aggregate per profile, so that is the same answer).
+                let ctx = self.ctx_at(db, snap);
+                let only: RoaringTreemap = pids.iter().copied().collect();
+                ctx.state_ref().write().config_mut().set_extension(Arc::new(super::OnlyProfiles(Arc::new(only))));
+                let batches = self.run_query_on(ctx, &compiled.sql(&compiled.own_tables(), None)).await?;
                 let fresh = columns::cells_of(&batches, &compiled.data_type, &as_of)?;
                 let mut guard = self.columns.write();
                 if let Some(state) = guard.get_mut(compiled.name()) {
@@ -384,9 +389,10 @@ impl Profiles {
             };
             let Some(only) = mode else { continue };
             let evaluating = std::time::Instant::now();
-            // A per-profile segment that reads only `profiles` gets its
-            // profiles through the scan, not a literal list to plan.
-            let over_profiles = analysis.per_profile && analysis.relations.len() == 1 && analysis.relations.contains("profiles");
+            // A per-profile segment (one relation: `profiles` or a table
+            // with identifiers) gets its profiles through the scan, not a
+            // literal list to plan.
+            let over_profiles = analysis.per_profile && analysis.relations.len() == 1;
             let result = self.evaluate(db, snap, &def.query, only.as_deref(), over_profiles).await;
             if std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some() {
                 eprintln!("tessera: segment {name}: {:?} ({} profiles)", evaluating.elapsed(), only.as_ref().map(|o| o.len()).unwrap_or(0));

@@ -257,9 +257,10 @@ impl SegmentSubscription {
     }
 }
 
-/// Session extension set by maintenance: scans of `profiles` see only
-/// these profiles (re-evaluating a per-profile segment over `profiles` for
-/// the changed ones, without a literal list in the SQL).
+/// Session extension set by maintenance: scans of `profiles` and of tables
+/// with identifiers see only these profiles' rows (re-evaluating a
+/// per-profile segment for the changed profiles, without a literal list in
+/// the SQL).
 #[derive(Debug)]
 pub(crate) struct OnlyProfiles(pub Arc<RoaringTreemap>);
 
