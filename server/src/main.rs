@@ -180,6 +180,10 @@ async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") || args.first().is_some_and(|a| a == "help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("sql") => run_sql(parse_sql_args(&args[1..])?).await,
         Some("serve") => run_serve(parse_serve_args(&args[1..])?).await,

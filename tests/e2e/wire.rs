@@ -262,6 +262,17 @@ fn python_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--help` prints the usage and succeeds, whatever the command.
+#[test]
+fn help_prints_usage() -> anyhow::Result<()> {
+    for args in [&["--help"][..], &["serve", "--help"][..], &["sql", "-h"][..]] {
+        let out = Command::new(tessera_binary()?).args(args).output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("usage: tessera serve"), "{args:?}: {stdout}");
+    }
+    Ok(())
+}
+
 /// The README's first command: demo data with unified profiles, traits
 /// and the headline segment, reachable from psql at once.
 #[test]
