@@ -262,6 +262,80 @@ fn python_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Frontend messages over raw TCP, for what no well-behaved client sends.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// Connect and finish the startup (trust on loopback): returns the
+    /// stream once the server said ReadyForQuery.
+    pub fn connect(port: u16) -> anyhow::Result<TcpStream> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut body = Vec::new();
+        body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+        for (k, v) in [("user", "tessera"), ("database", "tessera")] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        s.write_all(&packet)?;
+        loop {
+            let (tag, _) = read_message(&mut s)?.ok_or_else(|| anyhow::anyhow!("closed during startup"))?;
+            if tag == b'Z' {
+                return Ok(s);
+            }
+            anyhow::ensure!(tag != b'E', "startup refused");
+        }
+    }
+
+    /// One backend message (tag, body), or None when the server closed.
+    pub fn read_message(s: &mut TcpStream) -> anyhow::Result<Option<(u8, Vec<u8>)>> {
+        let mut head = [0u8; 5];
+        match s.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        anyhow::ensure!((4..1 << 20).contains(&len), "implausible backend message length {len}");
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body)?;
+        Ok(Some((head[0], body)))
+    }
+}
+
+/// A message announcing 2 GB, then a trickle of bytes: the server refuses
+/// it at once (an error or a closed connection, never waiting for or
+/// buffering the 2 GB) and keeps serving others.
+#[test]
+fn oversized_message_is_refused() -> anyhow::Result<()> {
+    use std::io::Write;
+    let server = Server::start()?;
+    let mut s = raw::connect(server.port)?;
+    let mut packet = vec![b'Q'];
+    packet.extend_from_slice(&0x7fff_fff0u32.to_be_bytes());
+    packet.extend_from_slice(b"SELECT 1");
+    s.write_all(&packet)?;
+    let started = Instant::now();
+    let answer = raw::read_message(&mut s)?;
+    match answer {
+        None => {}
+        Some((tag, body)) => {
+            assert_eq!(tag, b'E', "expected an error, got {:?}", String::from_utf8_lossy(&body));
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "the server waited for the announced bytes");
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT 41 + 1"])?;
+    assert!(ok && out.trim() == "42", "{out}{err}");
+    Ok(())
+}
+
 /// `--help` prints the usage and succeeds, whatever the command.
 #[test]
 fn help_prints_usage() -> anyhow::Result<()> {
