@@ -21,6 +21,24 @@ use crate::provider::TesseraTable;
 /// Storage metadata keys of views start with this.
 pub(crate) const VIEW_KEY_PREFIX: &str = "view/";
 
+/// Definitions kept as JSON in the storage metadata under `prefix` (views,
+/// segments, traits), by name; `what` names them in errors.
+pub(crate) fn stored_definitions<T: serde::de::DeserializeOwned>(
+    snap: &tessera_storage::Snapshot,
+    prefix: &str,
+    what: &str,
+) -> crate::Result<BTreeMap<String, T>> {
+    let mut out = BTreeMap::new();
+    for (key, value) in snap.metadata() {
+        if let Some(name) = key.strip_prefix(prefix) {
+            let def: T = serde_json::from_str(value)
+                .map_err(|e| Error::internal(format!("stored definition of {what} '{name}' does not parse: {e}")))?;
+            out.insert(name.to_string(), def);
+        }
+    }
+    Ok(out)
+}
+
 /// A view as persisted: its `CREATE VIEW` text and the relations it names.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ViewDef {
@@ -61,16 +79,7 @@ impl TesseraSchema {
 
     /// Views persisted in storage, by name.
     pub(crate) fn stored_views(&self) -> crate::Result<BTreeMap<String, ViewDef>> {
-        let snap = self.store.snapshot();
-        let mut out = BTreeMap::new();
-        for (key, value) in snap.metadata() {
-            if let Some(name) = key.strip_prefix(VIEW_KEY_PREFIX) {
-                let def: ViewDef = serde_json::from_str(value)
-                    .map_err(|e| Error::internal(format!("stored definition of view '{name}' does not parse: {e}")))?;
-                out.insert(name.to_string(), def);
-            }
-        }
-        Ok(out)
+        stored_definitions(&self.store.snapshot(), VIEW_KEY_PREFIX, "view")
     }
 
     pub(crate) fn set_planned_views(&self, views: BTreeMap<String, PlannedView>) {

@@ -506,7 +506,6 @@ impl Session {
             }
             Statement::CreateSegment(c) => {
                 let _ddl = self.db.inner.ddl.lock().await;
-                self.check_free_name(&c.name, "segment")?;
                 profiles.create_segment(&self.db, c).await?;
                 Ok(Output::Done { command: "CREATE SEGMENT" })
             }
@@ -595,15 +594,6 @@ impl Session {
         let table = table.to_string();
         let declaration = declaration.to_string();
         blocking(move || crate::identity::declare_on_existing(&store, &identity, &table, &declaration)).await
-    }
-
-    /// Segment names are their own namespace, but must not look like
-    /// something else's in error messages.
-    fn check_free_name(&self, name: &str, what: &str) -> Result<()> {
-        if name.is_empty() || name.len() > 63 {
-            return Err(Error::user(format!("{what} name '{name}' must be 1 to 63 characters")));
-        }
-        Ok(())
     }
 
     /// `ALTER TABLE t SET (time_column = 'c')`.

@@ -310,11 +310,7 @@ where
     client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, 5, vec![0; 5]))).await?;
     let mut rows = 0usize;
     while let Some(c) = subscription.next().await.map_err(to_pg)? {
-        let at = tessera::arrow::temporal_conversions::timestamp_us_to_datetime(c.at)
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| c.at.to_string());
-        let line = format!("{}\t{}\t{}\t{}\t{}\n", c.segment, c.profile_id, c.change.as_str(), at, c.cause.as_str());
-        client.send(PgWireBackendMessage::CopyData(CopyData::new(line.into_bytes().into()))).await?;
+        client.send(PgWireBackendMessage::CopyData(CopyData::new(c.text_line().into_bytes().into()))).await?;
         rows += 1;
     }
     client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;

@@ -167,7 +167,7 @@ async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
             Output::Done { command } => println!("{command}"),
             Output::Subscription(mut subscription) => {
                 while let Some(c) = subscription.next().await? {
-                    println!("{}\t{}\t{}\t{}\t{}", c.segment, c.profile_id, c.change.as_str(), c.at, c.cause.as_str());
+                    print!("{}", c.text_line());
                 }
             }
         }

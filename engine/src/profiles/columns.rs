@@ -9,7 +9,7 @@
 //! over just-inserted rows (a delta that is combined with the kept value
 //! when the aggregate allows it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -89,6 +89,9 @@ pub(crate) struct Cell {
     pub as_of: Box<[u64]>,
 }
 
+/// (column version, sorted profile ids, their values).
+type SortedValues = (u64, Arc<Vec<ProfileId>>, ArrayRef);
+
 /// A computed column and its values.
 #[derive(Debug)]
 pub(crate) struct ColumnState {
@@ -102,7 +105,7 @@ pub(crate) struct ColumnState {
     pub version: u64,
     /// The values as one array over the sorted profile ids, for the
     /// version it was built at.
-    pub cache: parking_lot::Mutex<Option<(u64, Arc<Vec<ProfileId>>, ArrayRef)>>,
+    pub cache: parking_lot::Mutex<Option<SortedValues>>,
     /// The values aligned with every live profile: (column version, live
     /// set version, array). Whole-table scans of `profiles` reuse it.
     pub aligned: parking_lot::Mutex<Option<(u64, u64, ArrayRef)>>,
@@ -245,9 +248,8 @@ impl Compiled {
     }
 
     /// The query computing `(profile_id, v, r, t)` from the given sources
-    /// (`table_names[i]` replaces source i's table; `None` skips it),
-    /// optionally only for some profiles.
-    pub fn sql(&self, table_names: &[Option<String>], only: Option<&[ProfileId]>) -> String {
+    /// (`table_names[i]` replaces source i's table; `None` skips it).
+    pub fn sql(&self, table_names: &[Option<String>]) -> String {
         let f = self.def.function.as_str();
         let skip_nulls = !matches!(f, "count" | "sum" | "avg");
         let mut parts = Vec::new();
@@ -267,10 +269,6 @@ impl Compiled {
             }
             if let (Some(window), Some(col)) = (&self.def.window, &source.time_column) {
                 conditions.push(format!("{} >= now() - {window}", quote(col)));
-            }
-            if let Some(pids) = only {
-                let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-                conditions.push(format!("{PROFILE_ID_COLUMN} IN ({})", list.join(", ")));
             }
             parts.push(format!(
                 "SELECT {PROFILE_ID_COLUMN}, {value} AS v, CAST({rank} AS BIGINT) AS r, {time} AS t FROM {} WHERE {}",
@@ -454,17 +452,4 @@ pub(crate) fn values_for(state: &ColumnState, pids: &[ProfileId]) -> Result<Arra
     let missing = arrow::compute::is_null(&taken)?;
     let fill = empty.to_scalar()?;
     Ok(arrow::compute::kernels::zip::zip(&missing, &fill, &taken)?)
-}
-
-/// Definitions persisted in storage metadata, by name.
-pub(crate) fn stored_definitions(snap: &Snapshot) -> Result<BTreeMap<String, ProfileColumnDef>> {
-    let mut out = BTreeMap::new();
-    for (key, value) in snap.metadata() {
-        if let Some(name) = key.strip_prefix(COLUMN_KEY_PREFIX) {
-            let def: ProfileColumnDef = serde_json::from_str(value)
-                .map_err(|e| Error::internal(format!("stored definition of profile column '{name}' does not parse: {e}")))?;
-            out.insert(name.to_string(), def);
-        }
-    }
-    Ok(out)
 }

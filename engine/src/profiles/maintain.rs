@@ -51,6 +51,19 @@ impl Profiles {
         self.run_query_on(self.ctx_at(db, snap), sql).await
     }
 
+    /// A context whose scans of `profiles` and of tables with identifiers
+    /// see only `pids`' rows: how per-profile queries are re-evaluated for
+    /// changed profiles (a literal `IN` list of thousands of ids costs
+    /// milliseconds to plan). Only for per-profile queries (one relation,
+    /// grouped by profile), where restricting the input restricts the
+    /// answer to the same profiles.
+    fn ctx_only(&self, db: &Database, snap: &Arc<Snapshot>, pids: &[ProfileId]) -> SessionContext {
+        let ctx = self.ctx_at(db, snap);
+        let only: RoaringTreemap = pids.iter().copied().collect();
+        ctx.state_ref().write().config_mut().set_extension(Arc::new(super::OnlyProfiles(Arc::new(only))));
+        ctx
+    }
+
     async fn run_query_on(&self, ctx: SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
         let plan = plan_query(&ctx, sql).await?;
         Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
@@ -80,10 +93,6 @@ async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<datafusion::logic
         return Err(Error::user("expected one query"));
     };
     Ok(ctx.state().statement_to_plan(*statement).await?)
-}
-
-fn id_list(pids: &[ProfileId]) -> String {
-    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Tables whose changes matter to segments (not the logs we write).
@@ -116,6 +125,18 @@ fn rows_with_profiles(db: &Database, rows: &AppendedRows, batch: &RecordBatch) -
     fields.push(Field::new(PROFILE_ID_COLUMN, DataType::Int64, true));
     arrays.push(Arc::new(pids));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// The profiles of rows from `rows_with_profiles`.
+fn row_profiles(batch: &RecordBatch) -> impl Iterator<Item = ProfileId> + '_ {
+    let ids = batch.column_by_name(PROFILE_ID_COLUMN).and_then(|a| a.as_any().downcast_ref::<Int64Array>());
+    ids.into_iter().flat_map(|a| a.iter().flatten()).filter(|p| *p > 0).map(|p| p as u64)
+}
+
+/// Maintenance timings on stderr (`TESSERA_TRACE_MAINTENANCE=1`).
+fn tracing() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some())
 }
 
 /// Work gathered from the notices of one maintenance run.
@@ -151,9 +172,7 @@ impl Pending {
         let mut out = self.affected.clone();
         for batches in self.appended.values() {
             for b in batches.iter().filter_map(|(_, b)| b.as_ref()) {
-                if let Some(ids) = b.column_by_name(PROFILE_ID_COLUMN).and_then(|a| a.as_any().downcast_ref::<Int64Array>()) {
-                    out.extend(ids.iter().flatten().filter(|p| *p > 0).map(|p| p as u64));
-                }
+                out.extend(row_profiles(b));
             }
         }
         out
@@ -188,7 +207,6 @@ impl Profiles {
     }
 
     async fn maintain_locked(&self, db: &Database, run: Run, definition: Option<&str>) -> Result<()> {
-        let trace = std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some();
         let started = std::time::Instant::now();
         let notices = db.identity().take_notices();
         let snap = db.store().snapshot();
@@ -206,7 +224,7 @@ impl Profiles {
         let segments_done = started.elapsed();
         let recorded = changes.len();
         self.record(db.store(), changes)?;
-        if trace {
+        if tracing() {
             eprintln!(
                 "tessera: maintenance: gather {:?}, columns {:?}, segments {:?}, record {:?} ({} changed profiles, {recorded} changes)",
                 gathered,
@@ -240,8 +258,7 @@ impl Profiles {
                 for (first_row_id, batch) in batches {
                     let Some(batch) = batch else { continue };
                     if compiled.combine == Combine::Recompute {
-                        let ids = batch.column_by_name(PROFILE_ID_COLUMN).and_then(|a| a.as_any().downcast_ref::<Int64Array>());
-                        recompute.extend(ids.into_iter().flat_map(|a| a.iter().flatten()).filter(|p| *p > 0).map(|p| p as u64));
+                        recompute.extend(row_profiles(batch));
                         continue;
                     }
                     let cells = self.delta(&compiled, i, batch).await?;
@@ -253,12 +270,9 @@ impl Profiles {
             } else if !recompute.is_empty() {
                 let pids: Vec<ProfileId> = recompute.into_iter().collect();
                 let as_of = compiled.as_of(snap);
-                // The scans see only these profiles' rows (a column is an
-                // aggregate per profile, so that is the same answer).
-                let ctx = self.ctx_at(db, snap);
-                let only: RoaringTreemap = pids.iter().copied().collect();
-                ctx.state_ref().write().config_mut().set_extension(Arc::new(super::OnlyProfiles(Arc::new(only))));
-                let batches = self.run_query_on(ctx, &compiled.sql(&compiled.own_tables(), None)).await?;
+                // A column is an aggregate per profile: over only these
+                // profiles' rows it gives their values.
+                let batches = self.run_query_on(self.ctx_only(db, snap, &pids), &compiled.sql(&compiled.own_tables())).await?;
                 let fresh = columns::cells_of(&batches, &compiled.data_type, &as_of)?;
                 let mut guard = self.columns.write();
                 if let Some(state) = guard.get_mut(compiled.name()) {
@@ -279,11 +293,11 @@ impl Profiles {
         if compiled.data_type == DataType::Null {
             // Loaded from storage: the type comes from planning it again.
             let ctx = self.ctx_at(db, snap);
-            let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables(), None)).await?;
+            let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables())).await?;
             compiled.data_type = plan.schema().field(1).data_type().clone();
         }
         let as_of = compiled.as_of(snap);
-        let batches = self.run_query(db, snap, &compiled.sql(&compiled.own_tables(), None)).await?;
+        let batches = self.run_query(db, snap, &compiled.sql(&compiled.own_tables())).await?;
         let cells: HashMap<ProfileId, Cell> = columns::cells_of(&batches, &compiled.data_type, &as_of)?.into_iter().collect();
         if let Some(state) = self.columns.write().get_mut(compiled.name()) {
             state.cells = cells;
@@ -302,7 +316,7 @@ impl Profiles {
         let _ = ctx.deregister_table(DELTA_TABLE);
         ctx.register_table(DELTA_TABLE, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?))?;
         let names: Vec<Option<String>> = (0..compiled.sources.len()).map(|j| (j == i).then(|| DELTA_TABLE.to_string())).collect();
-        let plan = plan_query(&ctx, &compiled.sql(&names, None)).await?;
+        let plan = plan_query(&ctx, &compiled.sql(&names)).await?;
         let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
         columns::cells_of(&batches, &compiled.data_type, &[])
     }
@@ -389,12 +403,8 @@ impl Profiles {
             };
             let Some(only) = mode else { continue };
             let evaluating = std::time::Instant::now();
-            // A per-profile segment (one relation: `profiles` or a table
-            // with identifiers) gets its profiles through the scan, not a
-            // literal list to plan.
-            let over_profiles = analysis.per_profile && analysis.relations.len() == 1;
-            let result = self.evaluate(db, snap, &def.query, only.as_deref(), over_profiles).await;
-            if std::env::var_os("TESSERA_TRACE_MAINTENANCE").is_some() {
+            let result = self.evaluate(db, snap, &def.query, only.as_deref()).await;
+            if tracing() {
                 eprintln!("tessera: segment {name}: {:?} ({} profiles)", evaluating.elapsed(), only.as_ref().map(|o| o.len()).unwrap_or(0));
             }
             let found = match result {
@@ -450,24 +460,12 @@ impl Profiles {
     }
 
     /// Members of a segment's query (among `only`, when given).
-    async fn evaluate(
-        &self,
-        db: &Database,
-        snap: &Arc<Snapshot>,
-        query: &str,
-        only: Option<&[ProfileId]>,
-        over_profiles: bool,
-    ) -> Result<RoaringTreemap> {
-        let mut sql = format!("SELECT DISTINCT {PROFILE_ID_COLUMN} FROM ({query}) AS segment_query WHERE {PROFILE_ID_COLUMN} IS NOT NULL");
-        let ctx = self.ctx_at(db, snap);
-        match only {
-            Some(pids) if over_profiles => {
-                let set: RoaringTreemap = pids.iter().copied().collect();
-                ctx.state_ref().write().config_mut().set_extension(Arc::new(super::OnlyProfiles(Arc::new(set))));
-            }
-            Some(pids) => sql.push_str(&format!(" AND {PROFILE_ID_COLUMN} IN ({})", id_list(pids))),
-            None => {}
-        }
+    async fn evaluate(&self, db: &Database, snap: &Arc<Snapshot>, query: &str, only: Option<&[ProfileId]>) -> Result<RoaringTreemap> {
+        let sql = format!("SELECT DISTINCT {PROFILE_ID_COLUMN} FROM ({query}) AS segment_query WHERE {PROFILE_ID_COLUMN} IS NOT NULL");
+        let ctx = match only {
+            Some(pids) => self.ctx_only(db, snap, pids),
+            None => self.ctx_at(db, snap),
+        };
         segments::members_of(&self.run_query_on(ctx, &sql).await?)
     }
 
@@ -527,7 +525,7 @@ impl Profiles {
         // Plan it once: errors in the expressions show now, and the plan
         // tells the value's type.
         let ctx = self.ctx_at(db, &snap);
-        let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables(), None))
+        let plan = plan_query(&ctx, &compiled.sql(&compiled.own_tables()))
             .await
             .map_err(|e| Error::user(format!("{what} '{name}' cannot be computed: {e}")))?;
         compiled.data_type = plan.schema().field(1).data_type().clone();
@@ -614,6 +612,9 @@ impl Profiles {
         let _running = self.running.lock().await;
         let snap = db.store().snapshot();
         let name = c.name.clone();
+        if name.is_empty() || name.len() > segments::MAX_NAME_BYTES {
+            return Err(Error::user(format!("segment name '{name}' must be 1 to {} bytes", segments::MAX_NAME_BYTES)));
+        }
         let exists = self.segments.read().contains_key(&name);
         if exists && c.if_not_exists {
             return Ok(());
@@ -816,4 +817,3 @@ impl Profiles {
     }
 }
 
-pub(crate) use Run as MaintenanceRun;

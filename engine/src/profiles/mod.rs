@@ -17,7 +17,7 @@
 pub(crate) mod clock;
 pub(crate) mod columns;
 mod maintain;
-pub(crate) use maintain::MaintenanceRun;
+pub(crate) use maintain::Run as MaintenanceRun;
 pub(crate) mod segments;
 pub(crate) mod udf;
 
@@ -80,7 +80,9 @@ impl Profiles {
         let custom_clock = clock.is_some();
         let clock: Arc<dyn Clock> = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let mut columns = BTreeMap::new();
-        for (name, def) in columns::stored_definitions(snap)? {
+        let stored: BTreeMap<String, tessera_sql::ProfileColumnDef> =
+            crate::catalog::stored_definitions(snap, columns::COLUMN_KEY_PREFIX, "profile column")?;
+        for (name, def) in stored {
             let compiled = match columns::Compiled::new(def.clone(), snap) {
                 Ok(c) => c,
                 Err(e) => return Err(Error::internal(format!("stored profile column '{name}' no longer compiles: {e}"))),
@@ -89,7 +91,9 @@ impl Profiles {
         }
         let mut recorded = segments::replay_changes(snap)?;
         let mut segs = BTreeMap::new();
-        for (name, def) in segments::stored_definitions(snap)? {
+        let stored: BTreeMap<String, segments::SegmentDef> =
+            crate::catalog::stored_definitions(snap, segments::SEGMENT_KEY_PREFIX, "segment")?;
+        for (name, def) in stored {
             let analysis = segments::analyze(&def.query, snap)?;
             let members = recorded.remove(&name).unwrap_or_default();
             segs.insert(

@@ -26,6 +26,8 @@ pub(crate) const SEGMENT_KEY_PREFIX: &str = "segment/";
 pub const CHANGES_TABLE: &str = "segment_changes";
 /// Most segments one database may define.
 pub(crate) const MAX_SEGMENTS: usize = 1_000;
+/// Longest segment name.
+pub(crate) const MAX_NAME_BYTES: usize = 63;
 
 /// A segment as persisted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -91,6 +93,17 @@ pub struct SegmentChange {
     /// Microseconds since the epoch.
     pub at: i64,
     pub cause: Cause,
+}
+
+impl SegmentChange {
+    /// The change as SUBSCRIBE sends it: one tab-separated line of
+    /// segment, profile id, change, time (UTC) and cause.
+    pub fn text_line(&self) -> String {
+        let at = arrow::temporal_conversions::timestamp_us_to_datetime(self.at)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| self.at.to_string());
+        format!("{}\t{}\t{}\t{}\t{}\n", self.segment, self.profile_id, self.change.as_str(), at, self.cause.as_str())
+    }
 }
 
 /// What the maintenance needs to know about a definition.
@@ -273,19 +286,6 @@ pub(crate) fn replay_changes(snap: &Snapshot) -> Result<BTreeMap<String, Roaring
             } else {
                 members.remove(pid);
             }
-        }
-    }
-    Ok(out)
-}
-
-/// Segment definitions persisted in storage metadata, by name.
-pub(crate) fn stored_definitions(snap: &Snapshot) -> Result<BTreeMap<String, SegmentDef>> {
-    let mut out = BTreeMap::new();
-    for (key, value) in snap.metadata() {
-        if let Some(name) = key.strip_prefix(SEGMENT_KEY_PREFIX) {
-            let def: SegmentDef = serde_json::from_str(value)
-                .map_err(|e| Error::internal(format!("stored definition of segment '{name}' does not parse: {e}")))?;
-            out.insert(name.to_string(), def);
         }
     }
     Ok(out)
