@@ -16,7 +16,10 @@ use datafusion::parquet::file::properties::WriterProperties;
 use tessera::Database;
 
 mod identity;
+mod rng;
 mod segments;
+
+use rng::Rng;
 
 const EVENT_TYPES: [&str; 8] = ["page_view", "product_view", "add_to_cart", "checkout", "purchase", "email_open", "email_click", "app_open"];
 const CHANNELS: [&str; 5] = ["web", "ios", "android", "email", "store"];
@@ -35,18 +38,6 @@ pub const QUERIES: [(&str, &str); 2] = [
     ),
     ("point_filter", "SELECT * FROM events WHERE customer_id = 424242 ORDER BY event_id"),
 ];
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64: deterministic by seed, good enough for synthetic data.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -961,6 +961,19 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// True when executing it changes nothing (see
+    /// [`Statement::only_reads`]): a plan without DML, DDL or COPY.
+    pub fn only_reads(&self) -> bool {
+        use datafusion::common::tree_node::TreeNode;
+        if let Some(own) = &self.own {
+            return own.only_reads();
+        }
+        let writes = self.plan.exists(|node| {
+            Ok(matches!(node, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)))
+        });
+        matches!(writes, Ok(false))
+    }
+
     /// The columns the statement returns (empty for statements without
     /// rows).
     pub fn output_schema(&self) -> SchemaRef {

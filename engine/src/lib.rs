@@ -27,6 +27,14 @@ pub use tessera_sql::{parse, Statement};
 pub use tessera_sql as sql;
 pub use tessera_storage::StoreOptions;
 
+/// Building blocks exposed only for the micro-benchmarks in `benches/`
+/// (normalizers, the identity graph's union-find). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::identity::graph::{Graph, NodeId, ProfileEvent, Rules, TypeRules};
+    pub use crate::identity::normalize::{key_of, Normalized, Normalizer};
+}
+
 /// Re-exported so users build batches with the same Arrow version.
 pub use arrow;
 pub use datafusion;

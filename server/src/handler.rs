@@ -269,17 +269,17 @@ pub fn to_response(
     output: Output,
     format: &Format,
     options: Arc<FormatOptions>,
-    deadline: Option<tokio::time::Instant>,
+    interrupt: Interrupt,
 ) -> PgWireResult<Response> {
     match output {
         Output::Rows(stream) => {
             let schema = stream.schema();
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
             let for_rows = fields.clone();
-            let rows = with_deadline(stream, deadline)
+            let rows = interruptible(stream, interrupt)
                 .map(move |batch| match batch {
                     Ok(b) => futures::stream::iter(encode_recordbatch(for_rows.clone(), b)).boxed(),
-                    Err(e) => futures::stream::once(async move { Err(to_pg(tessera::Error::from(e))) }).boxed(),
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 })
                 .flatten();
             Ok(Response::Query(QueryResponse::new(fields, rows)))
@@ -318,24 +318,74 @@ where
 }
 
 const TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
+const CANCEL_MESSAGE: &str = "canceling statement due to user request";
 
-/// Rows stop with a 57014 error once the statement's time is up.
-fn with_deadline(
-    stream: datafusion::execution::SendableRecordBatchStream,
+/// What stops a running query early: the connection's statement timeout,
+/// or a cancel request (see `cancel.rs`).
+pub struct Interrupt {
     deadline: Option<tokio::time::Instant>,
-) -> futures::stream::BoxStream<'static, datafusion::error::Result<arrow::array::RecordBatch>> {
-    let Some(deadline) = deadline else { return stream.boxed() };
-    let sleep = Box::pin(tokio::time::sleep_until(deadline));
-    futures::stream::unfold((stream, sleep, false), |(mut stream, mut sleep, done)| async move {
+    cancel: Option<futures::channel::oneshot::Receiver<()>>,
+}
+
+impl Interrupt {
+    /// Armed for the statement about to run.
+    fn arm<C: ClientInfo>(client: &C, conn: &ConnState) -> Interrupt {
+        let deadline = statement_timeout(conn).map(|d| tokio::time::Instant::now() + d);
+        let cancel = client.session_extensions().get::<crate::cancel::Registration>().map(|r| r.slot.arm());
+        Interrupt { deadline, cancel }
+    }
+
+    /// Resolves with the error to send once the statement must stop;
+    /// never, when nothing can stop it.
+    async fn fired(&mut self) -> PgWireError {
+        let deadline = self.deadline;
+        let until_deadline = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancel = &mut self.cancel;
+        let until_cancel = async move {
+            if let Some(receiver) = cancel.as_mut() {
+                let fired = receiver.await.is_ok();
+                // A finished receiver must not be polled again.
+                *cancel = None;
+                if fired {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = until_deadline => pg_error("57014", TIMEOUT_MESSAGE),
+            _ = until_cancel => pg_error("57014", CANCEL_MESSAGE),
+        }
+    }
+
+    /// Run an engine call, giving up when interrupted. Only for calls that
+    /// write nothing: a write's commit cannot be stopped half-way, so
+    /// dropping it would report a failure for a write that still happens.
+    async fn run<T>(&mut self, work: impl std::future::Future<Output = tessera::Result<T>>) -> PgWireResult<T> {
+        tokio::select! {
+            e = self.fired() => Err(e),
+            r = work => r.map_err(to_pg),
+        }
+    }
+}
+
+/// Rows stop with a 57014 error once the statement is interrupted.
+fn interruptible(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    interrupt: Interrupt,
+) -> futures::stream::BoxStream<'static, PgWireResult<arrow::array::RecordBatch>> {
+    futures::stream::unfold((stream, interrupt, false), |(mut stream, mut interrupt, done)| async move {
         if done {
             return None;
         }
         tokio::select! {
-            _ = &mut sleep => Some((
-                Err(datafusion::error::DataFusionError::Execution(TIMEOUT_MESSAGE.into())),
-                (stream, sleep, true),
-            )),
-            item = stream.next() => item.map(|i| (i, (stream, sleep, false))),
+            e = interrupt.fired() => Some((Err(e), (stream, interrupt, true))),
+            item = stream.next() => item.map(|i| (i.map_err(|e| to_pg(tessera::Error::from(e))), (stream, interrupt, false))),
         }
     })
     .boxed()
@@ -359,17 +409,18 @@ fn statement_timeout(conn: &ConnState) -> Option<std::time::Duration> {
     (millis > 0).then(|| std::time::Duration::from_millis(millis * scale))
 }
 
-/// Run an engine call under the statement timeout.
-async fn timed<T>(
-    deadline: Option<tokio::time::Instant>,
-    work: impl std::future::Future<Output = tessera::Result<T>>,
-) -> PgWireResult<T> {
-    match deadline {
-        Some(d) => match tokio::time::timeout_at(d, work).await {
-            Ok(r) => r.map_err(to_pg),
-            Err(_) => Err(pg_error("57014", TIMEOUT_MESSAGE)),
-        },
-        None => work.await.map_err(to_pg),
+/// Execute a statement under its interrupt: a statement that only reads
+/// is stopped where it is; one that writes runs to its end (see
+/// [`Interrupt::run`]), and its rows, if any, can still be interrupted.
+async fn execute_interruptible(
+    interrupt: &mut Interrupt,
+    statement: &tessera::Statement,
+    work: impl std::future::Future<Output = tessera::Result<Output>>,
+) -> PgWireResult<Output> {
+    if statement.only_reads() {
+        interrupt.run(work).await
+    } else {
+        work.await.map_err(to_pg)
     }
 }
 
@@ -550,13 +601,15 @@ impl SimpleQueryHandler for Handler {
                 ))));
                 break;
             }
-            let deadline = statement_timeout(&conn).map(|d| tokio::time::Instant::now() + d);
             let outcome = match &kind {
-                Kind::Engine(statement) => match timed(deadline, conn.session.execute((**statement).clone())).await {
+                Kind::Engine(statement) => {
+                    let mut interrupt = Interrupt::arm(client, &conn);
+                    match execute_interruptible(&mut interrupt, statement, conn.session.execute((**statement).clone())).await {
                     Ok(tessera::Output::Subscription(subscription)) => stream_subscription(client, subscription).await,
-                    Ok(output) => to_response(output, &Format::UnifiedText, format_options(client), deadline),
+                    Ok(output) => to_response(output, &Format::UnifiedText, format_options(client), interrupt),
                     Err(e) => Err(e),
-                },
+                    }
+                }
                 special => self.run_special(client, &conn, special).await,
             };
             match outcome {
@@ -668,9 +721,10 @@ impl ExtendedQueryHandler for Handler {
             let values = deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
             Some(values)
         };
-        let deadline = statement_timeout(&conn).map(|d| tokio::time::Instant::now() + d);
-        let output = timed(deadline, conn.session.execute_prepared(prepared, params)).await?;
-        let response = to_response(output, &portal.result_column_format, format_options(client), deadline)?;
+        let mut interrupt = Interrupt::arm(client, &conn);
+        let work = conn.session.execute_prepared(prepared, params);
+        let output = if prepared.only_reads() { interrupt.run(work).await? } else { work.await.map_err(to_pg)? };
+        let response = to_response(output, &portal.result_column_format, format_options(client), interrupt)?;
         self.note_write(status, &conn, &response);
         Ok(response)
     }

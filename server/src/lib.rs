@@ -1,5 +1,7 @@
 //! Tessera's PostgreSQL wire-protocol server.
 
+mod cancel;
+mod connection;
 pub mod demo;
 pub mod errors;
 pub mod handler;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tessera::{Database, Output};
 
 const DEFAULT_DATA_DIR: &str = "./tessera-data";
-const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo [--demo-people N]] [--max-connections N] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"\n       tessera generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]";
+const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo [--demo-people N]] [--max-connections N] [--idle-timeout SECONDS] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"\n       tessera generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]";
 
 struct ServeArgs {
     data_dir: PathBuf,
@@ -38,6 +38,10 @@ fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
                 out.options.tls = Some((cert, PathBuf::from(value("a PEM file")?)));
             }
             "--require-tls" => out.options.require_tls = true,
+            "--idle-timeout" => {
+                let seconds: u64 = value("a number of seconds")?.parse().context("--idle-timeout")?;
+                out.options.idle_timeout = (seconds > 0).then(|| std::time::Duration::from_secs(seconds));
+            }
             "--demo" => out.demo = Some(out.demo.unwrap_or(tessera_server::demo::DEFAULT_DEMO_PEOPLE)),
             "--demo-people" => out.demo = Some(value("a number")?.parse().context("--demo-people")?),
             other => anyhow::bail!("unknown option {other}\n{USAGE}"),

@@ -9,17 +9,17 @@ use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
-use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::tokio::process_socket;
 use tessera::Database;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::cancel::{Cancels, Registration};
 use crate::handler::Handler;
 
 #[derive(Clone, Debug)]
@@ -30,11 +30,23 @@ pub struct ServerOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse connections that did not negotiate TLS.
     pub require_tls: bool,
+    /// Close a connection that sends nothing for this long (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
 }
+
+/// A connection that sends nothing for an hour is closed (57P05), so
+/// abandoned clients do not hold a connection slot for ever.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { listen: "127.0.0.1:5433".into(), max_connections: 100, tls: None, require_tls: false }
+        ServerOptions {
+            listen: "127.0.0.1:5433".into(),
+            max_connections: 100,
+            tls: None,
+            require_tls: false,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
     }
 }
 
@@ -61,16 +73,10 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result
 }
 
 /// Loopback connections need no password while no user exists.
-struct TrustLoopback {
-    manager: Arc<ConnectionManager>,
-}
+struct TrustLoopback;
 
 #[async_trait]
 impl NoopStartupHandler for TrustLoopback {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.manager.clone())
-    }
-
     async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
@@ -96,6 +102,7 @@ struct Startup {
     trust: TrustLoopback,
     sasl: SASLAuthStartupHandler<DefaultServerParameterProvider>,
     use_scram: parking_lot::Mutex<Option<bool>>,
+    cancels: Arc<Cancels>,
 }
 
 #[async_trait]
@@ -115,10 +122,17 @@ impl StartupHandler for Startup {
         }
         let scram = *self.use_scram.lock().get_or_insert_with(|| crate::users::any_user(&self.db));
         if scram {
-            self.sasl.on_startup(client, message).await
+            self.sasl.on_startup(client, message).await?;
         } else {
-            self.trust.on_startup(client, message).await
+            self.trust.on_startup(client, message).await?;
         }
+        // Authenticated: the key the client was given can cancel its
+        // statements from now on.
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) && client.session_extensions().get::<Registration>().is_none() {
+            let (pid, secret) = client.pid_and_secret_key();
+            client.session_extensions().insert(self.cancels.register(pid, &secret));
+        }
+        Ok(())
     }
 }
 
@@ -126,8 +140,7 @@ struct Handlers {
     db: Database,
     require_tls: bool,
     handler: Arc<Handler>,
-    manager: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancels: Arc<Cancels>,
 }
 
 struct LogErrors;
@@ -151,15 +164,14 @@ impl PgWireServerHandlers for Handlers {
         // Called once per connection: the SASL exchange keeps per-connection state.
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = crate::pgcompat::SERVER_VERSION.to_string();
-        let sasl = SASLAuthStartupHandler::new(Arc::new(parameters))
-            .with_scram(crate::users::scram(&self.db))
-            .with_connection_manager(self.manager.clone());
+        let sasl = SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(crate::users::scram(&self.db));
         Arc::new(Startup {
             db: self.db.clone(),
             require_tls: self.require_tls,
-            trust: TrustLoopback { manager: self.manager.clone() },
+            trust: TrustLoopback,
             sasl,
             use_scram: parking_lot::Mutex::new(None),
+            cancels: self.cancels.clone(),
         })
     }
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
@@ -169,7 +181,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(LogErrors)
     }
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        self.cancel.clone()
+        self.cancels.clone()
     }
 }
 
@@ -199,7 +211,6 @@ pub async fn serve(
         (None, _) => "no TLS",
     };
     log(&format!("listening on {addr} (database \"tessera\"); {tls}; {auth}"));
-    let manager = Arc::new(ConnectionManager::new());
     anyhow::ensure!(!options.require_tls || options.tls.is_some(), "--require-tls needs --tls-cert and --tls-key");
     let acceptor = match &options.tls {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
@@ -209,8 +220,7 @@ pub async fn serve(
         db: db.clone(),
         require_tls: options.require_tls,
         handler: Arc::new(Handler::new(db.clone())),
-        manager: manager.clone(),
-        cancel: Arc::new(DefaultCancelHandler::new(manager)),
+        cancels: Arc::new(Cancels::default()),
     });
     let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
@@ -229,9 +239,10 @@ pub async fn serve(
                 };
                 let handlers = handlers.clone();
                 let acceptor = acceptor.clone();
+                let idle_timeout = options.idle_timeout;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = process_socket(socket, acceptor, handlers).await {
+                    if let Err(e) = crate::connection::process(socket, acceptor, handlers, idle_timeout).await {
                         log(&format!("connection from {peer} ended: {e}"));
                     }
                 });

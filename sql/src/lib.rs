@@ -163,6 +163,24 @@ pub enum Statement {
     ShowTraits,
 }
 
+impl Statement {
+    /// True when running the statement changes nothing: a query or a SHOW.
+    /// Such a statement may be stopped anywhere (statement timeout, cancel
+    /// request); one that writes may not, once its commit has begun.
+    pub fn only_reads(&self) -> bool {
+        use datafusion_sql::sqlparser::ast::Statement as Sql;
+        match self {
+            Statement::DataFusion(s) => match s.as_ref() {
+                DFStatement::Statement(s) => matches!(s.as_ref(), Sql::Query(_) | Sql::ShowVariable { .. } | Sql::ShowTables { .. } | Sql::ShowColumns { .. }),
+                DFStatement::Explain(e) => !e.options.analyze,
+                _ => false,
+            },
+            Statement::ShowIdentifiers | Statement::ShowSegments | Statement::ShowTraits => true,
+            _ => false,
+        }
+    }
+}
+
 /// `CREATE SEGMENT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateSegment {

@@ -80,4 +80,47 @@ with psycopg.connect(**DSN, autocommit=True) as conn:
     except psycopg.errors.Error as e:
         assert "unknown identifier type 'fax'" in str(e), e
 
+# A query that would run for minutes: stopped by the statement timeout,
+# then by a cancel request from another thread; each time the connection
+# stays usable and the error says why, with PostgreSQL's SQLSTATE 57014.
+import threading
+import time
+
+ENDLESS = "SELECT sum(value % 7) FROM generate_series(1, 100000000000)"
+
+
+def expect_stopped(conn, words, cancel_after=None, *args, **kwargs):
+    """Run a never-ending query; it must stop with 57014 and `words` in
+    its message well before it could finish, the connection usable."""
+    timer = threading.Timer(cancel_after, conn.cancel) if cancel_after else None
+    if timer:
+        timer.start()
+    started = time.monotonic()
+    try:
+        conn.execute(*args, **kwargs)
+        raise AssertionError("the endless query finished")
+    except psycopg.errors.QueryCanceled as e:
+        assert words in str(e), e
+    finally:
+        if timer:
+            timer.cancel()
+    assert time.monotonic() - started < 30, f"not stopped ({words})"
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+with psycopg.connect(**DSN, autocommit=True) as conn:
+    conn.execute("SET statement_timeout = '500ms'")
+    expect_stopped(conn, "statement timeout", None, ENDLESS)
+    conn.execute("SET statement_timeout = 0")
+    expect_stopped(conn, "user request", 1.0, ENDLESS)
+    # Over the extended protocol too (a prepared statement).
+    expect_stopped(conn, "user request", 1.0, ENDLESS.replace("%", "%%") + " WHERE value > %s", (0,), prepare=True)
+    # A write is not stopped half-way: it completes and says so.
+    conn.execute("CREATE TABLE cancel_probe (x BIGINT)")
+    timer = threading.Timer(0.05, conn.cancel)
+    timer.start()
+    conn.execute("INSERT INTO cancel_probe SELECT value FROM generate_series(1, 3000000)")
+    timer.cancel()
+    assert conn.execute("SELECT count(*) FROM cancel_probe").fetchone() == (3000000,)
+
 print("psycopg ok")

@@ -273,8 +273,20 @@ mod raw {
     pub fn connect(port: u16) -> anyhow::Result<TcpStream> {
         let mut s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(&startup_packet())?;
+        loop {
+            let (tag, _) = read_message(&mut s)?.ok_or_else(|| anyhow::anyhow!("closed during startup"))?;
+            if tag == b'Z' {
+                return Ok(s);
+            }
+            anyhow::ensure!(tag != b'E', "startup refused");
+        }
+    }
+
+    /// A StartupMessage for user and database `tessera`, protocol 3.0.
+    pub fn startup_packet() -> Vec<u8> {
         let mut body = Vec::new();
-        body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+        body.extend_from_slice(&196_608u32.to_be_bytes());
         for (k, v) in [("user", "tessera"), ("database", "tessera")] {
             body.extend_from_slice(k.as_bytes());
             body.push(0);
@@ -284,14 +296,22 @@ mod raw {
         body.push(0);
         let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         packet.extend_from_slice(&body);
-        s.write_all(&packet)?;
-        loop {
-            let (tag, _) = read_message(&mut s)?.ok_or_else(|| anyhow::anyhow!("closed during startup"))?;
-            if tag == b'Z' {
-                return Ok(s);
-            }
-            anyhow::ensure!(tag != b'E', "startup refused");
-        }
+        packet
+    }
+
+    /// An SSLRequest: length 8, code 80877103.
+    pub fn ssl_request() -> Vec<u8> {
+        let mut packet = 8u32.to_be_bytes().to_vec();
+        packet.extend_from_slice(&80_877_103u32.to_be_bytes());
+        packet
+    }
+
+    /// The fields of an ErrorResponse body as (code, text) pairs.
+    pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
+        body.split(|b| *b == 0)
+            .filter(|f| !f.is_empty())
+            .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
+            .collect()
     }
 
     /// One backend message (tag, body), or None when the server closed.
@@ -453,18 +473,7 @@ fn users_and_passwords() -> anyhow::Result<()> {
 #[test]
 fn tls_required() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .context("running openssl")?;
-    anyhow::ensure!(status.success(), "openssl could not make a certificate");
-    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let (cert_s, key_s) = self_signed_certificate(dir.path())?;
     let server = Server::start_with(dir, &["--tls-cert", &cert_s, "--tls-key", &key_s, "--require-tls"])?;
     let conninfo = |mode: &str| format!("host=127.0.0.1 port={} user=tessera dbname=tessera sslmode={mode}", server.port);
     let run = |mode: &str| -> anyhow::Result<(bool, String, String)> {
@@ -477,5 +486,72 @@ fn tls_required() -> anyhow::Result<()> {
     assert!(!ok && err.contains("only TLS connections"), "plaintext accepted: {err}");
     let (ok, _, err) = run("require")?;
     assert!(ok, "the server stopped serving after a refused client: {err}");
+    Ok(())
+}
+
+/// A self-signed certificate and its key (PEM files in `dir`), as paths.
+fn self_signed_certificate(dir: &Path) -> anyhow::Result<(String, String)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    anyhow::ensure!(status.success(), "openssl could not make a certificate");
+    Ok((cert.display().to_string(), key.display().to_string()))
+}
+
+/// Bytes sent in the same packet as an SSLRequest arrive before TLS
+/// protects anything (a man in the middle could have put them there): the
+/// server answers `S`, then refuses with 08P01 instead of reading them as
+/// the startup, and keeps serving well-behaved clients.
+#[test]
+fn bytes_after_an_ssl_request_are_refused() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let (cert_s, key_s) = self_signed_certificate(dir.path())?;
+    let server = Server::start_with(dir, &["--tls-cert", &cert_s, "--tls-key", &key_s])?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut packet = raw::ssl_request();
+    packet.extend_from_slice(&raw::startup_packet());
+    s.write_all(&packet)?;
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer)?;
+    assert_eq!(answer[0], b'S', "the server offers TLS");
+    let (tag, body) = raw::read_message(&mut s)?.context("closed without saying why")?;
+    let fields = raw::error_fields(&body);
+    assert_eq!(tag, b'E', "expected an error, got {tag} {fields:?}");
+    assert!(fields.contains(&(b'C', "08P01".into())), "{fields:?}");
+    assert!(fields.iter().any(|(k, v)| *k == b'M' && v.contains("unencrypted data after SSL request")), "{fields:?}");
+    assert!(raw::read_message(&mut s)?.is_none(), "the connection stays open");
+    // Plaintext without an SSLRequest and TLS both still work.
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT 40 + 2"])?;
+    assert!(ok && out.trim() == "42", "{out}{err}");
+    let conninfo = format!("host=127.0.0.1 port={} user=tessera dbname=tessera sslmode=require", server.port);
+    let out = Command::new("psql").args(["-X", "-w", "-A", "-t", "-d", &conninfo, "-c", "SELECT 7"]).output()?;
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "7", "{out:?}");
+    Ok(())
+}
+
+/// A connection that sends nothing for the idle timeout is closed with
+/// 57P05; others connect and work as before.
+#[test]
+fn idle_connections_are_closed() -> anyhow::Result<()> {
+    let server = Server::start_with(tempfile::tempdir()?, &["--idle-timeout", "1"])?;
+    let mut s = raw::connect(server.port)?;
+    let started = Instant::now();
+    let (tag, body) = raw::read_message(&mut s)?.context("closed without saying why")?;
+    let fields = raw::error_fields(&body);
+    assert_eq!(tag, b'E', "{fields:?}");
+    assert!(fields.contains(&(b'C', "57P05".into())), "{fields:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the timeout");
+    assert!(raw::read_message(&mut s)?.is_none(), "the connection stays open");
+    let (ok, out, err) = psql(server.port, &["-A", "-t", "-c", "SELECT 1"])?;
+    assert!(ok && out.trim() == "1", "{out}{err}");
     Ok(())
 }
