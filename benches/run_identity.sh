@@ -30,5 +30,5 @@ print()
 print(f"Tessera: {t['identifier_values'] / resolve_t / 1e6:.2f} M identifier links/s (resolution step, one writer thread); "
       f"graph {t['graph_bytes_per_identifier']:.1f} bytes per identifier ({t['graph_nodes']:,.0f} identifiers); "
       f"insert then lookup p50 {t['insert_then_lookup_p50_ms']:.2f} ms, p99 {t['insert_then_lookup_p99_ms']:.2f} ms; "
-      f"reopen (graph rebuilt from rows) {t['open_s']:.2f} s")
+      f"reopen of the database (saved dictionary; graph rebuilt) {t['open_s']:.2f} s")
 PY
