@@ -46,12 +46,24 @@ def check(path, parts):
         block_span(text, name, path)
 
 
+def wall_times(work):
+    """Seconds each part took in this run (run.sh appends a line per part)."""
+    times = {}
+    if os.path.exists(f"{work}/run-times.txt"):
+        for line in open(f"{work}/run-times.txt"):
+            name, secs = line.split()
+            times[name] = int(secs)
+    return times
+
+
 def splice(path, name, table, commit, what):
     body = open(table).read().strip()
     if not body:
         sys.exit(f"the {name} benchmark printed no results")
     today = datetime.date.today().isoformat()
-    replace_block(path, name, f"Measured {today} at commit {commit} by `benches/run.sh` ({what}):\n\n{body}\n")
+    took = wall_times(os.path.dirname(os.path.abspath(table))).get(name)
+    took = f"; the part took {took // 60} min {took % 60} s with builds and data generation" if took is not None else ""
+    replace_block(path, name, f"Measured {today} at commit {commit} by `benches/run.sh` ({what}{took}):\n\n{body}\n")
 
 
 def human_time(ns):
@@ -102,16 +114,12 @@ def machine():
 
 
 def header(path, commit, work, parts):
-    times = {}
-    if os.path.exists(f"{work}/run-times.txt"):
-        for line in open(f"{work}/run-times.txt"):
-            name, secs = line.split()
-            times[name] = int(secs)
+    times = wall_times(work)
     duck = first_line([f"{work}/venv/bin/python", "-c", "import duckdb; print(duckdb.__version__)"])
     pg = first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"])
     took = ", ".join(f"{n} {s // 60} min {s % 60} s" for n, s in times.items())
     body = (f"Last run of `benches/run.sh`: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} at commit {commit} "
-            f"(parts: {parts}; {took}).\n\n"
+            f"(parts: {parts}; {took}). Each block below names the run it comes from.\n\n"
             f"- machine: {machine()}\n"
             f"- {first_line(['rustc', '--version'])}, release profile\n"
             f"- DuckDB {duck} (Python package, in `{work}/venv`); {pg} (Debian package)\n")
