@@ -74,6 +74,21 @@ resolve_s = time.time() - t1
 out.update(load_s=load_s, resolve_s=resolve_s, end_to_end_s=load_s + resolve_s, iterations=iterations,
            profiles=con.execute("SELECT count(DISTINCT profile) FROM row_profiles").fetchone()[0])
 
+# Profile lookups as an application asks them, the data-team way: the raw
+# email normalized in SQL, then its node's label. The same 200 raw values
+# as Tessera's side (the first non-null crm_contacts emails in sorted order).
+emails = [r[0] for r in con.execute("SELECT email FROM crm_contacts WHERE email IS NOT NULL ORDER BY email LIMIT 200").fetchall()]
+lookup = (f"SELECT l.label FROM nodes n JOIN labels l USING (node) "
+          f"WHERE n.kind = 'email' AND n.value = {normalized('CAST($1 AS VARCHAR)', 'email')}")
+latencies, found = [], 0
+for email in emails:
+    t = time.perf_counter()
+    found += len(con.execute(lookup, [email]).fetchall())
+    latencies.append((time.perf_counter() - t) * 1000.0)
+latencies.sort()
+pct = lambda p: latencies[round((len(latencies) - 1) * p)]  # as benches/src/identity.rs
+out.update(lookup_p50_ms=pct(0.5), lookup_p99_ms=pct(0.99), lookup_found=found)
+
 # Quality: rows without an identifier are clusters of one.
 con.execute(f"CREATE TABLE truth AS SELECT * FROM read_csv('{data}/truth.csv', header = true)")
 tp, pp, tt = con.execute("""

@@ -25,6 +25,9 @@ print(f"| resolution step (s) | {resolve_t:.2f} | {d['resolve_s']:.2f} | {d['res
 print(f"| profiles | {t['profiles']:,.0f} | {d['profiles']:,.0f} | |")
 print(f"| pairwise precision | {t['pairwise_precision']:.4f} | {d['pairwise_precision']:.4f} | |")
 print(f"| pairwise recall | {t['pairwise_recall']:.4f} | {d['pairwise_recall']:.4f} | |")
+print(f"| profile lookup by a raw email, p50 (ms) | {t['lookup_p50_ms']:.2f} | {d['lookup_p50_ms']:.2f} | {d['lookup_p50_ms'] / t['lookup_p50_ms']:.1f}x |")
+print(f"| profile lookup by a raw email, p99 (ms) | {t['lookup_p99_ms']:.2f} | {d['lookup_p99_ms']:.2f} | {d['lookup_p99_ms'] / t['lookup_p99_ms']:.1f}x |")
+print(f"| lookups that found a profile (of 200) | {t['lookup_found']:.0f} | {d['lookup_found']:.0f} | |")
 print(f"| peak memory (MB) | {t_rss:.0f} | {d_rss:.0f} | |")
 print()
 print(f"Tessera: {t['identifier_values'] / resolve_t / 1e6:.2f} M identifier links/s (resolution step, one writer thread); "

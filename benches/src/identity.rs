@@ -175,8 +175,24 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     out.num("graph_nodes", nodes as f64);
     out.num("graph_bytes_per_identifier", bytes as f64 / nodes.max(1) as f64);
 
-    // Read-your-writes: a single-row insert, then a lookup of its new email.
+    // Profile lookups as an application asks them: a raw email in, the
+    // profile out. The same 200 raw values on both sides (the first
+    // non-null crm_contacts emails in sorted order).
     let s = db.session();
+    let mut latencies = Vec::new();
+    let mut found_profiles = 0;
+    for email in lookup_emails(&s).await? {
+        let t = Instant::now();
+        let found = s.sql(&format!("SELECT profile_id FROM profile_lookup('email', '{}')", email.replace('\'', "''"))).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        found_profiles += found.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    latencies.sort_by(f64::total_cmp);
+    out.num("lookup_p50_ms", percentile(&latencies, 0.5));
+    out.num("lookup_p99_ms", percentile(&latencies, 0.99));
+    out.num("lookup_found", found_profiles as f64);
+
+    // Read-your-writes: a single-row insert, then a lookup of its new email.
     let mut latencies = Vec::new();
     for i in 0..200 {
         let email = format!("bench{i}@example.com");
@@ -211,4 +227,19 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     out.num("pairwise_precision", precision);
     out.num("pairwise_recall", recall);
     Ok(out.finish())
+}
+
+/// The raw emails both sides look up (`duckdb_identity.py` asks the same).
+async fn lookup_emails(s: &tessera::Session) -> anyhow::Result<Vec<String>> {
+    let batches = s.sql("SELECT email FROM crm_contacts WHERE email IS NOT NULL ORDER BY email LIMIT 200").await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let column = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let strings = column
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .context("email column is not text")?;
+        out.extend(strings.iter().flatten().map(str::to_string));
+    }
+    Ok(out)
 }

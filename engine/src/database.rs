@@ -215,6 +215,11 @@ impl Database {
     }
 
     /// A new session: its own settings, sharing the database.
+    /// The database directory (`None` in memory).
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.store.dir().map(std::path::Path::to_path_buf)
+    }
+
     pub fn session(&self) -> Session {
         let state = match self.inner.template.read().as_ref() {
             Some(t) => t.clone(),
@@ -582,7 +587,14 @@ impl Session {
     /// `COPY table FROM STDIN` with the client's data (text or CSV format,
     /// as the statement says). All rows or none.
     pub async fn copy_from_data(&self, copy: &tessera_sql::CopyFrom, data: Vec<u8>) -> Result<u64> {
-        ingest::copy_from_data(&self.db.inner.store, &self.db.inner.identity, copy, data).await
+        self.copy_from_reader(copy, std::io::Cursor::new(data)).await
+    }
+
+    /// `COPY table FROM STDIN` reading the data as it is parsed: rows are
+    /// appended batch by batch and a large input goes to segment files
+    /// before the commit, so memory stays bounded. All rows or none.
+    pub async fn copy_from_reader(&self, copy: &tessera_sql::CopyFrom, data: impl std::io::Read + Send + 'static) -> Result<u64> {
+        ingest::copy_from_reader(&self.db.inner.store, &self.db.inner.identity, copy, Box::new(data)).await
     }
 
     /// `ALTER TABLE t SET (identifiers = '...')`: declare identifier

@@ -1,6 +1,9 @@
-//! Getting rows in: the bulk append API and `COPY ... FROM` files. Every
-//! path validates all input first and commits it as one transaction, so a
-//! bad row anywhere means nothing is written.
+//! Getting rows in: the bulk append API and `COPY ... FROM` files and
+//! streams. Every path commits its input as one transaction, so a bad row
+//! anywhere means nothing is written. Sources are read a batch at a time
+//! and appended as they are parsed; a large transaction's rows go to
+//! segment files before the commit names them (storage's `spill_rows`), so
+//! memory stays bounded whatever the size of the input.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -21,21 +24,31 @@ const FILE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Commit batches (full storage rows) as one transaction.
 pub(crate) async fn commit_batches(store: Store, identity: Arc<Identity>, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
+    blocking(move || commit_stream(&store, &identity, &meta, batches.into_iter().map(Ok))).await
+}
+
+/// Commit a stream of full storage rows as one transaction, resolving
+/// identities batch by batch (blocking). The first error abandons the
+/// transaction: nothing of it becomes visible.
+fn commit_stream(
+    store: &Store,
+    identity: &Arc<Identity>,
+    meta: &Arc<TableMeta>,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<u64> {
     if RESERVED_NAMES.contains(&meta.name.as_str()) {
         return Err(Error::user(format!("system table '{}' cannot be changed directly", meta.name)));
     }
-    blocking(move || {
-        let mut txn = store.begin_write()?;
-        let mut writer = identity.writer_for(&txn, &meta)?;
-        for mut b in batches {
-            if let Some(w) = writer.as_mut() {
-                b = w.resolve(&meta, b, txn.next_row_id(&meta.name)?)?;
-            }
-            txn.append(&meta.name, b)?;
+    let mut txn = store.begin_write()?;
+    let mut writer = identity.writer_for(&txn, meta)?;
+    for batch in batches {
+        let mut b = batch?;
+        if let Some(w) = writer.as_mut() {
+            b = w.resolve(meta, b, txn.next_row_id(&meta.name)?)?;
         }
-        Ok(crate::identity::commit(&store, txn, writer)?.rows_appended)
-    })
-    .await
+        txn.append(&meta.name, b)?;
+    }
+    Ok(crate::identity::commit(store, txn, writer)?.rows_appended)
 }
 
 fn strict() -> CastOptions<'static> {
@@ -118,28 +131,33 @@ pub(crate) async fn copy_from(store: &Store, identity: &Arc<Identity>, copy: &Co
     copy_from_source(store, identity, copy, Source::File(path)).await
 }
 
-/// `COPY ... FROM STDIN`: the client's bytes, already received.
-pub(crate) async fn copy_from_data(store: &Store, identity: &Arc<Identity>, copy: &CopyFrom, data: Vec<u8>) -> Result<u64> {
-    copy_from_source(store, identity, copy, Source::Bytes(data)).await
+/// `COPY ... FROM STDIN`: the client's data, read as it is parsed.
+pub(crate) async fn copy_from_reader(
+    store: &Store,
+    identity: &Arc<Identity>,
+    copy: &CopyFrom,
+    data: Box<dyn std::io::Read + Send>,
+) -> Result<u64> {
+    copy_from_source(store, identity, copy, Source::Stream(data)).await
 }
 
 enum Source {
     File(String),
-    Bytes(Vec<u8>),
+    Stream(Box<dyn std::io::Read + Send>),
 }
 
 impl Source {
     fn name(&self) -> String {
         match self {
             Source::File(p) => format!("'{p}'"),
-            Source::Bytes(_) => "STDIN".to_string(),
+            Source::Stream(_) => "STDIN".to_string(),
         }
     }
 
-    fn reader(&self) -> Result<Box<dyn std::io::Read + Send + '_>> {
+    fn into_reader(self) -> Result<Box<dyn std::io::Read + Send>> {
         Ok(match self {
-            Source::File(p) => Box::new(BufReader::new(open(p)?)),
-            Source::Bytes(b) => Box::new(std::io::Cursor::new(b.as_slice())),
+            Source::File(p) => Box::new(open(&p)?),
+            Source::Stream(r) => r,
         })
     }
 }
@@ -154,18 +172,16 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     let format = match (copy.format, &source) {
         (Some(f), _) => f,
         (None, Source::File(path)) => format_from_extension(path)?,
-        (None, Source::Bytes(_)) => FileFormat::Text,
+        (None, Source::Stream(_)) => FileFormat::Text,
     };
     let copy = copy.clone();
-    let batches = {
-        let meta = meta.clone();
-        blocking(move || read_source(&meta, &source, format, &file_columns, &copy)).await?
-    };
-    let mut full = Vec::with_capacity(batches.len());
-    for b in &batches {
-        full.push(conform_by_name(&meta, b)?);
-    }
-    commit_batches(store.clone(), identity.clone(), meta, full).await
+    let (store, identity) = (store.clone(), identity.clone());
+    blocking(move || {
+        let batches = read_source(&meta, source, format, &file_columns, &copy)?;
+        let full = batches.map(|b| b.and_then(|b| conform_by_name(&meta, &b)));
+        commit_stream(&store, &identity, &meta, full)
+    })
+    .await
 }
 
 /// The columns the file holds, in file order.
@@ -209,16 +225,40 @@ fn open(path: &str) -> Result<File> {
     File::open(path).map_err(|e| Error::user(format!("cannot open '{path}': {e}")))
 }
 
-fn read_source(meta: &TableMeta, source: &Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Vec<RecordBatch>> {
-    let path = source.name();
-    let in_file = |e: arrow::error::ArrowError| Error::user(format!("COPY {} from {path}: {e}", meta.name));
-    match format {
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// The rows of a source as batches of the file's columns, parsed one batch
+/// at a time as the iterator is driven.
+fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Batches> {
+    let prefix: Arc<str> = format!("COPY {} from {}", meta.name, source.name()).into();
+    // Errors name the statement and the source; each parser gets its own.
+    let in_file = |e: String| Error::user(format!("{prefix}: {e}"));
+    let in_file_owned = || {
+        let prefix = prefix.clone();
+        move |e: String| Error::user(format!("{prefix}: {e}"))
+    };
+    let parquet_file = match (&source, format) {
+        (Source::File(file), FileFormat::Parquet) => Some(file.clone()),
+        (_, FileFormat::Parquet) => return Err(Error::Unsupported("Parquet from STDIN".into())),
+        _ => None,
+    };
+    let reader = source.into_reader()?;
+    Ok(match format {
         FileFormat::Text => {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut source.reader()?, &mut bytes)
-                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
-            crate::text_format::read(meta, &bytes, columns, copy.delimiter.unwrap_or(b'\t'), copy.null_string.as_deref().unwrap_or("\\N"))
-                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))
+            let (meta, columns) = (meta.clone(), columns.clone());
+            let delimiter = copy.delimiter.unwrap_or(b'\t');
+            let null = copy.null_string.clone().unwrap_or_else(|| "\\N".to_string());
+            let in_file = in_file_owned();
+            Box::new(TextChunks { reader: BufReader::new(reader), next_line: 1, done: false }.flat_map(move |chunk| {
+                let parsed = chunk
+                    .map_err(|e| e.to_string())
+                    .and_then(|(first_line, bytes)| crate::text_format::read(&meta, &bytes, &columns, delimiter, &null, first_line));
+                let out: Vec<Result<RecordBatch>> = match parsed {
+                    Ok(batches) => batches.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(in_file(e))],
+                };
+                out
+            }))
         }
         FileFormat::Csv => {
             let mut builder = arrow::csv::ReaderBuilder::new(columns.clone())
@@ -232,37 +272,76 @@ fn read_source(meta: &TableMeta, source: &Source, format: FileFormat, columns: &
                 let regex = regex_lite_compile(&pattern)?;
                 builder = builder.with_null_regex(regex);
             }
-            let reader = builder.build(source.reader()?).map_err(in_file)?;
-            reader
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::user(format!("COPY {} from {path}: {}", meta.name, file_line_numbers(&e.to_string()))))
+            let reader = builder.build(BufReader::new(reader)).map_err(|e| in_file(e.to_string()))?;
+            let in_file = in_file_owned();
+            Box::new(reader.map(move |b| b.map_err(|e| in_file(file_line_numbers(&e.to_string())))))
         }
         FileFormat::Json => {
             let reader = arrow::json::ReaderBuilder::new(columns.clone())
                 .with_batch_size(FILE_BATCH_ROWS)
                 .with_strict_mode(true)
-                .build(BufReader::new(source.reader()?))
-                .map_err(in_file)?;
-            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(in_file)
+                .build(BufReader::new(reader))
+                .map_err(|e| in_file(e.to_string()))?;
+            let in_file = in_file_owned();
+            Box::new(reader.map(move |b| b.map_err(|e| in_file(e.to_string()))))
         }
         FileFormat::Parquet => {
             use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let Source::File(file) = source else {
-                return Err(Error::Unsupported("Parquet from STDIN".into()));
-            };
-            let builder = ParquetRecordBatchReaderBuilder::try_new(open(file)?)
-                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
-            let reader = builder
-                .with_batch_size(FILE_BATCH_ROWS)
-                .build()
-                .map_err(|e| Error::user(format!("COPY {} from {path}: {e}", meta.name)))?;
-            let mut out = Vec::new();
-            for batch in reader {
-                let batch = batch.map_err(in_file)?;
-                out.push(pick_columns(meta, &batch, columns)?);
-            }
-            Ok(out)
+            drop(reader);
+            let file = parquet_file.ok_or_else(|| Error::Internal("Parquet source without a file".into()))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open(&file)?).map_err(|e| in_file(e.to_string()))?;
+            let reader = builder.with_batch_size(FILE_BATCH_ROWS).build().map_err(|e| in_file(e.to_string()))?;
+            let (meta, columns) = (meta.clone(), columns.clone());
+            let in_file = in_file_owned();
+            Box::new(reader.map(move |b| {
+                let b = b.map_err(|e| in_file(e.to_string()))?;
+                pick_columns(&meta, &b, &columns)
+            }))
         }
+    })
+}
+
+/// Lines of a COPY text stream in chunks of at most one batch of rows, each
+/// chunk ending at a line end, with the number of its first line; stops
+/// after the `\.` end-of-data line.
+struct TextChunks<R> {
+    reader: R,
+    next_line: usize,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> Iterator for TextChunks<R> {
+    type Item = std::io::Result<(usize, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let first_line = self.next_line;
+        let mut chunk = Vec::new();
+        let mut lines = 0;
+        while lines < crate::text_format::BATCH_ROWS {
+            let start = chunk.len();
+            match self.reader.read_until(b'\n', &mut chunk) {
+                Ok(0) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(_) => lines += 1,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+            let line = &chunk[start..];
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            if line.strip_suffix(b"\r").unwrap_or(line) == b"\\." {
+                self.done = true;
+                break;
+            }
+        }
+        self.next_line += lines;
+        (!chunk.is_empty()).then_some(Ok((first_line, chunk)))
     }
 }
 

@@ -9,16 +9,25 @@ use arrow::datatypes::SchemaRef;
 use tessera_storage::TableMeta;
 
 /// Rows per batch.
-const BATCH_ROWS: usize = 64 * 1024;
+pub(crate) const BATCH_ROWS: usize = 64 * 1024;
 
-pub(crate) fn read(meta: &TableMeta, bytes: &[u8], columns: &SchemaRef, delimiter: u8, null: &str) -> Result<Vec<RecordBatch>, String> {
+/// Parse rows; `first_line_no` is the number of the first line of `bytes`
+/// in the whole input (errors name lines by it).
+pub(crate) fn read(
+    meta: &TableMeta,
+    bytes: &[u8],
+    columns: &SchemaRef,
+    delimiter: u8,
+    null: &str,
+    first_line_no: usize,
+) -> Result<Vec<RecordBatch>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not valid UTF-8: {e}"))?;
     let mut batches = Vec::new();
     let mut rows: Vec<Vec<Option<String>>> = Vec::with_capacity(BATCH_ROWS);
-    let mut first_line = 1usize;
+    let mut first_line = first_line_no;
     let total_lines = text.split('\n').count();
     for (i, line) in text.split('\n').enumerate() {
-        let line_no = i + 1;
+        let line_no = first_line_no + i;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line == "\\." {
             break; // end-of-data marker

@@ -30,8 +30,9 @@ use tessera::{Database, Output, Prepared, Session, Statement};
 use crate::errors::{pg_error, to_pg};
 use crate::pgcompat::setting_default;
 
-/// Largest COPY FROM STDIN payload accepted.
-pub const MAX_COPY_BYTES: usize = 2 << 30;
+/// Largest COPY FROM STDIN payload accepted (it is spooled to a file in
+/// the data directory, not held in memory).
+pub const MAX_COPY_BYTES: u64 = 64 << 30;
 
 /// What one connection keeps between messages.
 pub struct ConnState {
@@ -45,8 +46,49 @@ pub struct ConnState {
 
 struct CopyIn {
     copy: CopyFrom,
-    data: Vec<u8>,
-    failed: Option<String>,
+    /// The data received so far, spooled to an unnamed file (removed by
+    /// the system when closed, also if the server dies): memory stays
+    /// flat however large the COPY, and the writer lock is taken only
+    /// once all of it has arrived.
+    spool: std::fs::File,
+    bytes: u64,
+    /// (SQLSTATE, message) of the first failure; the rest of the data is
+    /// ignored and CopyDone gets the error.
+    failed: Option<(&'static str, String)>,
+}
+
+impl CopyIn {
+    fn new(db: &Database, copy: CopyFrom) -> PgWireResult<CopyIn> {
+        let spool = match db.dir() {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| pg_error("53100", format!("cannot spool COPY data: {e}")))?;
+        Ok(CopyIn { copy, spool, bytes: 0, failed: None })
+    }
+
+    fn receive(&mut self, data: &[u8]) {
+        use std::io::Write;
+        if self.failed.is_some() {
+            return;
+        }
+        if self.bytes + data.len() as u64 > MAX_COPY_BYTES {
+            self.failed = Some(("54000", format!("COPY data exceeds the limit of {MAX_COPY_BYTES} bytes")));
+        } else if let Err(e) = self.spool.write_all(data) {
+            self.failed = Some(("53100", format!("cannot spool COPY data: {e}")));
+        } else {
+            self.bytes += data.len() as u64;
+        }
+    }
+
+    /// The spooled data from its start, buffered for the parser.
+    fn into_reader(mut self) -> PgWireResult<std::io::BufReader<std::fs::File>> {
+        use std::io::Seek;
+        self.spool
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| pg_error("58030", format!("cannot read spooled COPY data: {e}")))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, self.spool))
+    }
 }
 
 /// A statement as the protocol layer sees it.
@@ -506,7 +548,7 @@ impl Handler {
             Kind::Noop(tag) => Ok(Response::Execution(Tag::new(tag))),
             Kind::CopyFromStdin(copy) => {
                 let columns = self.copy_columns(copy)?;
-                *conn.copy.lock() = Some(CopyIn { copy: copy.clone(), data: Vec::new(), failed: None });
+                *conn.copy.lock() = Some(CopyIn::new(&self.db, copy.clone())?);
                 Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty())))
             }
             Kind::CopyToStdout(copy) => self.copy_out(conn, copy).await,
@@ -741,14 +783,7 @@ impl CopyHandler for Handler {
         let conn = Self::conn(&self.db, client);
         let mut copy = conn.copy.lock();
         if let Some(state) = copy.as_mut() {
-            if state.failed.is_none() {
-                if state.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
-                    state.failed = Some(format!("COPY data exceeds the limit of {MAX_COPY_BYTES} bytes"));
-                    state.data = Vec::new();
-                } else {
-                    state.data.extend_from_slice(&copy_data.data);
-                }
-            }
+            state.receive(&copy_data.data);
         }
         Ok(())
     }
@@ -760,11 +795,12 @@ impl CopyHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let conn = Self::conn(&self.db, client);
-        let state = conn.copy.lock().take().ok_or_else(|| pg_error("08P01", "COPY data without a COPY in progress"))?;
-        if let Some(why) = state.failed {
-            return Err(pg_error("54000", why));
+        let mut state = conn.copy.lock().take().ok_or_else(|| pg_error("08P01", "COPY data without a COPY in progress"))?;
+        if let Some((code, why)) = state.failed.take() {
+            return Err(pg_error(code, why));
         }
-        let rows = conn.session.copy_from_data(&state.copy, state.data).await.map_err(to_pg)?;
+        let copy = state.copy.clone();
+        let rows = conn.session.copy_from_reader(&copy, state.into_reader()?).await.map_err(to_pg)?;
         client
             .send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(rows as usize).into()))
             .await?;

@@ -41,6 +41,10 @@ pub struct StoreOptions {
     /// A transaction that only appends at least this many rows writes
     /// segments directly instead of the log (the data is written once).
     pub direct_segment_rows: usize,
+    /// A transaction holding this many appended rows of one table writes
+    /// them to a segment file at once (named by the manifest only at
+    /// commit), so a large load never holds all its rows in memory.
+    pub spill_rows: usize,
     /// zstd level for segment chunks; 0 stores them uncompressed.
     pub zstd_level: i32,
     /// Segments smaller than this many rows are merged once there are more
@@ -54,6 +58,7 @@ impl Default for StoreOptions {
         StoreOptions {
             flush_threshold_bytes: 64 << 20,
             direct_segment_rows: 100_000,
+            spill_rows: 1 << 20,
             zstd_level: 1,
             small_segment_rows: 1 << 20,
             max_small_segments: 8,
@@ -183,7 +188,15 @@ impl Store {
         self.check_poisoned()?;
         let guard = self.inner.writer.lock_arc();
         let base = guard.latest.clone();
-        Ok(WriteTxn { store: self.clone(), guard, base, appends: Vec::new(), deletes: BTreeMap::new() })
+        Ok(WriteTxn {
+            store: self.clone(),
+            guard,
+            base,
+            appends: Vec::new(),
+            deletes: BTreeMap::new(),
+            spilled: Vec::new(),
+            spilled_files: Vec::new(),
+        })
     }
 
     /// Refuse writes after a failed write, until reopen.
@@ -545,6 +558,22 @@ pub struct WriteTxn {
     /// (table, first row id, batch in the storage schema)
     appends: Vec<(TableId, RowId, RecordBatch)>,
     deletes: BTreeMap<TableId, RoaringTreemap>,
+    /// Appends already written to segment files (see
+    /// `StoreOptions::spill_rows`), in row-id order per table.
+    spilled: Vec<(TableId, Arc<Segment>)>,
+    /// Their files: removed if the transaction does not commit.
+    spilled_files: Vec<PathBuf>,
+}
+
+impl Drop for WriteTxn {
+    fn drop(&mut self) {
+        // Committed transactions have emptied the list; anything left was
+        // never named by the manifest (a crash leaves it to the orphan
+        // sweep at the next open).
+        for path in self.spilled_files.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl WriteTxn {
@@ -562,8 +591,42 @@ impl WriteTxn {
             .base
             .table(table)
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
-        let already: u64 = self.appends.iter().filter(|(id, _, _)| *id == t.id()).map(|(_, _, b)| b.num_rows() as u64).sum();
-        Ok(t.next_row_id + already)
+        Ok(t.next_row_id + self.rows_in_txn(t.id()))
+    }
+
+    /// Rows this transaction appended to a table so far, spilled or not.
+    fn rows_in_txn(&self, table: TableId) -> u64 {
+        let held: u64 = self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum();
+        let spilled: u64 = self.spilled.iter().filter(|(id, _)| *id == table).map(|(_, s)| s.sref.rows).sum();
+        held + spilled
+    }
+
+    /// Write a table's held appends to a new segment file once they reach
+    /// `spill_rows`. Only for on-disk stores and transactions without
+    /// deletes (their commit then goes the direct way).
+    fn maybe_spill(&mut self, table: TableId) -> Result<()> {
+        let Some(dir) = self.store.inner.dir.clone() else { return Ok(()) };
+        let held: u64 = self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum();
+        if !self.deletes.is_empty() || held < self.store.inner.options.spill_rows as u64 {
+            return Ok(());
+        }
+        let schema = self
+            .base
+            .tables
+            .get(&table)
+            .map(|t| t.meta.storage_schema())
+            .ok_or_else(|| StorageError::Internal("table vanished".into()))?;
+        let (batches, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.appends).into_iter().partition(|(id, _, _)| *id == table);
+        self.appends = rest;
+        // The id is taken from the writer's manifest now (ids are never
+        // reused; one burnt by an abandoned transaction is harmless).
+        let id = self.guard.manifest.next_segment_id;
+        self.guard.manifest.next_segment_id += 1;
+        let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, _, b)| b).collect();
+        let segment = write_segment(&dir, id, &schema, batches, self.store.inner.options.zstd_level, &mut self.spilled_files)?;
+        debug_assert!(segment.sref.rows >= held);
+        self.spilled.push((table, segment));
+        Ok(())
     }
 
     /// Append rows to `table`. The batch holds every column of the table
@@ -575,8 +638,7 @@ impl WriteTxn {
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
         validate_batch(&t.meta, &batch)?;
-        let already: u64 = self.appends.iter().filter(|(id, _, _)| *id == t.id()).map(|(_, _, b)| b.num_rows() as u64).sum();
-        let first = t.next_row_id + already;
+        let first = t.next_row_id + self.rows_in_txn(t.id());
         let n = batch.num_rows() as u64;
         let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(first..first + n));
         let mut columns = Vec::with_capacity(batch.num_columns() + 1);
@@ -585,6 +647,7 @@ impl WriteTxn {
         let stored = RecordBatch::try_new(t.meta.storage_schema(), columns)?;
         if n > 0 {
             self.appends.push((t.id(), first, stored));
+            self.maybe_spill(t.id())?;
         }
         Ok(first)
     }
@@ -597,6 +660,12 @@ impl WriteTxn {
             .table(table)
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
+        if !self.spilled.is_empty() {
+            return Err(StorageError::Internal(format!(
+                "a transaction that has written more than {} rows to segments cannot also delete",
+                self.store.inner.options.spill_rows
+            )));
+        }
         let mut fresh = rows.clone();
         fresh -= &*t.deleted;
         fresh.remove_range(t.next_row_id..);
@@ -623,15 +692,20 @@ impl WriteTxn {
     pub fn prepare(mut self) -> Result<PendingCommit> {
         let store = self.store.clone();
         store.check_poisoned()?;
-        let rows_appended: u64 = self.appends.iter().map(|(_, _, b)| b.num_rows() as u64).sum();
+        let spilled_rows: u64 = self.spilled.iter().map(|(_, s)| s.sref.rows).sum();
+        let rows_appended: u64 = self.appends.iter().map(|(_, _, b)| b.num_rows() as u64).sum::<u64>() + spilled_rows;
         let rows_deleted: u64 = self.deletes.values().map(|d| d.len()).sum();
         let info = CommitInfo { lsn: 0, rows_appended, rows_deleted };
         if rows_appended == 0 && rows_deleted == 0 {
             return Ok(PendingCommit { store, lsn: None, info });
         }
+        // Spilled segments exist only on disk: such a transaction must be
+        // committed by naming segments in the manifest (deletes were refused
+        // once it spilled).
+        debug_assert!(self.spilled.is_empty() || rows_deleted == 0);
         let direct = store.inner.dir.is_some()
             && rows_deleted == 0
-            && rows_appended >= store.inner.options.direct_segment_rows as u64;
+            && (rows_appended >= store.inner.options.direct_segment_rows as u64 || !self.spilled.is_empty());
         if direct {
             self.commit_direct()?;
             return Ok(PendingCommit { store, lsn: None, info });
@@ -710,18 +784,30 @@ impl WriteTxn {
         for (table, _, batch) in &self.appends {
             by_table.entry(*table).or_default().push(batch.clone());
         }
+        let mut spilled_by_table: BTreeMap<TableId, Vec<Arc<Segment>>> = BTreeMap::new();
+        for (table, segment) in &self.spilled {
+            spilled_by_table.entry(*table).or_default().push(segment.clone());
+            by_table.entry(*table).or_default();
+        }
         let outcome = (|| -> Result<()> {
             for (table, batches) in by_table {
                 let t = snap.tables.get_mut(&table).ok_or_else(|| StorageError::Internal("table vanished".into()))?;
                 let mut nt = (**t).clone();
-                let schema = nt.meta.storage_schema();
-                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-                let id = manifest.next_segment_id;
-                manifest.next_segment_id += 1;
-                let seg = write_segment(&dir, id, &schema, batches, store.inner.options.zstd_level, &mut written)?;
-                nt.next_row_id = nt.next_row_id.max(seg.sref.max_row_id + 1);
-                debug_assert_eq!(seg.sref.rows, rows);
-                nt.segments.push(seg);
+                // Spilled segments hold the transaction's first rows.
+                for seg in spilled_by_table.remove(&table).unwrap_or_default() {
+                    nt.next_row_id = nt.next_row_id.max(seg.sref.max_row_id + 1);
+                    nt.segments.push(seg);
+                }
+                if !batches.is_empty() {
+                    let schema = nt.meta.storage_schema();
+                    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    let id = manifest.next_segment_id;
+                    manifest.next_segment_id += 1;
+                    let seg = write_segment(&dir, id, &schema, batches, store.inner.options.zstd_level, &mut written)?;
+                    nt.next_row_id = nt.next_row_id.max(seg.sref.max_row_id + 1);
+                    debug_assert_eq!(seg.sref.rows, rows);
+                    nt.segments.push(seg);
+                }
                 let entry = manifest
                     .tables
                     .get_mut(&table)
@@ -740,6 +826,8 @@ impl WriteTxn {
             store.poison(&e);
             return Err(e);
         }
+        // Named by the manifest now: no longer this transaction's to remove.
+        self.spilled_files.clear();
         w.manifest = manifest;
         store.install(w, snap);
         Ok(())

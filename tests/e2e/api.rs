@@ -171,3 +171,68 @@ async fn write_failures_refuse_writes() -> anyhow::Result<()> {
     Ok(())
 }
 
+
+/// The segment files in a database directory.
+fn segment_files(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tseg") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A COPY from a stream is parsed and appended batch by batch; past
+/// `spill_rows` its rows go to segment files before the commit. A bad line
+/// after several spills is named by its number in the whole input, and
+/// nothing of that COPY stays: no rows, no profiles, no files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_streams_large_inputs_all_or_nothing() -> anyhow::Result<()> {
+    use tessera::StoreOptions;
+    let dir = tempfile::tempdir()?;
+    let options = tessera::Options {
+        storage: StoreOptions { spill_rows: 5_000, direct_segment_rows: 1_000, ..Default::default() },
+        ..Default::default()
+    };
+    let db = Database::open_with(dir.path(), options)?;
+    let s = db.session();
+    s.sql("CREATE IDENTIFIER email (normalize = 'email')").await?;
+    s.sql("CREATE TABLE visits (email TEXT, n BIGINT) WITH (identifiers = 'email AS email')").await?;
+    let copy = |sql: &str| -> anyhow::Result<tessera::sql::CopyFrom> {
+        match tessera::parse(sql)?.pop() {
+            Some(tessera::Statement::CopyFrom(c)) => Ok(c),
+            other => anyhow::bail!("not a COPY FROM: {other:?}"),
+        }
+    };
+    let text = copy("COPY visits FROM STDIN")?;
+    // 150,000 rows over 50,000 people: more than two text chunks.
+    let rows = 150_000;
+    let good: String = (0..rows).map(|i| format!("Person{}@Example.com\t{i}\n", i % 50_000)).collect();
+    let files_before = segment_files(dir.path())?;
+    let mut bad = good.clone();
+    bad.push_str(&(0..10).map(|i| format!("late{i}@example.com\t{i}\n")).collect::<String>());
+    bad.push_str("oops@example.com\tnot a number\n");
+    let err = s.copy_from_reader(&text, std::io::Cursor::new(bad.into_bytes())).await.expect_err("a bad line");
+    assert!(err.to_string().contains(&format!("line {}", rows + 11)), "{err}");
+    assert_eq!(count(&db, "SELECT count(*) FROM visits").await?, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM profiles").await?, 0);
+    assert_eq!(segment_files(dir.path())?, files_before, "the failed COPY left segment files");
+
+    let n = s.copy_from_reader(&text, std::io::Cursor::new(good.into_bytes())).await?;
+    assert_eq!(n, rows as u64);
+    assert_eq!(count(&db, "SELECT count(*) FROM visits").await?, rows);
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, 50_000);
+    assert_eq!(count(&db, "SELECT sum(n) FROM visits").await?, rows * (rows - 1) / 2);
+    let csv = copy("COPY visits (email, n) FROM STDIN WITH (FORMAT csv)")?;
+    let n = s.copy_from_reader(&csv, std::io::Cursor::new(b"person1@example.com,7\n".to_vec())).await?;
+    assert_eq!(n, 1);
+    drop(s);
+    db.close().await?;
+    let db = Database::open(dir.path())?;
+    assert_eq!(count(&db, "SELECT count(*) FROM visits").await?, rows + 1);
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, 50_000);
+    Ok(())
+}

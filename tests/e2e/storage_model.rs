@@ -17,6 +17,10 @@ enum Op {
     Delete { t: usize, m: i64, r: i64 },
     /// Two appends and a delete in one transaction.
     Mixed { t: usize, n: usize, m: i64 },
+    /// `parts` appends of `n` rows to table `t` in one transaction, enough
+    /// to spill some to segment files before the commit; `commit: false`
+    /// abandons it (nothing may stay, on disk or visible).
+    Load { t: usize, n: usize, parts: usize, commit: bool },
     Flush,
     Compact { t: usize },
     Reopen,
@@ -27,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..2usize, 1..120usize, any::<bool>()).prop_map(|(t, n, with_null)| Op::Append { t, n, with_null }),
         3 => (0..2usize, 2..6i64, 0..2i64).prop_map(|(t, m, r)| Op::Delete { t, m, r }),
         2 => (0..2usize, 1..40usize, 3..7i64).prop_map(|(t, n, m)| Op::Mixed { t, n, m }),
+        2 => (0..2usize, 20..90usize, 2..6usize, any::<bool>()).prop_map(|(t, n, parts, commit)| Op::Load { t, n, parts, commit }),
         2 => Just(Op::Flush),
         1 => (0..2usize).prop_map(|t| Op::Compact { t }),
         2 => Just(Op::Reopen),
@@ -39,6 +44,7 @@ fn options() -> StoreOptions {
     StoreOptions {
         flush_threshold_bytes: 16 * 1024,
         direct_segment_rows: 100,
+        spill_rows: 120,
         zstd_level: 1,
         small_segment_rows: 200,
         max_small_segments: 3,
@@ -134,6 +140,24 @@ impl Harness {
                     self.model[*t].insert(f2 + i as u64, row);
                 }
             }
+            Op::Load { t, n, parts, commit } => {
+                let files_before = self.segment_files();
+                let mut txn = self.store.begin_write()?;
+                let mut added = Vec::new();
+                for _ in 0..*parts {
+                    let (batch, rows) = self.batch(*n, true)?;
+                    let first = txn.append(TABLES[*t], batch)?;
+                    added.extend(rows.into_iter().enumerate().map(|(i, row)| (first + i as u64, row)));
+                }
+                if *commit {
+                    let info = txn.commit()?;
+                    assert_eq!(info.rows_appended, (*n * *parts) as u64, "rows appended");
+                    self.model[*t].extend(added);
+                } else {
+                    drop(txn);
+                    assert_eq!(self.segment_files(), files_before, "an abandoned transaction left segment files");
+                }
+            }
             Op::Flush => self.store.flush()?,
             Op::Compact { t } => self.store.compact(TABLES[*t])?,
             Op::Reopen => {
@@ -147,6 +171,20 @@ impl Harness {
             }
         }
         Ok(())
+    }
+
+    /// The segment files in the database directory (none in memory).
+    fn segment_files(&self) -> BTreeSet<String> {
+        let Some(dir) = &self.dir else { return BTreeSet::new() };
+        std::fs::read_dir(dir.path())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".tseg"))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn check(&self) -> anyhow::Result<()> {
