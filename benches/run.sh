@@ -44,7 +44,8 @@ mkdir -p "$WORK"
 python3 benches/report.py check "$OUT" ${PARTS//,/ }
 wants() { [[ ",$PARTS," == *",$1,"* ]]; }
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || COMMIT="$COMMIT+changes"
+# BENCHMARKS.md itself (the output) does not count as a change to what is measured.
+[ -z "$(git status --porcelain --untracked-files=no -- . ":!BENCHMARKS.md" 2>/dev/null)" ] || COMMIT="$COMMIT+changes"
 export TESSERA_COMMIT="$COMMIT"
 
 # One part: its script's table goes to $WORK/report-NAME.md, its log
