@@ -551,7 +551,10 @@ impl Handler {
                 *conn.copy.lock() = Some(CopyIn::new(&self.db, copy.clone())?);
                 Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty())))
             }
-            Kind::CopyToStdout(copy) => self.copy_out(conn, copy).await,
+            Kind::CopyToStdout(copy) => {
+                let interrupt = Interrupt::arm(client, conn);
+                self.copy_out(client, conn, copy, interrupt).await
+            }
             Kind::User(statement) => {
                 let tag = crate::users::execute(&self.db, statement).await.map_err(to_pg)?;
                 Ok(Response::Execution(Tag::new(tag)))
@@ -561,7 +564,17 @@ impl Handler {
     }
 
     /// Run the query and stream its rows as COPY data.
-    async fn copy_out(&self, conn: &ConnState, copy: &CopyOut) -> PgWireResult<Response> {
+    /// `COPY (query) TO STDOUT`, sent here rather than as a pgwire
+    /// `Response::CopyOut`: on an error mid-stream pgwire answers with a
+    /// CopyFail, a message only clients may send (psycopg then refuses the
+    /// connection's next step); PostgreSQL ends the copy with an
+    /// ErrorResponse, which is what returning the error here does.
+    async fn copy_out<C>(&self, client: &mut C, conn: &ConnState, copy: &CopyOut, interrupt: Interrupt) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         use pgwire::api::results::{CopyCsvOptions, CopyEncoder, CopyTextOptions};
         let stream = conn.session.sql_stream(&copy.query).await.map_err(to_pg)?;
         let schema = stream.schema();
@@ -591,15 +604,24 @@ impl Handler {
         } else {
             None
         };
-        let rows = stream.flat_map(move |batch| {
+        let rows = interruptible(stream, interrupt).flat_map(move |batch| {
             let items: Vec<PgWireResult<CopyData>> = match batch {
                 Ok(b) => encode_copy_rows(&b, &fields, &mut encoder),
-                Err(e) => vec![Err(to_pg(tessera::Error::from(e)))],
+                Err(e) => vec![Err(e)],
             };
             futures::stream::iter(items)
         });
-        let data = futures::stream::iter(header).chain(rows);
-        Ok(Response::CopyOut(CopyResponse::new(0, columns, data)))
+        let mut data = futures::stream::iter(header).chain(rows).boxed();
+        use pgwire::messages::copy::CopyOutResponse;
+        client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
+        let mut sent = 0usize;
+        while let Some(item) = data.next().await {
+            client.feed(PgWireBackendMessage::CopyData(item?)).await?;
+            sent += 1;
+        }
+        client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
+        let rows = sent - usize::from(copy.header);
+        Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
     }
 
     fn copy_columns(&self, copy: &CopyFrom) -> PgWireResult<usize> {

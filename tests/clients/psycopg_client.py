@@ -115,6 +115,19 @@ with psycopg.connect(**DSN, autocommit=True) as conn:
     expect_stopped(conn, "user request", 1.0, ENDLESS)
     # Over the extended protocol too (a prepared statement).
     expect_stopped(conn, "user request", 1.0, ENDLESS.replace("%", "%%") + " WHERE value > %s", (0,), prepare=True)
+    # COPY (query) TO STDOUT stops too.
+    conn.execute("SET statement_timeout = '500ms'")
+    started = time.monotonic()
+    try:
+        with conn.cursor().copy("COPY (" + ENDLESS + ") TO STDOUT") as copy:
+            for _ in copy:
+                pass
+        raise AssertionError("the endless COPY finished")
+    except psycopg.errors.QueryCanceled as e:
+        assert "statement timeout" in str(e), e
+    assert time.monotonic() - started < 30, "the timeout did not stop the COPY"
+    conn.execute("SET statement_timeout = 0")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
     # A write is not stopped half-way: it completes and says so.
     conn.execute("CREATE TABLE cancel_probe (x BIGINT)")
     timer = threading.Timer(0.05, conn.cancel)
