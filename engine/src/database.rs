@@ -214,12 +214,12 @@ impl Database {
         &self.inner.store
     }
 
-    /// A new session: its own settings, sharing the database.
     /// The database directory (`None` in memory).
     pub fn dir(&self) -> Option<std::path::PathBuf> {
         self.inner.store.dir().map(std::path::Path::to_path_buf)
     }
 
+    /// A new session: its own settings, sharing the database.
     pub fn session(&self) -> Session {
         let state = match self.inner.template.read().as_ref() {
             Some(t) => t.clone(),

@@ -230,26 +230,17 @@ type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 /// The rows of a source as batches of the file's columns, parsed one batch
 /// at a time as the iterator is driven.
 fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Batches> {
+    // Errors name the statement and the source (the closure is cloned into
+    // each parser's iterator).
     let prefix: Arc<str> = format!("COPY {} from {}", meta.name, source.name()).into();
-    // Errors name the statement and the source; each parser gets its own.
-    let in_file = |e: String| Error::user(format!("{prefix}: {e}"));
-    let in_file_owned = || {
-        let prefix = prefix.clone();
-        move |e: String| Error::user(format!("{prefix}: {e}"))
-    };
-    let parquet_file = match (&source, format) {
-        (Source::File(file), FileFormat::Parquet) => Some(file.clone()),
-        (_, FileFormat::Parquet) => return Err(Error::Unsupported("Parquet from STDIN".into())),
-        _ => None,
-    };
-    let reader = source.into_reader()?;
+    let in_file = move |e: String| Error::user(format!("{prefix}: {e}"));
     Ok(match format {
         FileFormat::Text => {
             let (meta, columns) = (meta.clone(), columns.clone());
             let delimiter = copy.delimiter.unwrap_or(b'\t');
             let null = copy.null_string.clone().unwrap_or_else(|| "\\N".to_string());
-            let in_file = in_file_owned();
-            Box::new(TextChunks { reader: BufReader::new(reader), next_line: 1, done: false }.flat_map(move |chunk| {
+            let reader = BufReader::new(source.into_reader()?);
+            Box::new(TextChunks { reader, next_line: 1, done: false }.flat_map(move |chunk| {
                 let parsed = chunk
                     .map_err(|e| e.to_string())
                     .and_then(|(first_line, bytes)| crate::text_format::read(&meta, &bytes, &columns, delimiter, &null, first_line));
@@ -272,27 +263,25 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
                 let regex = regex_lite_compile(&pattern)?;
                 builder = builder.with_null_regex(regex);
             }
-            let reader = builder.build(BufReader::new(reader)).map_err(|e| in_file(e.to_string()))?;
-            let in_file = in_file_owned();
+            let reader = builder.build(BufReader::new(source.into_reader()?)).map_err(|e| in_file(e.to_string()))?;
             Box::new(reader.map(move |b| b.map_err(|e| in_file(file_line_numbers(&e.to_string())))))
         }
         FileFormat::Json => {
             let reader = arrow::json::ReaderBuilder::new(columns.clone())
                 .with_batch_size(FILE_BATCH_ROWS)
                 .with_strict_mode(true)
-                .build(BufReader::new(reader))
+                .build(BufReader::new(source.into_reader()?))
                 .map_err(|e| in_file(e.to_string()))?;
-            let in_file = in_file_owned();
             Box::new(reader.map(move |b| b.map_err(|e| in_file(e.to_string()))))
         }
         FileFormat::Parquet => {
             use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            drop(reader);
-            let file = parquet_file.ok_or_else(|| Error::Internal("Parquet source without a file".into()))?;
+            let Source::File(file) = source else {
+                return Err(Error::Unsupported("Parquet from STDIN".into()));
+            };
             let builder = ParquetRecordBatchReaderBuilder::try_new(open(&file)?).map_err(|e| in_file(e.to_string()))?;
             let reader = builder.with_batch_size(FILE_BATCH_ROWS).build().map_err(|e| in_file(e.to_string()))?;
             let (meta, columns) = (meta.clone(), columns.clone());
-            let in_file = in_file_owned();
             Box::new(reader.map(move |b| {
                 let b = b.map_err(|e| in_file(e.to_string()))?;
                 pick_columns(&meta, &b, &columns)

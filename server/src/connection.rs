@@ -121,7 +121,7 @@ async fn negotiate<S>(tcp: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<Op
     let mut plain = Framed::new(tcp, PgWireMessageServerCodec::<S>::new(pgwire::api::DefaultClient::new(addr, false)));
     let wants_tls = direct || ask_for_tls(&mut plain, tls.is_some()).await?;
     if !wants_tls {
-        return Ok(Some(rewrap(plain, MaybeTls::Plain, addr, false)));
+        return Ok(Some(plaintext(plain, addr)));
     }
     let Some(acceptor) = tls else { return Ok(None) };
     if !plain.read_buffer().is_empty() {
@@ -174,14 +174,9 @@ async fn ask_for_tls<S>(plain: &mut Framed<TcpStream, PgWireMessageServerCodec<S
 }
 
 /// The plaintext socket, keeping what it has read so far.
-fn rewrap<S>(
-    plain: Framed<TcpStream, PgWireMessageServerCodec<S>>,
-    wrap: fn(TcpStream) -> MaybeTls,
-    addr: std::net::SocketAddr,
-    secure: bool,
-) -> Socket<S> {
+fn plaintext<S>(plain: Framed<TcpStream, PgWireMessageServerCodec<S>>, addr: std::net::SocketAddr) -> Socket<S> {
     let old = plain.into_parts();
-    let mut parts = FramedParts::new(wrap(old.io), PgWireMessageServerCodec::new(pgwire::api::DefaultClient::new(addr, secure)));
+    let mut parts = FramedParts::new(MaybeTls::Plain(old.io), PgWireMessageServerCodec::new(pgwire::api::DefaultClient::new(addr, false)));
     parts.read_buf = old.read_buf;
     parts.write_buf = old.write_buf;
     let mut socket = Framed::from_parts(parts);

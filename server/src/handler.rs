@@ -342,21 +342,63 @@ pub fn to_response(
 /// (segment, profile_id, change, at, cause), each sent (and flushed) as it
 /// happens, until the segment is dropped or the client goes away; then
 /// `COPY n`.
-async fn stream_subscription<C>(client: &mut C, mut subscription: tessera::SegmentSubscription) -> PgWireResult<Response>
+async fn stream_subscription<C>(client: &mut C, subscription: tessera::SegmentSubscription) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let changes = futures::stream::unfold(subscription, |mut subscription| async move {
+        match subscription.next().await {
+            Ok(Some(c)) => Some((Ok(CopyData::new(c.text_line().into_bytes().into())), subscription)),
+            Ok(None) => None,
+            Err(e) => Some((Err(to_pg(e)), subscription)),
+        }
+    });
+    let rows = send_copy_out(client, 5, changes, Flush::EachRow).await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
+}
+
+/// When COPY-out rows reach the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// As each happens (a live stream).
+    EachRow,
+    /// When the connection's buffer fills, and at the end.
+    Buffered,
+}
+
+/// A COPY-out stream: CopyOutResponse, CopyData, CopyDone; returns how many
+/// CopyData messages went out. Sent here rather than as pgwire's
+/// `Response::CopyOut`, which answers an error mid-stream with CopyFail, a
+/// message only clients may send (psycopg then refuses the connection's
+/// next step). PostgreSQL ends the copy with an ErrorResponse, which is
+/// what returning the error does.
+async fn send_copy_out<C>(
+    client: &mut C,
+    columns: usize,
+    data: impl futures::Stream<Item = PgWireResult<CopyData>>,
+    flush: Flush,
+) -> PgWireResult<usize>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     use pgwire::messages::copy::CopyOutResponse;
-    client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, 5, vec![0; 5]))).await?;
-    let mut rows = 0usize;
-    while let Some(c) = subscription.next().await.map_err(to_pg)? {
-        client.send(PgWireBackendMessage::CopyData(CopyData::new(c.text_line().into_bytes().into()))).await?;
-        rows += 1;
+    client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
+    let mut data = std::pin::pin!(data);
+    let mut sent = 0usize;
+    while let Some(item) = data.next().await {
+        let message = PgWireBackendMessage::CopyData(item?);
+        match flush {
+            Flush::EachRow => client.send(message).await?,
+            Flush::Buffered => client.feed(message).await?,
+        }
+        sent += 1;
     }
     client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
-    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
+    Ok(sent)
 }
 
 const TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
@@ -405,10 +447,14 @@ impl Interrupt {
         }
     }
 
-    /// Run an engine call, giving up when interrupted. Only for calls that
-    /// write nothing: a write's commit cannot be stopped half-way, so
-    /// dropping it would report a failure for a write that still happens.
-    async fn run<T>(&mut self, work: impl std::future::Future<Output = tessera::Result<T>>) -> PgWireResult<T> {
+    /// Run an engine call, giving up when interrupted if it `only_reads`.
+    /// A call that writes runs to its end (its rows, if any, can still be
+    /// interrupted): a commit cannot be stopped half-way, and dropping it
+    /// would report a failure for a write that still happens.
+    async fn run<T>(&mut self, only_reads: bool, work: impl std::future::Future<Output = tessera::Result<T>>) -> PgWireResult<T> {
+        if !only_reads {
+            return work.await.map_err(to_pg);
+        }
         tokio::select! {
             e = self.fired() => Err(e),
             r = work => r.map_err(to_pg),
@@ -449,21 +495,6 @@ fn statement_timeout(conn: &ConnState) -> Option<std::time::Duration> {
     };
     let millis: u64 = number.trim().parse().ok()?;
     (millis > 0).then(|| std::time::Duration::from_millis(millis * scale))
-}
-
-/// Execute a statement under its interrupt: a statement that only reads
-/// is stopped where it is; one that writes runs to its end (see
-/// [`Interrupt::run`]), and its rows, if any, can still be interrupted.
-async fn execute_interruptible(
-    interrupt: &mut Interrupt,
-    statement: &tessera::Statement,
-    work: impl std::future::Future<Output = tessera::Result<Output>>,
-) -> PgWireResult<Output> {
-    if statement.only_reads() {
-        interrupt.run(work).await
-    } else {
-        work.await.map_err(to_pg)
-    }
 }
 
 fn show_response(name: &str, value: String) -> PgWireResult<Response> {
@@ -563,12 +594,8 @@ impl Handler {
         }
     }
 
-    /// Run the query and stream its rows as COPY data.
-    /// `COPY (query) TO STDOUT`, sent here rather than as a pgwire
-    /// `Response::CopyOut`: on an error mid-stream pgwire answers with a
-    /// CopyFail, a message only clients may send (psycopg then refuses the
-    /// connection's next step); PostgreSQL ends the copy with an
-    /// ErrorResponse, which is what returning the error here does.
+    /// `COPY (query) TO STDOUT`: run the query and stream its rows as COPY
+    /// data (see [`send_copy_out`]).
     async fn copy_out<C>(&self, client: &mut C, conn: &ConnState, copy: &CopyOut, interrupt: Interrupt) -> PgWireResult<Response>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -611,16 +638,8 @@ impl Handler {
             };
             futures::stream::iter(items)
         });
-        let mut data = futures::stream::iter(header).chain(rows).boxed();
-        use pgwire::messages::copy::CopyOutResponse;
-        client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
-        let mut sent = 0usize;
-        while let Some(item) = data.next().await {
-            client.feed(PgWireBackendMessage::CopyData(item?)).await?;
-            sent += 1;
-        }
-        client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
-        let rows = sent - usize::from(copy.header);
+        let data = futures::stream::iter(header).chain(rows);
+        let rows = send_copy_out(client, columns, data, Flush::Buffered).await? - usize::from(copy.header);
         Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
     }
 
@@ -668,7 +687,7 @@ impl SimpleQueryHandler for Handler {
             let outcome = match &kind {
                 Kind::Engine(statement) => {
                     let mut interrupt = Interrupt::arm(client, &conn);
-                    match execute_interruptible(&mut interrupt, statement, conn.session.execute((**statement).clone())).await {
+                    match interrupt.run(statement.only_reads(), conn.session.execute((**statement).clone())).await {
                     Ok(tessera::Output::Subscription(subscription)) => stream_subscription(client, subscription).await,
                     Ok(output) => to_response(output, &Format::UnifiedText, format_options(client), interrupt),
                     Err(e) => Err(e),
@@ -786,8 +805,7 @@ impl ExtendedQueryHandler for Handler {
             Some(values)
         };
         let mut interrupt = Interrupt::arm(client, &conn);
-        let work = conn.session.execute_prepared(prepared, params);
-        let output = if prepared.only_reads() { interrupt.run(work).await? } else { work.await.map_err(to_pg)? };
+        let output = interrupt.run(prepared.only_reads(), conn.session.execute_prepared(prepared, params)).await?;
         let response = to_response(output, &portal.result_column_format, format_options(client), interrupt)?;
         self.note_write(status, &conn, &response);
         Ok(response)

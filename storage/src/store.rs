@@ -596,26 +596,24 @@ impl WriteTxn {
 
     /// Rows this transaction appended to a table so far, spilled or not.
     fn rows_in_txn(&self, table: TableId) -> u64 {
-        let held: u64 = self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum();
         let spilled: u64 = self.spilled.iter().filter(|(id, _)| *id == table).map(|(_, s)| s.sref.rows).sum();
-        held + spilled
+        self.held_rows(table) + spilled
+    }
+
+    /// Rows appended to a table that this transaction still holds in memory.
+    fn held_rows(&self, table: TableId) -> u64 {
+        self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum()
     }
 
     /// Write a table's held appends to a new segment file once they reach
     /// `spill_rows`. Only for on-disk stores and transactions without
     /// deletes (their commit then goes the direct way).
-    fn maybe_spill(&mut self, table: TableId) -> Result<()> {
+    fn maybe_spill(&mut self, table: TableId, schema: SchemaRef) -> Result<()> {
         let Some(dir) = self.store.inner.dir.clone() else { return Ok(()) };
-        let held: u64 = self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum();
+        let held = self.held_rows(table);
         if !self.deletes.is_empty() || held < self.store.inner.options.spill_rows as u64 {
             return Ok(());
         }
-        let schema = self
-            .base
-            .tables
-            .get(&table)
-            .map(|t| t.meta.storage_schema())
-            .ok_or_else(|| StorageError::Internal("table vanished".into()))?;
         let (batches, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.appends).into_iter().partition(|(id, _, _)| *id == table);
         self.appends = rest;
         // The id is taken from the writer's manifest now (ids are never
@@ -647,7 +645,7 @@ impl WriteTxn {
         let stored = RecordBatch::try_new(t.meta.storage_schema(), columns)?;
         if n > 0 {
             self.appends.push((t.id(), first, stored));
-            self.maybe_spill(t.id())?;
+            self.maybe_spill(t.id(), t.meta.storage_schema())?;
         }
         Ok(first)
     }
