@@ -245,11 +245,15 @@ impl Database {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(partitions);
+        // Scans report an upper bound on their rows (see ScanExec): let a
+        // small one run on its own thread instead of being spread over
+        // all of them.
+        config.options_mut().execution.use_row_number_estimates_to_optimize_partitioning = true;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -646,7 +650,12 @@ impl Session {
                 self.pin_snapshot();
                 self.prepare_datafusion(*statement).await
             }
-            other => Ok(Prepared { plan: LogicalPlan::EmptyRelation(empty_relation()), references: Vec::new(), own: Some(other) }),
+            other => Ok(Prepared {
+                plan: LogicalPlan::EmptyRelation(empty_relation()),
+                references: Vec::new(),
+                own: Some(other),
+                optimized: None,
+            }),
         }
     }
 
@@ -655,7 +664,8 @@ impl Session {
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;
         let plan = state.statement_to_plan(statement).await?;
-        Ok(Prepared { plan, references, own: None })
+        let optimized = optimization_reusable(&plan).then(|| Arc::new(std::sync::OnceLock::new()));
+        Ok(Prepared { plan, references, own: None, optimized })
     }
 
     /// `INSERT INTO t VALUES (...)` into a table with identifiers means its
@@ -699,13 +709,41 @@ impl Session {
         }
         self.db.maintain_quietly().await;
         self.pin_snapshot();
-        let plan = match params {
-            Some(values) => prepared.plan.clone().replace_params_with_values(&values)?,
-            None => prepared.plan.clone(),
+        let output = match self.optimized_query(prepared) {
+            Some((optimized, state)) => self.run_optimized(optimized, params, state).await,
+            None => {
+                let plan = match params {
+                    Some(values) => prepared.plan.clone().replace_params_with_values(&values)?,
+                    None => prepared.plan.clone(),
+                };
+                self.run_plan(plan, &prepared.references).await
+            }
         };
-        let output = self.run_plan(plan, &prepared.references).await;
         self.db.maintain_quietly().await;
         output
+    }
+
+    /// The query's optimized plan, made at its first execution, with the
+    /// session state to run it in; `None` when the statement must be
+    /// optimized at each execution (see [`optimization_reusable`]) or
+    /// DataFusion could not optimize it with its parameters open.
+    fn optimized_query(&self, prepared: &Prepared) -> Option<(LogicalPlan, SessionState)> {
+        let cell = prepared.optimized.as_ref()?;
+        let state = self.ctx.state();
+        let optimized = cell.get_or_init(|| state.optimize(&prepared.plan).ok()).clone()?;
+        Some((optimized, state))
+    }
+
+    /// Run an optimized query plan: bind the parameters and plan it
+    /// physically (scans prune with the bound values).
+    async fn run_optimized(&self, optimized: LogicalPlan, params: Option<ParamValues>, state: SessionState) -> Result<Output> {
+        let plan = match params {
+            Some(values) => optimized.replace_params_with_values(&values)?,
+            None => optimized,
+        };
+        let physical = state.query_planner().create_physical_plan(&plan, &state).await?;
+        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+        Ok(Output::Rows(stream))
     }
 
     async fn run_plan(&self, plan: LogicalPlan, references: &[TableReference]) -> Result<Output> {
@@ -970,6 +1008,44 @@ pub struct Prepared {
     /// Statements Tessera runs itself (COPY FROM, VACUUM, ...) are kept
     /// as parsed.
     own: Option<Statement>,
+    /// For queries whose optimization does not depend on when they run:
+    /// the logical optimizer's result, made once (with the parameters
+    /// still open) and shared by every execution. `Some(None)` inside
+    /// when DataFusion could not optimize the open plan.
+    optimized: Option<Arc<std::sync::OnceLock<Option<LogicalPlan>>>>,
+}
+
+/// Whether a statement's optimized plan can be reused by later
+/// executions: a query that returns rows, changes nothing, and calls no
+/// function whose value depends on when or where it runs (`now()`,
+/// `random()`, `in_segment`, ...), which the optimizer could fold into a
+/// constant. Table contents are read at physical planning, so a reused
+/// plan still sees each execution's snapshot.
+fn optimization_reusable(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    if !returns_rows(plan) || matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)) {
+        return false;
+    }
+    let mut reusable = true;
+    let walked = plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)) {
+            reusable = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        reusable = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    walked.is_ok() && reusable
 }
 
 impl Prepared {

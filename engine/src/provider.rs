@@ -23,7 +23,9 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::PruningPredicate;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::common::stats::Precision;
+use datafusion::common::Statistics;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs};
 use futures::StreamExt;
 use tessera_storage::{RowIdSet, ScanUnit, Snapshot, StatValue, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
 
@@ -465,6 +467,28 @@ impl ExecutionPlan for ScanExec {
             late: self.late.clone(),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(reader))))
+    }
+
+    /// An upper bound on the rows (deletes and the early filter only
+    /// remove some), so the planner does not spread a scan of a few pages
+    /// over threads: handing one small batch to another task costs more
+    /// than reading it.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        let units: Vec<&ScanUnit> = match args.partition() {
+            Some(p) => self.partitions.get(p).map(|units| units.iter().collect()).unwrap_or_default(),
+            None => self.partitions.iter().flatten().collect(),
+        };
+        let mut rows: usize = units.iter().map(|u| u.num_rows()).sum();
+        if let Some(limit) = self.limit {
+            rows = rows.min(limit);
+        }
+        let mut stats = Statistics::new_unknown(&self.schema);
+        stats.num_rows = Precision::Inexact(rows);
+        Ok(Arc::new(stats))
     }
 }
 

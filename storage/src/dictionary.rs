@@ -89,10 +89,10 @@ mod tests {
         let entries = vec![(1u16, [1u64, 2]), (u16::MAX, [0, 0]), (3, [u64::MAX, 7])];
         let path = Path::new("identity.dict");
         let bytes = encode(&entries);
-        assert_eq!(decode(&bytes, path).unwrap(), entries);
+        assert_eq!(decode(&bytes, path).expect("decodes"), entries);
         let mut bad = bytes.clone();
         bad[HEADER_LEN + 5] ^= 1;
-        assert!(decode(&bad, path).unwrap_err().to_string().contains("checksum"));
+        assert!(decode(&bad, path).expect_err("damaged").to_string().contains("checksum"));
         assert!(decode(&bytes[..bytes.len() - 1], path).is_err());
     }
 }

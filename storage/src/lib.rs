@@ -11,6 +11,7 @@
 //! with string options, and the engine keeps whatever else it needs in the
 //! manifest's metadata map.
 
+mod cache;
 mod codec;
 mod dictionary;
 mod error;
@@ -21,6 +22,7 @@ mod snapshot;
 mod store;
 mod wal;
 
+pub use cache::{PageCache, PageCacheStats};
 pub use dictionary::{DictionaryEntry, DICTIONARY_FILE};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnDef, TableMeta};

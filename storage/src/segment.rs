@@ -7,9 +7,12 @@
 //! footer                             JSON, `footer_len` bytes
 //! footer_len u64 | footer_crc u32 | "TSG1"     16-byte trailer
 //! ```
-//! A chunk is one column of one row group as an Arrow IPC stream holding a
-//! single-column batch, optionally zstd-compressed; the footer records its
-//! offset, length, CRC32 and min/max/null-count statistics.
+//! A chunk is one column of one row group, stored as consecutive pages of
+//! at most `page_rows` rows; a page is an Arrow IPC stream holding a
+//! single-column batch, optionally zstd-compressed. The footer records
+//! each chunk's and each page's offset or length, CRC32 and
+//! min/max/null-count statistics, so a reader can decode one page of a
+//! column without the rest of its row group.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRe
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{next_reader_id, PageCache};
 use crate::codec::{decode_batch, encode_batch};
 use crate::error::{Result, StorageError};
 use crate::io;
@@ -29,8 +33,14 @@ use crate::{RowId, ROW_ID_COLUMN};
 const MAGIC: &[u8; 8] = b"TESSEG01";
 const TRAILER_MAGIC: &[u8; 4] = b"TSG1";
 const TRAILER_LEN: usize = 16;
-/// Rows per row group: the unit of statistics pruning and of decoding.
+/// Rows per row group: the unit of file layout (one chunk per column).
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per page, by default: the unit of statistics pruning and of
+/// decoding. DataFusion's batch size, so a page is one batch of a scan,
+/// and small enough that a point query decodes little.
+pub const DEFAULT_PAGE_ROWS: usize = 8 * 1024;
+/// Pages per chunk allowed in a footer (a limit on everything).
+const MAX_PAGES_PER_CHUNK: usize = ROW_GROUP_ROWS;
 /// Longest string value kept as a min/max statistic.
 const MAX_STAT_STRING_BYTES: usize = 256;
 const MAX_FOOTER_BYTES: u64 = 256 << 20;
@@ -59,10 +69,46 @@ pub struct ChunkStats {
 pub(crate) struct ChunkMeta {
     pub offset: u64,
     pub len: u64,
+    /// Decoded bytes of the chunk (of its only page when `pages` is
+    /// empty; the sum over the pages otherwise).
     pub raw_len: u64,
     pub compression: u8,
+    /// CRC32 of all the chunk's bytes.
     pub crc: u32,
     pub stats: ChunkStats,
+    /// The chunk's pages in order, laid out back to back from `offset`.
+    /// Empty in segments written before pages existed: the chunk is then
+    /// one IPC stream, a single page of the whole row group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<PageMeta>,
+}
+
+/// One page of a chunk: `rows` rows of one column.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PageMeta {
+    pub rows: u64,
+    pub len: u64,
+    pub raw_len: u64,
+    pub crc: u32,
+    pub stats: ChunkStats,
+}
+
+/// Where a page lies and how to check and decode it.
+struct PageLocation {
+    offset: u64,
+    len: u64,
+    raw_len: u64,
+    crc: u32,
+    rows: u64,
+}
+
+/// How segments are written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentFormat {
+    /// zstd level; 0 stores pages uncompressed.
+    pub zstd_level: i32,
+    /// Rows per page (at least 1; at most a row group).
+    pub page_rows: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,6 +125,58 @@ impl RowGroupMeta {
     pub fn stats(&self, column: usize) -> Option<&ChunkStats> {
         self.chunks.get(column).map(|c| &c.stats)
     }
+
+    /// Pages per chunk (every chunk of a group has the same split; 1 for
+    /// segments without pages).
+    pub fn page_count(&self) -> usize {
+        self.chunks.first().map_or(1, |c| c.pages.len().max(1))
+    }
+
+    /// Rows of page `page`.
+    pub fn page_rows(&self, page: usize) -> u64 {
+        match self.chunks.first().map(|c| c.pages.as_slice()) {
+            Some([]) | None => self.rows,
+            Some(pages) => pages.get(page).map_or(0, |p| p.rows),
+        }
+    }
+
+    /// Statistics of column `column` within page `page`.
+    pub fn page_stats(&self, page: usize, column: usize) -> Option<&ChunkStats> {
+        let chunk = self.chunks.get(column)?;
+        if chunk.pages.is_empty() {
+            return (page == 0).then_some(&chunk.stats);
+        }
+        chunk.pages.get(page).map(|p| &p.stats)
+    }
+
+    /// The smallest and largest row id of page `page` (bounds, as for the
+    /// group: ids need not be contiguous).
+    pub fn page_row_ids(&self, page: usize) -> (RowId, RowId) {
+        match self.page_stats(page, 0) {
+            Some(ChunkStats { min: Some(StatValue::UInt(lo)), max: Some(StatValue::UInt(hi)), .. })
+                if self.page_count() > 1 =>
+            {
+                (*lo, *hi)
+            }
+            _ => (self.min_row_id, self.max_row_id),
+        }
+    }
+
+    fn page_location(&self, page: usize, column: usize) -> Option<PageLocation> {
+        let chunk = self.chunks.get(column)?;
+        if chunk.pages.is_empty() {
+            return (page == 0).then_some(PageLocation {
+                offset: chunk.offset,
+                len: chunk.len,
+                raw_len: chunk.raw_len,
+                crc: chunk.crc,
+                rows: self.rows,
+            });
+        }
+        let p = chunk.pages.get(page)?;
+        let before: u64 = chunk.pages[..page].iter().map(|p| p.len).sum();
+        Some(PageLocation { offset: chunk.offset + before, len: p.len, raw_len: p.raw_len, crc: p.crc, rows: p.rows })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,18 +191,20 @@ pub(crate) struct SegmentWriter {
     file: File,
     offset: u64,
     schema: SchemaRef,
-    zstd_level: i32,
+    format: SegmentFormat,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     row_groups: Vec<RowGroupMeta>,
 }
 
 impl SegmentWriter {
-    /// `schema` must start with the `_row_id` column; `zstd_level` 0 means
-    /// no compression.
-    pub(crate) fn create(path: &Path, schema: SchemaRef, zstd_level: i32) -> Result<Self> {
+    /// `schema` must start with the `_row_id` column.
+    pub(crate) fn create(path: &Path, schema: SchemaRef, format: SegmentFormat) -> Result<Self> {
         if schema.fields().first().map(|f| f.name().as_str()) != Some(ROW_ID_COLUMN) {
             return Err(StorageError::Internal("segment schema must start with _row_id".into()));
+        }
+        if format.page_rows == 0 || format.page_rows > ROW_GROUP_ROWS {
+            return Err(StorageError::Internal(format!("page_rows {} is not in 1..={ROW_GROUP_ROWS}", format.page_rows)));
         }
         let mut file = OpenOptions::new()
             .write(true)
@@ -117,7 +217,7 @@ impl SegmentWriter {
             file,
             offset: MAGIC.len() as u64,
             schema,
-            zstd_level,
+            format,
             pending: Vec::new(),
             pending_rows: 0,
             row_groups: Vec::new(),
@@ -173,28 +273,51 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Write one column of a row group as its pages.
     fn write_chunk(&mut self, field: &Arc<Field>, column: &ArrayRef) -> Result<ChunkMeta> {
-        let one = Schema::new(vec![field.as_ref().clone()]);
-        let batch = RecordBatch::try_new(Arc::new(one), vec![column.clone()])?;
-        let raw = encode_batch(&batch)?;
-        let (bytes, compression) = if self.zstd_level > 0 {
-            let c = zstd::bulk::compress(&raw, self.zstd_level)
-                .map_err(|e| StorageError::io(&self.path, e))?;
-            (c, COMPRESSION_ZSTD)
-        } else {
-            (raw.clone(), COMPRESSION_NONE)
-        };
-        let meta = ChunkMeta {
-            offset: self.offset,
-            len: bytes.len() as u64,
-            raw_len: raw.len() as u64,
-            compression,
-            crc: crc32fast::hash(&bytes),
+        let offset = self.offset;
+        let mut crc = crc32fast::Hasher::new();
+        let mut pages = Vec::with_capacity(column.len().div_ceil(self.format.page_rows));
+        let mut start = 0;
+        while start < column.len() {
+            let rows = self.format.page_rows.min(column.len() - start);
+            let slice = column.slice(start, rows);
+            let (bytes, raw_len) = self.encode_page(field, &slice)?;
+            crc.update(&bytes);
+            pages.push(PageMeta {
+                rows: rows as u64,
+                len: bytes.len() as u64,
+                raw_len,
+                crc: crc32fast::hash(&bytes),
+                stats: compute_stats(&slice),
+            });
+            io::write_all(&mut self.file, &self.path, &bytes)?;
+            self.offset += bytes.len() as u64;
+            start += rows;
+        }
+        Ok(ChunkMeta {
+            offset,
+            len: self.offset - offset,
+            raw_len: pages.iter().map(|p| p.raw_len).sum(),
+            compression: if self.format.zstd_level > 0 { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
+            crc: crc.finalize(),
             stats: compute_stats(column),
-        };
-        io::write_all(&mut self.file, &self.path, &bytes)?;
-        self.offset += bytes.len() as u64;
-        Ok(meta)
+            pages,
+        })
+    }
+
+    /// The stored bytes of one page and its decoded length.
+    fn encode_page(&self, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64)> {
+        let stored = stored_form(column);
+        let field = field.clone().with_data_type(stored.data_type().clone());
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
+        let raw = encode_batch(&batch)?;
+        let raw_len = raw.len() as u64;
+        if self.format.zstd_level == 0 {
+            return Ok((raw, raw_len));
+        }
+        let compressed = zstd::bulk::compress(&raw, self.format.zstd_level).map_err(|e| StorageError::io(&self.path, e))?;
+        Ok((compressed, raw_len))
     }
 
     /// Write the last row group and the footer, fsync, and return the file
@@ -229,6 +352,28 @@ impl SegmentWriter {
         let path = self.path.clone();
         drop(self);
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// How a page stores a column. String and binary views are stored as
+/// plain strings and binaries (offsets and bytes): a view costs 16 bytes
+/// per value to decompress against 4 for an offset, and repeats each
+/// value's first bytes. Readers cast back to the column's type. A page
+/// too large for 32-bit offsets keeps its views, compacted: a slice of a
+/// view array references every data buffer of the array it was cut from,
+/// and the IPC writer would write them all.
+fn stored_form(column: &ArrayRef) -> ArrayRef {
+    let plain = match column.data_type() {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        _ => return column.clone(),
+    };
+    if let Ok(cast) = arrow::compute::cast(column, &plain) {
+        return cast;
+    }
+    match column.data_type() {
+        DataType::Utf8View => Arc::new(column.as_string_view().gc()),
+        _ => Arc::new(column.as_binary_view().gc()),
     }
 }
 
@@ -282,6 +427,56 @@ fn min_max(column: &ArrayRef) -> Option<MinMax> {
     }
 }
 
+thread_local! {
+    /// A decompression context per thread: creating one per page costs
+    /// as much as decompressing a small page.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decompress a zstd page of `raw_len` decoded bytes.
+fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let Some(decompressor) = cell.as_mut() else { return Err("no zstd decompressor".to_string()) };
+        decompressor.decompress(bytes, raw_len as usize).map_err(|e| e.to_string())
+    })
+}
+
+/// Pages must split every chunk of a group the same way, cover the group's
+/// rows and the chunk's bytes, and bound the row ids of each page.
+fn check_pages(group: &RowGroupMeta) -> std::result::Result<(), String> {
+    let Some(first) = group.chunks.first() else { return Ok(()) };
+    let split: Vec<u64> = first.pages.iter().map(|p| p.rows).collect();
+    if split.len() > MAX_PAGES_PER_CHUNK {
+        return Err(format!("a chunk has {} pages (at most {MAX_PAGES_PER_CHUNK})", split.len()));
+    }
+    for chunk in &group.chunks {
+        if !chunk.pages.iter().map(|p| p.rows).eq(split.iter().copied()) {
+            return Err("the chunks of a row group are split into pages differently".into());
+        }
+        if !chunk.pages.is_empty() && chunk.pages.iter().map(|p| p.len).sum::<u64>() != chunk.len {
+            return Err("a chunk's pages do not add up to its length".into());
+        }
+    }
+    if split.is_empty() {
+        return Ok(());
+    }
+    if split.contains(&0) || split.iter().sum::<u64>() != group.rows {
+        return Err("a row group's pages do not add up to its rows".into());
+    }
+    for page in &first.pages {
+        let bounds = matches!(&page.stats, ChunkStats { min: Some(StatValue::UInt(lo)), max: Some(StatValue::UInt(hi)), .. }
+            if *lo <= *hi && *lo >= group.min_row_id && *hi <= group.max_row_id);
+        if !bounds {
+            return Err("a page lacks the bounds of its row ids".into());
+        }
+    }
+    Ok(())
+}
+
 /// Read access to one segment file through a memory map.
 #[derive(Debug)]
 pub struct SegmentReader {
@@ -289,10 +484,13 @@ pub struct SegmentReader {
     mmap: Mmap,
     footer: Footer,
     schema: SchemaRef,
+    /// Unique in the process: the key of this reader's pages in `cache`.
+    id: u64,
+    cache: Arc<PageCache>,
 }
 
 impl SegmentReader {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path, cache: Arc<PageCache>) -> Result<Self> {
         let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
         // SAFETY: segment files are immutable once named by the manifest;
         // Tessera never writes to, truncates or renames a live segment, and
@@ -312,6 +510,8 @@ impl SegmentReader {
             mmap,
             footer,
             schema,
+            id: next_reader_id(),
+            cache,
         })
     }
 
@@ -349,6 +549,7 @@ impl SegmentReader {
                     return Err(StorageError::corruption(path, footer_at, "chunk lies outside the data region"));
                 }
             }
+            check_pages(group).map_err(|detail| StorageError::corruption(path, footer_at, detail))?;
         }
         Ok(footer)
     }
@@ -373,36 +574,96 @@ impl SegmentReader {
 
     /// Decode one column of one row group, after checking its checksum.
     pub fn read_column(&self, row_group: usize, column: usize) -> Result<ArrayRef> {
-        let group = self.footer.row_groups.get(row_group).ok_or_else(|| {
-            StorageError::Internal(format!("row group {row_group} out of range in {}", self.path.display()))
-        })?;
+        let group = self.group(row_group)?;
         let chunk = group.chunks.get(column).ok_or_else(|| {
             StorageError::Internal(format!("column {column} out of range in {}", self.path.display()))
         })?;
-        let start = chunk.offset as usize;
-        let bytes = &self.mmap[start..start + chunk.len as usize];
-        if crc32fast::hash(bytes) != chunk.crc {
+        self.check_crc(chunk.offset, chunk.len, chunk.crc, row_group, column)?;
+        let pages = (0..group.page_count())
+            .map(|page| self.decode_page(row_group, page, column))
+            .collect::<Result<Vec<_>>>()?;
+        match pages.as_slice() {
+            [one] => Ok(one.clone()),
+            many => {
+                let parts: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
+                Ok(arrow::compute::concat(&parts)?)
+            }
+        }
+    }
+
+    /// One page of one column of one row group: from the page cache, or
+    /// decoded after checking its checksum (and then cached).
+    pub fn read_page(&self, row_group: usize, page: usize, column: usize) -> Result<ArrayRef> {
+        let key = (self.id, row_group as u32, page as u32, column as u32);
+        if let Some(cached) = self.cache.get(&key) {
+            return Ok(cached);
+        }
+        let group = self.group(row_group)?;
+        let at = group.page_location(page, column).ok_or_else(|| {
+            StorageError::Internal(format!("page {page} of column {column} out of range in {}", self.path.display()))
+        })?;
+        self.check_crc(at.offset, at.len, at.crc, row_group, column)?;
+        let decoded = self.decode_page(row_group, page, column)?;
+        self.cache.insert(key, decoded.clone());
+        Ok(decoded)
+    }
+
+    fn group(&self, row_group: usize) -> Result<&RowGroupMeta> {
+        self.footer.row_groups.get(row_group).ok_or_else(|| {
+            StorageError::Internal(format!("row group {row_group} out of range in {}", self.path.display()))
+        })
+    }
+
+    fn check_crc(&self, offset: u64, len: u64, crc: u32, row_group: usize, column: usize) -> Result<()> {
+        let bytes = &self.mmap[offset as usize..(offset + len) as usize];
+        if crc32fast::hash(bytes) != crc {
             return Err(StorageError::corruption(
                 &self.path,
-                chunk.offset,
+                offset,
                 format!("checksum mismatch in chunk of column '{}' (row group {row_group})", self.footer.columns[column].0),
             ));
         }
-        let decoded = match chunk.compression {
-            COMPRESSION_NONE => decode_batch(bytes),
-            COMPRESSION_ZSTD => zstd::bulk::decompress(bytes, chunk.raw_len as usize)
-                .map_err(|e| e.to_string())
-                .and_then(|raw| decode_batch(&raw)),
-            other => Err(format!("unknown compression code {other}")),
-        };
-        let batch = decoded.map_err(|detail| StorageError::corruption(&self.path, chunk.offset, detail))?;
-        if batch.num_columns() != 1 || batch.num_rows() as u64 != group.rows {
-            return Err(StorageError::corruption(&self.path, chunk.offset, "chunk holds the wrong number of rows"));
-        }
-        Ok(batch.column(0).clone())
+        Ok(())
     }
 
-    /// Check every chunk's checksum (used by verification).
+    /// Decode a page whose bytes were checked (directly or as part of
+    /// their chunk).
+    fn decode_page(&self, row_group: usize, page: usize, column: usize) -> Result<ArrayRef> {
+        let group = self.group(row_group)?;
+        let (Some(chunk), Some(at)) = (group.chunks.get(column), group.page_location(page, column)) else {
+            return Err(StorageError::Internal(format!("page {page} of column {column} out of range in {}", self.path.display())));
+        };
+        let bytes = &self.mmap[at.offset as usize..(at.offset + at.len) as usize];
+        let decoded = match chunk.compression {
+            COMPRESSION_NONE => decode_batch(bytes),
+            COMPRESSION_ZSTD => decompress(bytes, at.raw_len).and_then(|raw| decode_batch(&raw)),
+            other => Err(format!("unknown compression code {other}")),
+        };
+        let batch = decoded.map_err(|detail| StorageError::corruption(&self.path, at.offset, detail))?;
+        if batch.num_columns() != 1 || batch.num_rows() as u64 != at.rows {
+            return Err(StorageError::corruption(&self.path, at.offset, "page holds the wrong number of rows"));
+        }
+        let array = batch.column(0);
+        // `group.chunks.get(column)` succeeded and the footer was checked
+        // to have one chunk per column.
+        let (name, want) = &self.footer.columns[column];
+        if array.data_type() == want {
+            return Ok(array.clone());
+        }
+        match (array.data_type(), want) {
+            (DataType::Utf8, DataType::Utf8View) | (DataType::Binary, DataType::BinaryView) => {
+                Ok(arrow::compute::cast(array, want)?)
+            }
+            (got, _) => Err(StorageError::corruption(
+                &self.path,
+                at.offset,
+                format!("page of column '{name}' holds {got}, expected {want}"),
+            )),
+        }
+    }
+
+    /// Check every chunk's checksum (used by verification; reads the file,
+    /// not the page cache).
     pub fn verify(&self) -> Result<()> {
         for (g, group) in self.footer.row_groups.iter().enumerate() {
             for c in 0..group.chunks.len() {
@@ -410,5 +671,172 @@ impl SegmentReader {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, UInt64Array};
+
+    fn no_cache() -> Arc<PageCache> {
+        Arc::new(PageCache::new(0))
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(ROW_ID_COLUMN, DataType::UInt64, false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]))
+    }
+
+    fn batch(rows: u64) -> RecordBatch {
+        let ids = UInt64Array::from_iter_values(0..rows);
+        let n: Int64Array = (0..rows).map(|i| (i % 11 != 0).then_some(i as i64 * 3)).collect();
+        let s: StringArray = (0..rows).map(|i| Some(format!("value {i:08}"))).collect();
+        RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(n), Arc::new(s)]).expect("batch")
+    }
+
+    fn write(dir: &Path, rows: u64, page_rows: usize) -> PathBuf {
+        let path = dir.join("seg");
+        let mut w = SegmentWriter::create(&path, schema(), SegmentFormat { zstd_level: 1, page_rows }).expect("create");
+        w.write(batch(rows)).expect("write");
+        w.finish().expect("finish");
+        path
+    }
+
+    #[test]
+    fn pages_split_every_chunk_and_read_back_alone_or_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = ROW_GROUP_ROWS as u64 + 2500;
+        let path = write(dir.path(), rows, 1000);
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let expected = batch(rows);
+        let groups = reader.row_groups();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].page_count(), ROW_GROUP_ROWS.div_ceil(1000));
+        assert_eq!(groups[1].page_count(), 3);
+        let mut start = 0u64;
+        for (g, group) in groups.iter().enumerate() {
+            for col in 0..3 {
+                let whole = reader.read_column(g, col).expect("column");
+                assert_eq!(whole.as_ref(), expected.column(col).slice(start as usize, group.rows as usize).as_ref());
+            }
+            let mut at = start;
+            for page in 0..group.page_count() {
+                let rows = group.page_rows(page);
+                assert_eq!(group.page_row_ids(page), (at, at + rows - 1));
+                for col in 0..3 {
+                    let got = reader.read_page(g, page, col).expect("page");
+                    assert_eq!(got.as_ref(), expected.column(col).slice(at as usize, rows as usize).as_ref());
+                }
+                let stats = group.page_stats(page, 1).expect("stats");
+                let first = (at..at + rows).find(|i| i % 11 != 0).expect("a value");
+                assert_eq!(stats.min, Some(StatValue::Int(first as i64 * 3)));
+                at += rows;
+            }
+            assert_eq!(at, start + group.rows);
+            start += group.rows;
+        }
+        reader.verify().expect("verify");
+    }
+
+    /// A segment written before pages existed: each chunk one IPC stream
+    /// and no `pages` in the footer. It reads as one page per group.
+    #[test]
+    fn segments_without_pages_read_as_one_page_per_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = 5000;
+        let path = write(dir.path(), rows, ROW_GROUP_ROWS);
+        let bytes = std::fs::read(&path).expect("read");
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let mut footer = reader.footer.clone();
+        let data_end = footer.row_groups.iter().flat_map(|g| &g.chunks).map(|c| c.offset + c.len).max().expect("chunks");
+        for chunk in footer.row_groups.iter_mut().flat_map(|g| g.chunks.iter_mut()) {
+            assert_eq!(chunk.pages.len(), 1);
+            chunk.pages.clear();
+        }
+        let json = serde_json::to_vec(&footer).expect("json");
+        assert!(!String::from_utf8_lossy(&json).contains("pages"));
+        let mut old = bytes[..data_end as usize].to_vec();
+        old.extend_from_slice(&json);
+        old.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        old.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+        old.extend_from_slice(TRAILER_MAGIC);
+        let old_path = dir.path().join("old");
+        std::fs::write(&old_path, old).expect("write");
+        let reader = SegmentReader::open(&old_path, no_cache()).expect("open old");
+        let group = &reader.row_groups()[0];
+        assert_eq!(group.page_count(), 1);
+        assert_eq!(group.page_rows(0), rows);
+        assert_eq!(group.page_row_ids(0), (0, rows - 1));
+        assert_eq!(group.page_stats(0, 1), group.stats(1));
+        assert_eq!(reader.read_page(0, 0, 2).expect("page").as_ref(), batch(rows).column(2).as_ref());
+    }
+
+    /// Pages of a view column hold their own strings, not every string of
+    /// the batch they were cut from.
+    #[test]
+    fn view_pages_hold_only_their_strings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(ROW_ID_COLUMN, DataType::UInt64, false),
+            Field::new("v", DataType::Utf8View, true),
+        ]));
+        let rows = 20_000u64;
+        let ids = UInt64Array::from_iter_values(0..rows);
+        let v: arrow::array::StringViewArray = (0..rows).map(|i| Some(format!("a longer string value {i:012}"))).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(v.clone())]).expect("batch");
+        let path = dir.path().join("seg");
+        let mut w = SegmentWriter::create(&path, schema, SegmentFormat { zstd_level: 0, page_rows: 1000 }).expect("create");
+        w.write(batch).expect("write");
+        w.finish().expect("finish");
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let group = &reader.row_groups()[0];
+        let raw: Vec<u64> = group.chunks[1].pages.iter().map(|p| p.raw_len).collect();
+        // 1,000 strings of 34 bytes plus their 16-byte views, and headers.
+        assert!(raw.iter().all(|len| *len < 60_000), "{raw:?}");
+        let page = reader.read_page(0, 7, 1).expect("page");
+        assert_eq!(page.as_ref(), &v.slice(7000, 1000) as &dyn Array);
+    }
+
+    #[test]
+    fn a_damaged_page_is_reported_and_its_neighbours_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), 4000, 1000);
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let at = reader.row_groups()[0].page_location(2, 2).expect("page");
+        drop(reader);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[(at.offset + at.len / 2) as usize] ^= 0x55;
+        std::fs::write(&path, bytes).expect("write");
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let err = reader.read_page(0, 2, 2).expect_err("damaged page");
+        assert!(matches!(err, StorageError::Corruption { .. }), "{err}");
+        assert!(err.to_string().contains("column 's'"), "{err}");
+        reader.read_page(0, 1, 2).expect("neighbour page");
+        reader.read_page(0, 2, 1).expect("other column");
+        assert!(reader.read_column(0, 2).is_err());
+        assert!(reader.verify().is_err());
+    }
+
+    #[test]
+    fn footers_with_inconsistent_pages_are_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), 3000, 1000);
+        let reader = SegmentReader::open(&path, no_cache()).expect("open");
+        let mut group = reader.row_groups()[0].clone();
+        assert!(check_pages(&group).is_ok());
+        group.chunks[1].pages[0].rows += 1;
+        assert!(check_pages(&group).is_err());
+        let mut group = reader.row_groups()[0].clone();
+        for chunk in &mut group.chunks {
+            chunk.pages[2].rows += 1;
+        }
+        assert!(check_pages(&group).expect_err("inconsistent").contains("rows"));
+        let mut group = reader.row_groups()[0].clone();
+        group.chunks[0].pages[1].stats.min = None;
+        assert!(check_pages(&group).expect_err("inconsistent").contains("row ids"));
     }
 }

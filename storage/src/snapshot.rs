@@ -85,25 +85,28 @@ impl TableSnapshot {
         self.segments.iter().map(|s| s.sref.bytes).sum()
     }
 
-    /// The units a scan reads: every row group of every segment, then
-    /// every buffered batch. Each can be pruned by its statistics and read
-    /// independently.
+    /// The units a scan reads: every page of every row group of every
+    /// segment, then every buffered batch. Each can be pruned by its
+    /// statistics and read independently.
     pub fn scan_units(&self) -> Vec<ScanUnit> {
         let mut units = Vec::new();
         for seg in &self.segments {
-            for (i, group) in seg.reader.row_groups().iter().enumerate() {
-                // Row ids of one group need not be contiguous (concurrent
-                // commits interleave), so the count of deleted ids in its
-                // range proves "all deleted" only for a contiguous group.
-                let contiguous = group.max_row_id - group.min_row_id + 1 == group.rows;
-                if contiguous && self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) >= group.rows {
-                    continue;
+            for (group, meta) in seg.reader.row_groups().iter().enumerate() {
+                for page in 0..meta.page_count() {
+                    // Row ids of one page need not be contiguous (concurrent
+                    // commits interleave), so the count of deleted ids in its
+                    // range proves "all deleted" only for a contiguous page.
+                    let (lo, hi) = meta.page_row_ids(page);
+                    let rows = meta.page_rows(page);
+                    if hi - lo + 1 == rows && self.deleted.range_cardinality(lo..=hi) >= rows {
+                        continue;
+                    }
+                    units.push(ScanUnit {
+                        table: self.meta.clone(),
+                        deleted: self.deleted.clone(),
+                        source: UnitSource::Page { segment: seg.reader.clone(), group, page },
+                    });
                 }
-                units.push(ScanUnit {
-                    table: self.meta.clone(),
-                    deleted: self.deleted.clone(),
-                    source: UnitSource::RowGroup { segment: seg.reader.clone(), index: i },
-                });
             }
         }
         for batch in &self.buffer {
@@ -119,7 +122,8 @@ impl TableSnapshot {
 
 #[derive(Clone, Debug)]
 enum UnitSource {
-    RowGroup { segment: Arc<SegmentReader>, index: usize },
+    /// One page of one row group of a segment.
+    Page { segment: Arc<SegmentReader>, group: usize, page: usize },
     Buffer(RecordBatch),
 }
 
@@ -134,18 +138,18 @@ pub struct ScanUnit {
 impl ScanUnit {
     pub fn num_rows(&self) -> usize {
         match &self.source {
-            UnitSource::RowGroup { segment, index } => segment.row_groups()[*index].rows as usize,
+            UnitSource::Page { segment, group, page } => segment.row_groups()[*group].page_rows(*page) as usize,
             UnitSource::Buffer(b) => b.num_rows(),
         }
     }
 
-    /// Statistics of a column, when the unit is a segment row group that
-    /// kept them. `None` means "unknown" (a scan must read the unit).
+    /// Statistics of a column, when the unit is a segment page that kept
+    /// them. `None` means "unknown" (a scan must read the unit).
     pub fn stats(&self, column: &str) -> Option<ChunkStats> {
         match &self.source {
-            UnitSource::RowGroup { segment, index } => {
+            UnitSource::Page { segment, group, page } => {
                 let col = segment.column_index(column)?;
-                segment.row_groups()[*index].stats(col).cloned()
+                segment.row_groups()[*group].page_stats(*page, col).cloned()
             }
             UnitSource::Buffer(_) => None,
         }
@@ -155,7 +159,7 @@ impl ScanUnit {
     /// deleted rows. A column the unit predates comes back as nulls.
     pub fn read(&self, columns: &[String]) -> Result<RecordBatch> {
         let (rows, row_ids, mut arrays) = match &self.source {
-            UnitSource::RowGroup { segment, index } => self.read_row_group(segment, *index, columns)?,
+            UnitSource::Page { segment, group, page } => self.read_page(segment, *group, *page, columns)?,
             UnitSource::Buffer(batch) => self.read_buffer(batch, columns)?,
         };
         let fields = columns
@@ -190,21 +194,23 @@ impl ScanUnit {
     }
 
     /// Returns (row count, row ids if deletes touch the unit, arrays).
-    fn read_row_group(
+    fn read_page(
         &self,
         segment: &SegmentReader,
-        index: usize,
+        group: usize,
+        page: usize,
         columns: &[String],
     ) -> Result<(usize, Option<ArrayRef>, Vec<ArrayRef>)> {
-        let group = &segment.row_groups()[index];
-        let rows = group.rows as usize;
-        let touched = self.deleted.range_cardinality(group.min_row_id..=group.max_row_id) > 0;
-        let row_ids = if touched { Some(segment.read_column(index, 0)?) } else { None };
+        let meta = &segment.row_groups()[group];
+        let rows = meta.page_rows(page) as usize;
+        let (lo, hi) = meta.page_row_ids(page);
+        let touched = self.deleted.range_cardinality(lo..=hi) > 0;
+        let row_ids = if touched { Some(segment.read_page(group, page, 0)?) } else { None };
         let mut arrays = Vec::with_capacity(columns.len());
         for name in columns {
             let array = match (name == ROW_ID_COLUMN, &row_ids, segment.column_index(name)) {
                 (true, Some(ids), _) => ids.clone(),
-                (_, _, Some(col)) => segment.read_column(index, col)?,
+                (_, _, Some(col)) => segment.read_page(group, page, col)?,
                 (_, _, None) => new_null_array(&self.field(name)?.data_type().clone(), rows),
             };
             arrays.push(array);

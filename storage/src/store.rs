@@ -21,7 +21,8 @@ use crate::codec::{decode_batch, encode_batch};
 use crate::error::{Result, StorageError};
 use crate::io;
 use crate::manifest::{segment_file_name, ColumnDef, Manifest, SegmentRef, TableEntry, TableMeta};
-use crate::segment::{SegmentReader, SegmentWriter};
+use crate::cache::PageCache;
+use crate::segment::{SegmentFormat, SegmentReader, SegmentWriter};
 use crate::snapshot::{Segment, Snapshot, TableSnapshot};
 use crate::wal::{parse_wal_file_name, read_log, wal_file_name, Op, TxnRecord, Wal};
 use crate::{Lsn, RowId, TableId, ROW_ID_COLUMN};
@@ -45,12 +46,24 @@ pub struct StoreOptions {
     /// them to a segment file at once (named by the manifest only at
     /// commit), so a large load never holds all its rows in memory.
     pub spill_rows: usize,
-    /// zstd level for segment chunks; 0 stores them uncompressed.
+    /// zstd level for segment pages; 0 stores them uncompressed.
     pub zstd_level: i32,
+    /// Rows per segment page, the unit a scan prunes and decodes (a value
+    /// outside 1..=65,536 is clamped to that range).
+    pub page_rows: usize,
+    /// Memory for decoded pages, so repeated reads skip decompression and
+    /// decoding (0 disables the cache).
+    pub page_cache_bytes: u64,
     /// Segments smaller than this many rows are merged once there are more
     /// than `max_small_segments` of them in a table.
     pub small_segment_rows: u64,
     pub max_small_segments: usize,
+}
+
+impl StoreOptions {
+    fn segment_format(&self) -> SegmentFormat {
+        SegmentFormat { zstd_level: self.zstd_level, page_rows: self.page_rows.clamp(1, crate::segment::ROW_GROUP_ROWS) }
+    }
 }
 
 impl Default for StoreOptions {
@@ -60,6 +73,8 @@ impl Default for StoreOptions {
             direct_segment_rows: 100_000,
             spill_rows: 1 << 20,
             zstd_level: 1,
+            page_rows: crate::segment::DEFAULT_PAGE_ROWS,
+            page_cache_bytes: 256 << 20,
             small_segment_rows: 1 << 20,
             max_small_segments: 8,
         }
@@ -87,6 +102,8 @@ struct WriterState {
 struct Inner {
     dir: Option<PathBuf>,
     options: StoreOptions,
+    /// Decoded pages of every segment reader of this store.
+    cache: Arc<PageCache>,
     writer: Arc<Mutex<WriterState>>,
     visible: RwLock<(u64, Arc<Snapshot>)>,
     /// Snapshots of commits waiting for their fsync, by LSN, with their
@@ -112,9 +129,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// How the cache of decoded pages is used.
+    pub fn page_cache_stats(&self) -> crate::PageCacheStats {
+        self.inner.cache.stats()
+    }
+
     /// A database that lives only in memory: same semantics, no files.
     pub fn in_memory(options: StoreOptions) -> Store {
-        Store::from_parts(None, options, Manifest::empty(), Snapshot::empty(), 1, None, None)
+        let cache = Arc::new(PageCache::new(options.page_cache_bytes));
+        Store::from_parts(None, options, cache, Manifest::empty(), Snapshot::empty(), 1, None, None)
     }
 
     /// Open or create the database in `dir`, recovering from the log.
@@ -130,19 +153,22 @@ impl Store {
             }
         };
         remove_garbage(dir, &manifest)?;
-        let mut snapshot = snapshot_from_manifest(dir, &manifest)?;
+        let cache = Arc::new(PageCache::new(options.page_cache_bytes));
+        let mut snapshot = snapshot_from_manifest(dir, &manifest, &cache)?;
         let (last_lsn, newest_log) = replay_logs(dir, &manifest, &mut snapshot)?;
         let wal = match newest_log {
             Some((name, valid_len)) => Wal::open(dir, &name, Some(valid_len), last_lsn)?,
             None => Wal::open(dir, &wal_file_name(manifest.flushed_lsn + 1), None, last_lsn)?,
         };
         snapshot.lsn = last_lsn;
-        Ok(Store::from_parts(Some(dir.to_path_buf()), options, manifest, snapshot, last_lsn + 1, Some(wal), Some(lock)))
+        Ok(Store::from_parts(Some(dir.to_path_buf()), options, cache, manifest, snapshot, last_lsn + 1, Some(wal), Some(lock)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn from_parts(
         dir: Option<PathBuf>,
         options: StoreOptions,
+        cache: Arc<PageCache>,
         manifest: Manifest,
         snapshot: Snapshot,
         next_lsn: Lsn,
@@ -154,6 +180,7 @@ impl Store {
             inner: Arc::new(Inner {
                 dir,
                 options,
+                cache,
                 writer: Arc::new(Mutex::new(WriterState {
                     latest: snapshot.clone(),
                     manifest,
@@ -367,7 +394,7 @@ impl Store {
         }
         let id = manifest.next_segment_id;
         manifest.next_segment_id += 1;
-        let seg = write_segment(dir, id, &schema, live, self.inner.options.zstd_level, written)?;
+        let seg = write_segment(dir, id, &schema, live, self.inner.options.segment_format(), &self.inner.cache, written)?;
         Ok(Some(seg))
     }
 
@@ -463,7 +490,7 @@ impl Store {
         manifest.next_segment_id += 1;
         let path = dir.join(segment_file_name(id));
         let mut deleted = (*t.deleted).clone();
-        let mut writer = SegmentWriter::create(&path, schema.clone(), self.inner.options.zstd_level)?;
+        let mut writer = SegmentWriter::create(&path, schema.clone(), self.inner.options.segment_format())?;
         let copied = (|| -> Result<()> {
             for seg in &old {
                 for unit in t.scan_units_of(seg) {
@@ -487,7 +514,7 @@ impl Store {
                 let _ = std::fs::remove_file(&path);
             })?;
             new_files.push(path.clone());
-            let reader = Arc::new(SegmentReader::open(&path)?);
+            let reader = Arc::new(SegmentReader::open(&path, self.inner.cache.clone())?);
             segments.push(Arc::new(Segment { sref: segment_ref(id, &groups, bytes), reader }));
         }
         segments.sort_by_key(|s| s.sref.min_row_id);
@@ -621,7 +648,7 @@ impl WriteTxn {
         let id = self.guard.manifest.next_segment_id;
         self.guard.manifest.next_segment_id += 1;
         let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, _, b)| b).collect();
-        let segment = write_segment(&dir, id, &schema, batches, self.store.inner.options.zstd_level, &mut self.spilled_files)?;
+        let segment = write_segment(&dir, id, &schema, batches, self.store.inner.options.segment_format(), &self.store.inner.cache, &mut self.spilled_files)?;
         debug_assert!(segment.sref.rows >= held);
         self.spilled.push((table, segment));
         Ok(())
@@ -801,7 +828,7 @@ impl WriteTxn {
                     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                     let id = manifest.next_segment_id;
                     manifest.next_segment_id += 1;
-                    let seg = write_segment(&dir, id, &schema, batches, store.inner.options.zstd_level, &mut written)?;
+                    let seg = write_segment(&dir, id, &schema, batches, store.inner.options.segment_format(), &store.inner.cache, &mut written)?;
                     nt.next_row_id = nt.next_row_id.max(seg.sref.max_row_id + 1);
                     debug_assert_eq!(seg.sref.rows, rows);
                     nt.segments.push(seg);
@@ -901,17 +928,18 @@ fn write_segment(
     id: u64,
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
-    zstd_level: i32,
+    format: SegmentFormat,
+    cache: &Arc<PageCache>,
     written: &mut Vec<PathBuf>,
 ) -> Result<Arc<Segment>> {
     let path = dir.join(segment_file_name(id));
-    let mut writer = SegmentWriter::create(&path, schema.clone(), zstd_level)?;
+    let mut writer = SegmentWriter::create(&path, schema.clone(), format)?;
     written.push(path.clone());
     for b in batches {
         writer.write(b)?;
     }
     let (bytes, groups) = writer.finish()?;
-    let reader = Arc::new(SegmentReader::open(&path)?);
+    let reader = Arc::new(SegmentReader::open(&path, cache.clone())?);
     Ok(Arc::new(Segment { sref: segment_ref(id, &groups, bytes), reader }))
 }
 
@@ -1077,14 +1105,14 @@ fn remove_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-fn snapshot_from_manifest(dir: &Path, manifest: &Manifest) -> Result<Snapshot> {
+fn snapshot_from_manifest(dir: &Path, manifest: &Manifest, cache: &Arc<PageCache>) -> Result<Snapshot> {
     let mut snap = Snapshot::empty();
     snap.lsn = manifest.flushed_lsn;
     snap.metadata = Arc::new(manifest.metadata.clone());
     for (id, entry) in &manifest.tables {
         let mut t = TableSnapshot::new(entry.meta.clone(), entry.next_row_id);
         for sref in &entry.segments {
-            let reader = Arc::new(SegmentReader::open(&dir.join(sref.file_name()))?);
+            let reader = Arc::new(SegmentReader::open(&dir.join(sref.file_name()), cache.clone())?);
             t.segments.push(Arc::new(Segment { sref: sref.clone(), reader }));
         }
         let deleted = entry

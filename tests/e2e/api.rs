@@ -236,3 +236,54 @@ async fn copy_streams_large_inputs_all_or_nothing() -> anyhow::Result<()> {
     assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, 50_000);
     Ok(())
 }
+
+/// Run a prepared statement with one BIGINT parameter; its rows' first
+/// column.
+async fn run_with(session: &tessera::Session, prepared: &tessera::Prepared, value: i64) -> anyhow::Result<Vec<i64>> {
+    use datafusion::common::ParamValues;
+    use datafusion::scalar::ScalarValue;
+    let params = ParamValues::List(vec![ScalarValue::Int64(Some(value)).into()]);
+    let batches = session.execute_prepared(prepared, Some(params)).await?.collect().await?;
+    Ok(batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect())
+}
+
+/// A prepared query keeps its optimized plan between executions, yet each
+/// execution binds its own values, reads the latest snapshot (new rows,
+/// deleted rows) and repeated reads come from the page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_queries_reuse_their_plan_and_see_each_snapshot() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path())?;
+    let session = db.session();
+    session.sql("CREATE TABLE t (id BIGINT NOT NULL, kind TEXT, amount DOUBLE)").await?;
+    db.append("t", vec![events(0, 120_000)?]).await?;
+    let point = session.prepare(tessera::parse("SELECT id FROM t WHERE id = $1")?.remove(0)).await?;
+    let below = session.prepare(tessera::parse("SELECT count(*) FROM t WHERE id < $1")?.remove(0)).await?;
+
+    assert_eq!(run_with(&session, &point, 5).await?, vec![5]);
+    assert_eq!(run_with(&session, &point, 77_777).await?, vec![77_777]);
+    assert_eq!(run_with(&session, &point, 500_000).await?, Vec::<i64>::new());
+    assert_eq!(run_with(&session, &below, 10).await?, vec![10]);
+    assert_eq!(run_with(&session, &below, 100_000).await?, vec![100_000]);
+
+    let before = db.store().page_cache_stats();
+    assert_eq!(run_with(&session, &point, 77_778).await?, vec![77_778]);
+    let after = db.store().page_cache_stats();
+    assert!(after.hits > before.hits, "the page read before is cached: {before:?} then {after:?}");
+    assert!(after.used_bytes > 0 && after.used_bytes <= after.budget_bytes, "{after:?}");
+
+    session.sql("INSERT INTO t VALUES (900000, 'late', 1.0)").await?;
+    session.sql("DELETE FROM t WHERE id = 77777").await?;
+    assert_eq!(run_with(&session, &point, 900_000).await?, vec![900_000]);
+    assert_eq!(run_with(&session, &point, 77_777).await?, Vec::<i64>::new(), "a deleted row is not served from the cache");
+    assert_eq!(run_with(&session, &below, 100_000).await?, vec![99_999]);
+
+    // A function of the moment is evaluated at each execution, not
+    // frozen into the plan of the first.
+    let clock = session.prepare(tessera::parse("SELECT CAST(now() AS BIGINT) + $1")?.remove(0)).await?;
+    let first = run_with(&session, &clock, 0).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = run_with(&session, &clock, 0).await?;
+    assert!(second[0] > first[0], "now() moved: {first:?} then {second:?}");
+    Ok(())
+}

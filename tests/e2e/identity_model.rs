@@ -89,7 +89,7 @@ impl Model {
 
 fn options() -> Options {
     Options {
-        storage: StoreOptions { flush_threshold_bytes: 8 * 1024, direct_segment_rows: 40, ..Default::default() },
+        storage: StoreOptions { flush_threshold_bytes: 8 * 1024, direct_segment_rows: 40, page_rows: 16, ..Default::default() },
         target_partitions: 2,
         ..Default::default()
     }

@@ -45,7 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn options(clock: &Arc<ManualClock>) -> Options {
     Options {
-        storage: StoreOptions { flush_threshold_bytes: 8 * 1024, direct_segment_rows: 40, ..Default::default() },
+        storage: StoreOptions { flush_threshold_bytes: 8 * 1024, direct_segment_rows: 40, page_rows: 16, ..Default::default() },
         target_partitions: 2,
         clock: Some(clock.clone()),
         refresh_interval: Some(Duration::from_secs(1)),

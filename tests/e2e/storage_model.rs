@@ -46,6 +46,8 @@ fn options() -> StoreOptions {
         direct_segment_rows: 100,
         spill_rows: 120,
         zstd_level: 1,
+        page_rows: 7,
+        page_cache_bytes: 16 * 1024,
         small_segment_rows: 200,
         max_small_segments: 3,
     }
