@@ -11,17 +11,23 @@ use anyhow::Context;
 use tessera::{Database, Output};
 
 const DEFAULT_DATA_DIR: &str = "./tessera-data";
-const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo [--demo-people N]] [--max-connections N] [--idle-timeout SECONDS] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"\n       tessera generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]";
+const USAGE: &str = "usage: tessera serve [--data-dir DIR] [--listen HOST:PORT] [--demo [--demo-people N]] [--max-connections N] [--idle-timeout SECONDS] [--page-cache-mib N] [--tls-cert PEM --tls-key PEM [--require-tls]]\n       tessera sql [--data-dir DIR] \"SQL; ...\"\n       tessera generate [--people N] [--seed S] [--out DIR] [--format csv|parquet|both]";
 
 struct ServeArgs {
     data_dir: PathBuf,
     options: tessera_server::ServerOptions,
     /// Load this many generated people on first start.
     demo: Option<u64>,
+    database: tessera::Options,
 }
 
 fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
-    let mut out = ServeArgs { data_dir: PathBuf::from(DEFAULT_DATA_DIR), options: Default::default(), demo: None };
+    let mut out = ServeArgs {
+        data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        options: Default::default(),
+        demo: None,
+        database: tessera::Options::default(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |what: &str| it.next().with_context(|| format!("{a} needs {what}")).cloned();
@@ -41,6 +47,10 @@ fn parse_serve_args(args: &[String]) -> anyhow::Result<ServeArgs> {
             "--idle-timeout" => {
                 let seconds: u64 = value("a number of seconds")?.parse().context("--idle-timeout")?;
                 out.options.idle_timeout = (seconds > 0).then(|| std::time::Duration::from_secs(seconds));
+            }
+            "--page-cache-mib" => {
+                let mib: u64 = value("a number of MiB")?.parse().context("--page-cache-mib")?;
+                out.database.storage.page_cache_bytes = mib.checked_mul(1 << 20).context("--page-cache-mib is too large")?;
             }
             "--demo" => out.demo = Some(out.demo.unwrap_or(tessera_server::demo::DEFAULT_DEMO_PEOPLE)),
             "--demo-people" => out.demo = Some(value("a number")?.parse().context("--demo-people")?),
@@ -77,7 +87,7 @@ async fn shutdown_signal() {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let db = Database::open(&args.data_dir)
+    let db = Database::open_with(&args.data_dir, args.database.clone())
         .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
     tessera_server::server::log(&format!("data directory {}", args.data_dir.display()));
     if let Some(people) = args.demo {
