@@ -727,19 +727,20 @@ impl Session {
     /// session state to run it in; `None` when the statement must be
     /// optimized at each execution (see [`optimization_reusable`]) or
     /// DataFusion could not optimize it with its parameters open.
-    fn optimized_query(&self, prepared: &Prepared) -> Option<(LogicalPlan, SessionState)> {
+    fn optimized_query(&self, prepared: &Prepared) -> Option<(Arc<OptimizedQuery>, SessionState)> {
         let cell = prepared.optimized.as_ref()?;
         let state = self.ctx.state();
-        let optimized = cell.get_or_init(|| state.optimize(&prepared.plan).ok()).clone()?;
+        let optimized = cell.get_or_init(|| OptimizedQuery::new(&state, &prepared.plan)).clone()?;
         Some((optimized, state))
     }
 
-    /// Run an optimized query plan: bind the parameters and plan it
-    /// physically (scans prune with the bound values).
-    async fn run_optimized(&self, optimized: LogicalPlan, params: Option<ParamValues>, state: SessionState) -> Result<Output> {
+    /// Run an optimized query plan: bind the parameters (cast to the types
+    /// the optimizer planned them with) and plan it physically (scans
+    /// prune with the bound values).
+    async fn run_optimized(&self, optimized: Arc<OptimizedQuery>, params: Option<ParamValues>, state: SessionState) -> Result<Output> {
         let plan = match params {
-            Some(values) => optimized.replace_params_with_values(&values)?,
-            None => optimized,
+            Some(values) => optimized.plan.clone().replace_params_with_values(&optimized.typed(values)?)?,
+            None => optimized.plan.clone(),
         };
         let physical = state.query_planner().create_physical_plan(&plan, &state).await?;
         let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
@@ -1012,7 +1013,54 @@ pub struct Prepared {
     /// the logical optimizer's result, made once (with the parameters
     /// still open) and shared by every execution. `Some(None)` inside
     /// when DataFusion could not optimize the open plan.
-    optimized: Option<Arc<std::sync::OnceLock<Option<LogicalPlan>>>>,
+    optimized: Option<Arc<std::sync::OnceLock<Option<Arc<OptimizedQuery>>>>>,
+}
+
+/// A query after DataFusion's logical optimizer, its parameters still
+/// open, with the type the optimizer gave each of them.
+#[derive(Debug)]
+struct OptimizedQuery {
+    plan: LogicalPlan,
+    parameter_types: std::collections::HashMap<String, arrow::datatypes::DataType>,
+}
+
+impl OptimizedQuery {
+    /// `None` when the plan cannot be optimized before its values are
+    /// known, or a parameter's type is left open (the optimizer's type
+    /// coercion ran without it, so a value could not be fitted in).
+    fn new(state: &SessionState, plan: &LogicalPlan) -> Option<Arc<OptimizedQuery>> {
+        let plan = state.optimize(plan).ok()?;
+        let mut parameter_types = std::collections::HashMap::new();
+        for (name, data_type) in plan.get_parameter_types().ok()? {
+            parameter_types.insert(name, data_type?);
+        }
+        Some(Arc::new(OptimizedQuery { plan, parameter_types }))
+    }
+
+    /// The values cast to the parameters' planned types: the optimizer
+    /// already coerced the expressions around each parameter, so a value
+    /// of another type (a string for a `Utf8View` column) must take the
+    /// planned type itself.
+    fn typed(&self, values: ParamValues) -> Result<ParamValues> {
+        let fit = |name: String, mut value: datafusion::common::metadata::ScalarAndMetadata| -> Result<datafusion::common::metadata::ScalarAndMetadata> {
+            if let Some(want) = self.parameter_types.get(&name) {
+                if value.value.data_type() != *want {
+                    value.value = value.value.cast_to(want).map_err(|e| {
+                        Error::user(format!("parameter {name} cannot be read as {want}: {e}"))
+                    })?;
+                }
+            }
+            Ok(value)
+        };
+        Ok(match values {
+            ParamValues::List(list) => ParamValues::List(
+                list.into_iter().enumerate().map(|(i, v)| fit(format!("${}", i + 1), v)).collect::<Result<_>>()?,
+            ),
+            ParamValues::Map(map) => ParamValues::Map(
+                map.into_iter().map(|(k, v)| Ok((k.clone(), fit(format!("${k}"), v)?))).collect::<Result<_>>()?,
+            ),
+        })
+    }
 }
 
 /// Whether a statement's optimized plan can be reused by later

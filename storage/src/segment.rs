@@ -301,7 +301,7 @@ impl SegmentWriter {
             raw_len: pages.iter().map(|p| p.raw_len).sum(),
             compression: if self.format.zstd_level > 0 { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
             crc: crc.finalize(),
-            stats: compute_stats(column),
+            stats: merge_stats(&pages),
             pages,
         })
     }
@@ -355,11 +355,12 @@ impl SegmentWriter {
     }
 }
 
-/// How a page stores a column. String and binary views are stored as
-/// plain strings and binaries (offsets and bytes): a view costs 16 bytes
-/// per value to decompress against 4 for an offset, and repeats each
-/// value's first bytes. Readers cast back to the column's type. A page
-/// too large for 32-bit offsets keeps its views, compacted: a slice of a
+/// How a page stores a column. String and binary views with values
+/// longer than a view holds are stored as plain strings and binaries
+/// (offsets and bytes): a view costs 16 bytes per value to decompress
+/// against 4 for an offset, and repeats each value's first bytes. Readers
+/// cast back to the column's type. Pages of short values, and pages too
+/// large for 32-bit offsets, keep their views, compacted: a slice of a
 /// view array references every data buffer of the array it was cut from,
 /// and the IPC writer would write them all.
 fn stored_form(column: &ArrayRef) -> ArrayRef {
@@ -368,12 +369,75 @@ fn stored_form(column: &ArrayRef) -> ArrayRef {
         DataType::BinaryView => DataType::Binary,
         _ => return column.clone(),
     };
+    if views_all_inline(column) {
+        return compact_views(column);
+    }
     if let Ok(cast) = arrow::compute::cast(column, &plain) {
         return cast;
     }
+    compact_views(column)
+}
+
+/// Longest value a view holds inline (in its 16 bytes).
+const MAX_INLINE_VIEW_BYTES: u32 = 12;
+
+/// Whether every value of a view column sits inside its view: then the
+/// views are the whole data, and short repeated values (categories,
+/// codes) make repeated 16-byte views that compress far better than
+/// offsets.
+fn views_all_inline(column: &ArrayRef) -> bool {
+    let views = match column.data_type() {
+        DataType::Utf8View => column.as_string_view().views(),
+        DataType::BinaryView => column.as_binary_view().views(),
+        _ => return false,
+    };
+    views.iter().all(|view| (*view as u32) <= MAX_INLINE_VIEW_BYTES)
+}
+
+/// A view column holding only its own values' bytes.
+fn compact_views(column: &ArrayRef) -> ArrayRef {
     match column.data_type() {
         DataType::Utf8View => Arc::new(column.as_string_view().gc()),
-        _ => Arc::new(column.as_binary_view().gc()),
+        DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
+        _ => column.clone(),
+    }
+}
+
+/// A chunk's statistics from its pages'. A page without a bound although
+/// it holds values (a long string, a NaN, an unsupported type) leaves the
+/// chunk without that bound too, as computing over the whole chunk would.
+fn merge_stats(pages: &[PageMeta]) -> ChunkStats {
+    let null_count = pages.iter().map(|p| p.stats.null_count).sum();
+    let with_values: Vec<&ChunkStats> = pages.iter().filter(|p| p.stats.null_count < p.rows).map(|p| &p.stats).collect();
+    let bound = |pick: fn(&ChunkStats) -> Option<&StatValue>, better: fn(&StatValue, &StatValue) -> bool| {
+        let mut best: Option<&StatValue> = None;
+        for stats in &with_values {
+            let value = pick(stats)?;
+            best = match best {
+                Some(b) if !better(value, b) => Some(b),
+                _ => Some(value),
+            };
+        }
+        best.cloned()
+    };
+    let min = bound(|s| s.min.as_ref(), |a, b| stat_less(a, b));
+    let max = bound(|s| s.max.as_ref(), |a, b| stat_less(b, a));
+    match (min, max) {
+        (Some(min), Some(max)) => ChunkStats { null_count, min: Some(min), max: Some(max) },
+        _ => ChunkStats { null_count, min: None, max: None },
+    }
+}
+
+/// Order of two bounds of the same family (pages of one column always
+/// agree); bounds of different families never replace each other.
+fn stat_less(a: &StatValue, b: &StatValue) -> bool {
+    match (a, b) {
+        (StatValue::Int(a), StatValue::Int(b)) => a < b,
+        (StatValue::UInt(a), StatValue::UInt(b)) => a < b,
+        (StatValue::Float(a), StatValue::Float(b)) => a < b,
+        (StatValue::Str(a), StatValue::Str(b)) => a < b,
+        (StatValue::Bool(a), StatValue::Bool(b)) => !a & b,
+        _ => false,
     }
 }
 
@@ -408,11 +472,18 @@ fn min_max(column: &ArrayRef) -> Option<MinMax> {
             Some((aggregate::min(c).map(StatValue::Float), aggregate::max(c).map(StatValue::Float)))
         }
         Utf8 | LargeUtf8 | Utf8View => {
-            let c = arrow::compute::cast(column, &Utf8).ok()?;
-            let c = c.as_string::<i32>();
             let keep = |s: &str| (s.len() <= MAX_STAT_STRING_BYTES).then(|| StatValue::Str(s.to_string()));
-            let min = aggregate::min_string(c).and_then(keep);
-            let max = aggregate::max_string(c).and_then(keep);
+            let (min, max) = match column.data_type() {
+                Utf8View => {
+                    let c = column.as_string_view();
+                    (aggregate::min_string_view(c).and_then(keep), aggregate::max_string_view(c).and_then(keep))
+                }
+                _ => {
+                    let c = arrow::compute::cast(column, &Utf8).ok()?;
+                    let c = c.as_string::<i32>();
+                    (aggregate::min_string(c).and_then(keep), aggregate::max_string(c).and_then(keep))
+                }
+            };
             // A truncated bound would be wrong; keep both or neither.
             if min.is_none() || max.is_none() {
                 return Some((None, None));
@@ -799,6 +870,44 @@ mod tests {
         assert!(raw.iter().all(|len| *len < 60_000), "{raw:?}");
         let page = reader.read_page(0, 7, 1).expect("page");
         assert_eq!(page.as_ref(), &v.slice(7000, 1000) as &dyn Array);
+    }
+
+    /// A chunk's statistics merged from its pages equal those computed over
+    /// the whole column, whatever the pages hold (all-null pages, strings
+    /// too long to keep, NaN).
+    #[test]
+    fn chunk_stats_merged_from_pages_equal_whole_column_stats() {
+        use arrow::array::{Float64Array, StringViewArray};
+        let long = "x".repeat(MAX_STAT_STRING_BYTES + 1);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new((0..40).map(|i| (i >= 10 && i % 3 != 0).then_some(100 - i as i64)).collect::<Int64Array>()),
+            Arc::new((0..40).map(|_| None::<i64>).collect::<Int64Array>()),
+            Arc::new((0..40).map(|i| Some(if i == 25 { long.clone() } else { format!("v{i}") })).collect::<StringViewArray>()),
+            Arc::new((0..40).map(|i| (i % 7 != 0).then(|| format!("value number {i}"))).collect::<StringViewArray>()),
+            Arc::new((0..40).map(|i| Some(if i == 33 { f64::NAN } else { i as f64 })).collect::<Float64Array>()),
+            Arc::new((0..40).map(|i| Some(-(i as f64))).collect::<Float64Array>()),
+        ];
+        for column in columns {
+            let pages: Vec<PageMeta> = (0..4)
+                .map(|p| {
+                    let slice = column.slice(p * 10, 10);
+                    PageMeta { rows: 10, len: 0, raw_len: 0, crc: 0, stats: compute_stats(&slice) }
+                })
+                .collect();
+            assert_eq!(merge_stats(&pages), compute_stats(&column), "{column:?}");
+        }
+    }
+
+    /// Short strings keep their views (they compress better so); longer
+    /// ones are stored as plain strings; both read back as views.
+    #[test]
+    fn short_view_pages_stay_views_and_long_ones_become_plain() {
+        use arrow::array::StringViewArray;
+        let short: ArrayRef = Arc::new((0..100).map(|i| Some(["a", "bb", "twelve_chars"][i % 3])).collect::<StringViewArray>());
+        let long: ArrayRef = Arc::new((0..100).map(|i| Some(format!("thirteen char{i}"))).collect::<StringViewArray>());
+        assert_eq!(stored_form(&short).data_type(), &DataType::Utf8View);
+        assert_eq!(stored_form(&long).data_type(), &DataType::Utf8);
+        assert_eq!(stored_form(&short.slice(10, 20)).as_ref(), short.slice(10, 20).as_ref());
     }
 
     #[test]

@@ -278,6 +278,20 @@ async fn prepared_queries_reuse_their_plan_and_see_each_snapshot() -> anyhow::Re
     assert_eq!(run_with(&session, &point, 77_777).await?, Vec::<i64>::new(), "a deleted row is not served from the cache");
     assert_eq!(run_with(&session, &below, 100_000).await?, vec![99_999]);
 
+    // A string bound to a parameter compared with a TEXT (Utf8View)
+    // column takes the column's type, as the unoptimized plan would.
+    use datafusion::common::ParamValues;
+    use datafusion::scalar::ScalarValue;
+    let by_kind = session.prepare(tessera::parse("SELECT count(*) FROM t WHERE kind = $1 AND amount > $2")?.remove(0)).await?;
+    for (kind, expected) in [("view", 39_600), ("click", 39_600), ("nothing", 0)] {
+        let params = ParamValues::List(vec![ScalarValue::Utf8(Some(kind.into())).into(), ScalarValue::Int64(Some(0)).into()]);
+        let batches = session.execute_prepared(&by_kind, Some(params)).await?.collect().await?;
+        assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), expected, "{kind}");
+    }
+    let params = ParamValues::List(vec![ScalarValue::Utf8(Some("view".into())).into(), ScalarValue::Utf8(Some("x".into())).into()]);
+    let err = session.execute_prepared(&by_kind, Some(params)).await.expect_err("not a number");
+    assert!(err.to_string().contains("$2"), "{err}");
+
     // A function of the moment is evaluated at each execution, not
     // frozen into the plan of the first.
     let clock = session.prepare(tessera::parse("SELECT CAST(now() AS BIGINT) + $1")?.remove(0)).await?;
