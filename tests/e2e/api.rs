@@ -301,3 +301,27 @@ async fn prepared_queries_reuse_their_plan_and_see_each_snapshot() -> anyhow::Re
     assert!(second[0] > first[0], "now() moved: {first:?} then {second:?}");
     Ok(())
 }
+
+/// A prepared `profile_lookup` or `profile_link_path` answers from the
+/// identity graph of each execution: an identifier inserted after the
+/// statement was prepared is found (read-your-writes for drivers that
+/// prepare).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_profile_lookups_see_later_inserts() -> anyhow::Result<()> {
+    let db = Database::in_memory();
+    let session = db.session();
+    session.sql("CREATE IDENTIFIER email (normalize = 'email')").await?;
+    session.sql("CREATE IDENTIFIER crm_id").await?;
+    session.sql("CREATE TABLE contacts (name TEXT, email TEXT, crm TEXT) WITH (identifiers = 'email AS email, crm AS crm_id')").await?;
+    let lookup = session.prepare(tessera::parse("SELECT profile_id FROM profile_lookup('email', ' Anna@Example.COM ')")?.remove(0)).await?;
+    let path = session.prepare(tessera::parse("SELECT * FROM profile_link_path('email', 'anna@example.com', 'crm_id', 'c1')")?.remove(0)).await?;
+    let rows = |batches: Vec<RecordBatch>| batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    assert_eq!(rows(session.execute_prepared(&lookup, None).await?.collect().await?), 0);
+    assert_eq!(rows(session.execute_prepared(&path, None).await?.collect().await?), 0);
+    session.sql("INSERT INTO contacts VALUES ('Anna', 'anna@example.com', 'c1')").await?;
+    assert_eq!(rows(session.execute_prepared(&lookup, None).await?.collect().await?), 1);
+    assert_eq!(rows(session.execute_prepared(&path, None).await?.collect().await?), 1, "one step: the row that links both");
+    let bad = session.prepare(tessera::parse("SELECT * FROM profile_lookup('no_such_type', 'x')")?.remove(0)).await;
+    assert!(bad.is_err_and(|e| e.to_string().contains("no_such_type")));
+    Ok(())
+}

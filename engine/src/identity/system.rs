@@ -240,8 +240,33 @@ pub(crate) struct SystemTable {
     profiles: Option<Arc<crate::profiles::Profiles>>,
     relation: SystemRelation,
     schema: SchemaRef,
-    /// Fixed profiles (a `profile_lookup` call); `None` for all.
-    fixed: Option<BTreeSet<ProfileId>>,
+    /// The profile a `profile_lookup` call asks for; `None` for all.
+    fixed: Option<Lookup>,
+}
+
+/// `profile_lookup(type, raw value)`: resolved when the relation is
+/// scanned, not when it is planned, so a prepared lookup answers from the
+/// graph of each execution (read-your-writes, merges since).
+#[derive(Clone, Debug)]
+pub(crate) struct Lookup {
+    pub type_name: String,
+    pub raw: String,
+}
+
+impl Lookup {
+    /// The live profile the identifier (or retired profile id) belongs to.
+    fn resolve(&self, state: &State) -> Result<Option<ProfileId>> {
+        state.check_usable()?;
+        if self.type_name == PROFILE_ID_COLUMN {
+            let id: i64 = self
+                .raw
+                .trim()
+                .parse()
+                .map_err(|_| Error::user(format!("profile_lookup: '{}' is not a profile id", self.raw)))?;
+            return Ok(u64::try_from(id).ok().and_then(|id| state.graph.resolve_alias(id)));
+        }
+        Ok(state.node_for(&self.type_name, &self.raw)?.and_then(|n| state.graph.profile_of_identifier(n)))
+    }
 }
 
 /// Identifier source tables and their layouts.
@@ -261,7 +286,7 @@ impl SystemTable {
         state: Arc<RwLock<State>>,
         profiles: Option<Arc<crate::profiles::Profiles>>,
         relation: SystemRelation,
-        fixed: Option<BTreeSet<ProfileId>>,
+        fixed: Option<Lookup>,
     ) -> Result<SystemTable> {
         let snap = store.snapshot();
         let schema = match relation {
@@ -312,7 +337,10 @@ impl SystemTable {
         if self.relation == SystemRelation::ProfileMerges {
             return Ok(None);
         }
-        let mut set: Option<roaring::RoaringTreemap> = self.fixed.as_ref().map(|f| f.iter().copied().collect());
+        let mut set: Option<roaring::RoaringTreemap> = match &self.fixed {
+            Some(lookup) => Some(lookup.resolve(&self.state.read())?.into_iter().collect()),
+            None => None,
+        };
         let mut narrow = |s: roaring::RoaringTreemap| {
             set = Some(match set.take() {
                 Some(old) => old & s,
@@ -626,22 +654,11 @@ impl TableFunctionImpl for ProfileLookup {
                 args.len()
             ))));
         }
-        let type_name = string_arg(&args[0], "the identifier type")?;
-        let raw = string_arg(&args[1], "the value")?;
-        let pid = {
-            let state = self.state.read();
-            state.check_usable().map_err(to_df)?;
-            if type_name == PROFILE_ID_COLUMN {
-                let id: i64 = raw
-                    .trim()
-                    .parse()
-                    .map_err(|_| to_df(Error::user(format!("profile_lookup: '{raw}' is not a profile id"))))?;
-                u64::try_from(id).ok().and_then(|id| state.graph.resolve_alias(id))
-            } else {
-                state.node_for(&type_name, &raw).map_err(to_df)?.and_then(|n| state.graph.profile_of_identifier(n))
-            }
-        };
-        let fixed: BTreeSet<ProfileId> = pid.into_iter().collect();
+        let lookup = Lookup { type_name: string_arg(&args[0], "the identifier type")?, raw: string_arg(&args[1], "the value")? };
+        // Resolved now only to report a bad type or id at planning; the
+        // scan resolves it again against the graph it runs with.
+        lookup.resolve(&self.state.read()).map_err(to_df)?;
+        let fixed = lookup;
         let table = SystemTable::new(self.store.clone(), self.state.clone(), Some(self.profiles.clone()), SystemRelation::Profiles, Some(fixed)).map_err(to_df)?;
         Ok(Arc::new(table))
     }
@@ -761,15 +778,63 @@ impl TableFunctionImpl for LinkPath {
                 args.len()
             ))));
         }
-        let ta = string_arg(&args[0], "the first identifier type")?;
-        let va = string_arg(&args[1], "the first value")?;
-        let tb = string_arg(&args[2], "the second identifier type")?;
-        let vb = string_arg(&args[3], "the second value")?;
-        let schema = link_path_schema();
+        let ends = [
+            (string_arg(&args[0], "the first identifier type")?, string_arg(&args[1], "the first value")?),
+            (string_arg(&args[2], "the second identifier type")?, string_arg(&args[3], "the second value")?),
+        ];
+        {
+            // Unknown types are reported at planning; the path itself is
+            // found when the relation is scanned, in the graph of that
+            // moment (a prepared statement sees later rows).
+            let state = self.state.read();
+            state.check_usable().map_err(to_df)?;
+            for (t, v) in &ends {
+                state.node_for(t, v).map_err(to_df)?;
+            }
+        }
+        Ok(Arc::new(LinkPathTable { store: self.store.clone(), state: self.state.clone(), ends, schema: link_path_schema() }))
+    }
+}
+
+/// The relation `profile_link_path(...)` returns, computed at scan time.
+#[derive(Debug)]
+struct LinkPathTable {
+    store: Store,
+    state: Arc<RwLock<State>>,
+    ends: [(String, String); 2],
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for LinkPathTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.path_batch()?;
+        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?.scan(state, projection, filters, limit).await
+    }
+}
+
+impl LinkPathTable {
+    fn path_batch(&self) -> DfResult<RecordBatch> {
+        let [(ta, va), (tb, vb)] = &self.ends;
+        let schema = self.schema.clone();
         let state = self.state.read();
         state.check_usable().map_err(to_df)?;
-        let a = state.node_for(&ta, &va).map_err(to_df)?;
-        let b = state.node_for(&tb, &vb).map_err(to_df)?;
+        let a = state.node_for(ta, va).map_err(to_df)?;
+        let b = state.node_for(tb, vb).map_err(to_df)?;
         let type_name: HashMap<u16, String> = state.types.values().map(|t| (t.spec.id, t.spec.name.clone())).collect();
         let mut step = Int64Builder::new();
         let (mut from_t, mut from_v, mut to_t, mut to_v, mut table) =
@@ -815,7 +880,7 @@ impl TableFunctionImpl for LinkPath {
                 Arc::new(row_id.finish()),
             ],
         )?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        Ok(batch)
     }
 }
 
