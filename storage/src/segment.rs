@@ -259,10 +259,10 @@ impl SegmentWriter {
             (Some(a), Some(b)) => (a, b),
             _ => return Err(StorageError::Internal("row group without row ids".into())),
         };
-        let mut chunks = Vec::with_capacity(group.num_columns());
-        let schema = self.schema.clone();
-        for (field, column) in schema.fields().iter().zip(group.columns()) {
-            chunks.push(self.write_chunk(field, column)?);
+        let encoded = encode_columns(self.format, &self.path, self.schema.fields(), group.columns())?;
+        let mut chunks = Vec::with_capacity(encoded.len());
+        for chunk in encoded {
+            chunks.push(self.write_chunk(chunk)?);
         }
         self.row_groups.push(RowGroupMeta {
             rows: group.num_rows() as u64,
@@ -273,51 +273,24 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Write one column of a row group as its pages.
-    fn write_chunk(&mut self, field: &Arc<Field>, column: &ArrayRef) -> Result<ChunkMeta> {
+    /// Append one encoded chunk to the file.
+    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<ChunkMeta> {
         let offset = self.offset;
         let mut crc = crc32fast::Hasher::new();
-        let mut pages = Vec::with_capacity(column.len().div_ceil(self.format.page_rows));
-        let mut start = 0;
-        while start < column.len() {
-            let rows = self.format.page_rows.min(column.len() - start);
-            let slice = column.slice(start, rows);
-            let (bytes, raw_len) = self.encode_page(field, &slice)?;
-            crc.update(&bytes);
-            pages.push(PageMeta {
-                rows: rows as u64,
-                len: bytes.len() as u64,
-                raw_len,
-                crc: crc32fast::hash(&bytes),
-                stats: compute_stats(&slice),
-            });
-            io::write_all(&mut self.file, &self.path, &bytes)?;
+        for bytes in &chunk.bytes {
+            crc.update(bytes);
+            io::write_all(&mut self.file, &self.path, bytes)?;
             self.offset += bytes.len() as u64;
-            start += rows;
         }
         Ok(ChunkMeta {
             offset,
             len: self.offset - offset,
-            raw_len: pages.iter().map(|p| p.raw_len).sum(),
+            raw_len: chunk.pages.iter().map(|p| p.raw_len).sum(),
             compression: if self.format.zstd_level > 0 { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
             crc: crc.finalize(),
-            stats: merge_stats(&pages),
-            pages,
+            stats: merge_stats(&chunk.pages),
+            pages: chunk.pages,
         })
-    }
-
-    /// The stored bytes of one page and its decoded length.
-    fn encode_page(&self, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64)> {
-        let stored = stored_form(column);
-        let field = field.clone().with_data_type(stored.data_type().clone());
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
-        let raw = encode_batch(&batch)?;
-        let raw_len = raw.len() as u64;
-        if self.format.zstd_level == 0 {
-            return Ok((raw, raw_len));
-        }
-        let compressed = zstd::bulk::compress(&raw, self.format.zstd_level).map_err(|e| StorageError::io(&self.path, e))?;
-        Ok((compressed, raw_len))
     }
 
     /// Write the last row group and the footer, fsync, and return the file
@@ -353,6 +326,84 @@ impl SegmentWriter {
         drop(self);
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// One column of a row group, encoded: its pages' bytes and metadata.
+struct EncodedChunk {
+    bytes: Vec<Vec<u8>>,
+    pages: Vec<PageMeta>,
+}
+
+/// Most threads one row group's columns are encoded on.
+const MAX_ENCODE_THREADS: usize = 4;
+
+/// Encode every column of a row group, the columns spread over a few
+/// threads (compression is most of a load's work, and columns are
+/// independent); the result is in column order and the same bytes as
+/// encoding them one after the other.
+fn encode_columns(format: SegmentFormat, path: &Path, fields: &[Arc<Field>], columns: &[ArrayRef]) -> Result<Vec<EncodedChunk>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_ENCODE_THREADS).min(columns.len().max(1));
+    let pairs: Vec<(&Arc<Field>, &ArrayRef)> = fields.iter().zip(columns).collect();
+    if threads <= 1 {
+        return pairs.into_iter().map(|(f, c)| encode_chunk(format, path, f, c)).collect();
+    }
+    // Column i goes to thread i % threads, so wide and narrow columns mix.
+    let results: Vec<Result<Vec<(usize, EncodedChunk)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<(usize, &Arc<Field>, &ArrayRef)> =
+                    pairs.iter().enumerate().filter(|(i, _)| i % threads == t).map(|(i, (f, c))| (i, *f, *c)).collect();
+                scope.spawn(move || mine.into_iter().map(|(i, f, c)| Ok((i, encode_chunk(format, path, f, c)?))).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(StorageError::Internal("a column encoding thread panicked".into()))))
+            .collect()
+    });
+    let mut slots: Vec<Option<EncodedChunk>> = (0..columns.len()).map(|_| None).collect();
+    for result in results {
+        for (i, chunk) in result? {
+            slots[i] = Some(chunk);
+        }
+    }
+    slots.into_iter().map(|c| c.ok_or_else(|| StorageError::Internal("a column was not encoded".into()))).collect()
+}
+
+/// Split a column into pages and encode each.
+fn encode_chunk(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<EncodedChunk> {
+    let mut bytes = Vec::with_capacity(column.len().div_ceil(format.page_rows));
+    let mut pages = Vec::with_capacity(bytes.capacity());
+    let mut start = 0;
+    while start < column.len() {
+        let rows = format.page_rows.min(column.len() - start);
+        let slice = column.slice(start, rows);
+        let (page, raw_len) = encode_page(format, path, field, &slice)?;
+        pages.push(PageMeta {
+            rows: rows as u64,
+            len: page.len() as u64,
+            raw_len,
+            crc: crc32fast::hash(&page),
+            stats: compute_stats(&slice),
+        });
+        bytes.push(page);
+        start += rows;
+    }
+    Ok(EncodedChunk { bytes, pages })
+}
+
+/// The stored bytes of one page and its decoded length.
+fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64)> {
+    let stored = stored_form(column);
+    let field = field.clone().with_data_type(stored.data_type().clone());
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
+    let raw = encode_batch(&batch)?;
+    let raw_len = raw.len() as u64;
+    if format.zstd_level == 0 {
+        return Ok((raw, raw_len));
+    }
+    let compressed = zstd::bulk::compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
+    Ok((compressed, raw_len))
 }
 
 /// How a page stores a column. String and binary views with values
