@@ -15,11 +15,13 @@ mod database;
 mod error;
 mod identity;
 mod ingest;
+mod prepared;
 mod profiles;
 mod provider;
 mod text_format;
 
-pub use database::{Database, Options, Output, Prepared, Session, CATALOG, DEFAULT_REFRESH_INTERVAL, SCHEMA};
+pub use database::{Database, Options, Output, Session, CATALOG, DEFAULT_REFRESH_INTERVAL, SCHEMA};
+pub use prepared::Prepared;
 pub use profiles::{Cause, Change, Clock, ManualClock, SegmentChange, SegmentSubscription, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use tessera_sql::{parse, Statement};

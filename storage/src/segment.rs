@@ -153,11 +153,7 @@ impl RowGroupMeta {
     /// group: ids need not be contiguous).
     pub fn page_row_ids(&self, page: usize) -> (RowId, RowId) {
         match self.page_stats(page, 0) {
-            Some(ChunkStats { min: Some(StatValue::UInt(lo)), max: Some(StatValue::UInt(hi)), .. })
-                if self.page_count() > 1 =>
-            {
-                (*lo, *hi)
-            }
+            Some(ChunkStats { min: Some(StatValue::UInt(lo)), max: Some(StatValue::UInt(hi)), .. }) => (*lo, *hi),
             _ => (self.min_row_id, self.max_row_id),
         }
     }
@@ -347,27 +343,19 @@ fn encode_columns(format: SegmentFormat, path: &Path, fields: &[Arc<Field>], col
     if threads <= 1 {
         return pairs.into_iter().map(|(f, c)| encode_chunk(format, path, f, c)).collect();
     }
-    // Column i goes to thread i % threads, so wide and narrow columns mix.
-    let results: Vec<Result<Vec<(usize, EncodedChunk)>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let mine: Vec<(usize, &Arc<Field>, &ArrayRef)> =
-                    pairs.iter().enumerate().filter(|(i, _)| i % threads == t).map(|(i, (f, c))| (i, *f, *c)).collect();
-                scope.spawn(move || mine.into_iter().map(|(i, f, c)| Ok((i, encode_chunk(format, path, f, c)?))).collect())
-            })
+    let share = pairs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = pairs
+            .chunks(share)
+            .map(|mine| scope.spawn(move || mine.iter().map(|(f, c)| encode_chunk(format, path, f, c)).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(StorageError::Internal("a column encoding thread panicked".into()))))
-            .collect()
-    });
-    let mut slots: Vec<Option<EncodedChunk>> = (0..columns.len()).map(|_| None).collect();
-    for result in results {
-        for (i, chunk) in result? {
-            slots[i] = Some(chunk);
+        let mut encoded = Vec::with_capacity(pairs.len());
+        for handle in handles {
+            let done = handle.join().map_err(|_| StorageError::Internal("a column encoding thread panicked".into()))?;
+            encoded.extend(done);
         }
-    }
-    slots.into_iter().map(|c| c.ok_or_else(|| StorageError::Internal("a column was not encoded".into()))).collect()
+        encoded.into_iter().collect()
+    })
 }
 
 /// Split a column into pages and encode each.
@@ -471,7 +459,7 @@ fn merge_stats(pages: &[PageMeta]) -> ChunkStats {
         }
         best.cloned()
     };
-    let min = bound(|s| s.min.as_ref(), |a, b| stat_less(a, b));
+    let min = bound(|s| s.min.as_ref(), stat_less);
     let max = bound(|s| s.max.as_ref(), |a, b| stat_less(b, a));
     match (min, max) {
         (Some(min), Some(max)) => ChunkStats { null_count, min: Some(min), max: Some(max) },
@@ -702,7 +690,7 @@ impl SegmentReader {
         })?;
         self.check_crc(chunk.offset, chunk.len, chunk.crc, row_group, column)?;
         let pages = (0..group.page_count())
-            .map(|page| self.decode_page(row_group, page, column))
+            .map(|page| self.decode_page(group, page, column))
             .collect::<Result<Vec<_>>>()?;
         match pages.as_slice() {
             [one] => Ok(one.clone()),
@@ -721,11 +709,9 @@ impl SegmentReader {
             return Ok(cached);
         }
         let group = self.group(row_group)?;
-        let at = group.page_location(page, column).ok_or_else(|| {
-            StorageError::Internal(format!("page {page} of column {column} out of range in {}", self.path.display()))
-        })?;
+        let at = self.locate(group, page, column)?;
         self.check_crc(at.offset, at.len, at.crc, row_group, column)?;
-        let decoded = self.decode_page(row_group, page, column)?;
+        let decoded = self.decode_at(&at, group.chunks[column].compression, column)?;
         self.cache.insert(key, decoded.clone());
         Ok(decoded)
     }
@@ -748,15 +734,24 @@ impl SegmentReader {
         Ok(())
     }
 
-    /// Decode a page whose bytes were checked (directly or as part of
-    /// their chunk).
-    fn decode_page(&self, row_group: usize, page: usize, column: usize) -> Result<ArrayRef> {
-        let group = self.group(row_group)?;
-        let (Some(chunk), Some(at)) = (group.chunks.get(column), group.page_location(page, column)) else {
-            return Err(StorageError::Internal(format!("page {page} of column {column} out of range in {}", self.path.display())));
-        };
+    /// Where page `page` of `column` lies (`page_location` found it, so
+    /// the chunk exists too).
+    fn locate(&self, group: &RowGroupMeta, page: usize, column: usize) -> Result<PageLocation> {
+        group.page_location(page, column).ok_or_else(|| {
+            StorageError::Internal(format!("page {page} of column {column} out of range in {}", self.path.display()))
+        })
+    }
+
+    /// Decode a page whose bytes were checked as part of their chunk.
+    fn decode_page(&self, group: &RowGroupMeta, page: usize, column: usize) -> Result<ArrayRef> {
+        let at = self.locate(group, page, column)?;
+        self.decode_at(&at, group.chunks[column].compression, column)
+    }
+
+    /// Decode the page at `at`, whose bytes were checked.
+    fn decode_at(&self, at: &PageLocation, compression: u8, column: usize) -> Result<ArrayRef> {
         let bytes = &self.mmap[at.offset as usize..(at.offset + at.len) as usize];
-        let decoded = match chunk.compression {
+        let decoded = match compression {
             COMPRESSION_NONE => decode_batch(bytes),
             COMPRESSION_ZSTD => decompress(bytes, at.raw_len).and_then(|raw| decode_batch(&raw)),
             other => Err(format!("unknown compression code {other}")),
@@ -766,8 +761,8 @@ impl SegmentReader {
             return Err(StorageError::corruption(&self.path, at.offset, "page holds the wrong number of rows"));
         }
         let array = batch.column(0);
-        // `group.chunks.get(column)` succeeded and the footer was checked
-        // to have one chunk per column.
+        // The page was located, and the footer was checked to have one
+        // chunk per column.
         let (name, want) = &self.footer.columns[column];
         if array.data_type() == want {
             return Ok(array.clone());
