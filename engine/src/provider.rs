@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::{and, cast_with_options, filter_record_batch, CastOptions};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt64Type};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
@@ -88,6 +88,13 @@ impl TesseraTable {
         })
     }
 
+    /// Whether the scan applies `filter` to the rows it returns: a filter
+    /// that reads stored columns only (and at least one).
+    fn applies_exactly(&self, filter: &Expr) -> bool {
+        let columns = filter.column_refs();
+        !columns.is_empty() && columns.iter().all(|c| self.stored.field_with_name(&c.name).is_ok())
+    }
+
     fn physical_filters(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
         if filters.iter().any(|f| f.column_refs().iter().any(|c| c.name == PROFILE_ID_COLUMN) && self.layout.is_some()) {
             return Err(to_df(Error::Unsupported(
@@ -121,9 +128,18 @@ impl TableProvider for TesseraTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Filters prune row groups by their statistics; DataFusion still
-        // applies them to the rows that remain.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Filters prune pages by their statistics. Those on stored columns
+        // are then applied to the rows by the scan itself (`LateFilter`),
+        // so DataFusion adds no filter of its own; a filter on
+        // `profile_id` or on no column at all is left for DataFusion to
+        // apply to what the scan returns.
+        Ok(filters
+            .iter()
+            .map(|f| match self.applies_exactly(f) {
+                true => TableProviderFilterPushDown::Exact,
+                false => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -141,18 +157,23 @@ impl TableProvider for TesseraTable {
             .iter()
             .cloned()
             .partition(|f| pid_index.is_some() && f.column_refs().iter().any(|c| c.name == PROFILE_ID_COLUMN));
-        let mut late = None;
+        let exact: Vec<Expr> = stored_filters.iter().filter(|f| self.applies_exactly(f)).cloned().collect();
         if let Some(predicate) = conjunction(stored_filters) {
             let df_schema = DFSchema::try_from(self.stored.clone())?;
-            let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
+            let physical = state.create_physical_expr(predicate, &df_schema)?;
             // A predicate the pruner cannot use just prunes nothing.
             #[allow(deprecated)] // the builder needs a file schema we do not have
             if let Ok(pruner) = PruningPredicate::try_new(physical, self.stored.clone()) {
                 let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.stored })?;
                 units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
             }
-            late = LateFilter::new(state, &self.stored, predicate);
         }
+        // DataFusion relies on the scan for these: failing to set them up
+        // must be an error, never rows left unfiltered.
+        let late = match conjunction(exact) {
+            Some(predicate) => Some(LateFilter::new(state, &self.stored, predicate)?),
+            None => None,
+        };
         let projection: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -305,16 +326,52 @@ struct UnitStatistics<'a> {
 }
 
 impl UnitStatistics<'_> {
+    /// Each unit's minimum (or maximum) of a column, as an array of the
+    /// column's type; null where a unit has no statistic or one that does
+    /// not fit the type (that unit is then not pruned on this column).
     fn bounds(&self, column: &Column, min: bool) -> Option<ArrayRef> {
-        let data_type = self.schema.field_with_name(&column.name).ok()?.data_type().clone();
-        let null = ScalarValue::try_from(&data_type).ok()?;
-        let values = self.units.iter().map(|u| {
-            u.stats(&column.name)
-                .and_then(|s| if min { s.min } else { s.max })
-                .and_then(|v| stat_to_scalar(v, &data_type))
-                .unwrap_or_else(|| null.clone())
-        });
-        ScalarValue::iter_to_array(values).ok()
+        let data_type = self.schema.field_with_name(&column.name).ok()?.data_type();
+        fn pick<'u>(u: &'u ScanUnit, column: &str, min: bool) -> Option<&'u StatValue> {
+            u.stats(column).and_then(|s| if min { s.min.as_ref() } else { s.max.as_ref() })
+        }
+        let bound = |u| pick(u, &column.name, min);
+        use DataType as D;
+        let array: ArrayRef = match data_type {
+            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::Date32 | D::Date64 | D::Timestamp(..) => {
+                let values: arrow::array::Int64Array =
+                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Int(i) = v { Some(*i) } else { None })).collect();
+                Arc::new(values)
+            }
+            D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+                let values: UInt64Array =
+                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::UInt(i) = v { Some(*i) } else { None })).collect();
+                Arc::new(values)
+            }
+            D::Float32 | D::Float64 => {
+                let values: arrow::array::Float64Array =
+                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Float(f) = v { Some(*f) } else { None })).collect();
+                Arc::new(values)
+            }
+            D::Utf8 | D::LargeUtf8 | D::Utf8View => {
+                let values: arrow::array::StringArray = self
+                    .units
+                    .iter()
+                    .map(|u| bound(u).and_then(|v| if let StatValue::Str(s) = v { Some(s.as_str()) } else { None }))
+                    .collect();
+                Arc::new(values)
+            }
+            D::Boolean => {
+                let values: BooleanArray =
+                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Bool(b) = v { Some(*b) } else { None })).collect();
+                Arc::new(values)
+            }
+            _ => return None,
+        };
+        if array.data_type() == data_type {
+            return Some(array);
+        }
+        // Safe casts turn a value out of the type's range into null.
+        arrow::compute::cast(&array, data_type).ok()
     }
 }
 
@@ -344,29 +401,6 @@ impl PruningStatistics for UnitStatistics<'_> {
     fn contained(&self, _column: &Column, _values: &std::collections::HashSet<ScalarValue>) -> Option<BooleanArray> {
         None
     }
-}
-
-/// A stored statistic as a scalar of the column's type; `None` when the
-/// two do not fit (the unit is then not pruned on this column).
-fn stat_to_scalar(v: StatValue, data_type: &DataType) -> Option<ScalarValue> {
-    use DataType as D;
-    let scalar = match (v, data_type) {
-        (StatValue::Int(v), D::Int8 | D::Int16 | D::Int32 | D::Int64) => ScalarValue::Int64(Some(v)).cast_to(data_type).ok()?,
-        (StatValue::Int(v), D::Date32) => ScalarValue::Date32(Some(i32::try_from(v).ok()?)),
-        (StatValue::Int(v), D::Date64) => ScalarValue::Date64(Some(v)),
-        (StatValue::Int(v), D::Timestamp(unit, tz)) => match unit {
-            TimeUnit::Second => ScalarValue::TimestampSecond(Some(v), tz.clone()),
-            TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
-            TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(v), tz.clone()),
-            TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz.clone()),
-        },
-        (StatValue::UInt(v), D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64) => ScalarValue::UInt64(Some(v)).cast_to(data_type).ok()?,
-        (StatValue::Float(v), D::Float32 | D::Float64) => ScalarValue::Float64(Some(v)).cast_to(data_type).ok()?,
-        (StatValue::Str(s), D::Utf8 | D::LargeUtf8 | D::Utf8View) => ScalarValue::Utf8(Some(s)).cast_to(data_type).ok()?,
-        (StatValue::Bool(b), D::Boolean) => ScalarValue::Boolean(Some(b)),
-        _ => return None,
-    };
-    Some(scalar)
 }
 
 /// The methods every leaf execution plan of ours has in common.
@@ -502,10 +536,9 @@ struct UnitReader {
     late: Option<Arc<LateFilter>>,
 }
 
-/// Late materialization: read the columns the filter needs, evaluate it,
-/// and decode the other projected columns only for units with matches.
-/// DataFusion still applies the filter above the scan (it is declared
-/// inexact), so this only saves work, never changes results.
+/// The filters the scan applies (see `applies_exactly`), with late
+/// materialization: read the columns the filter needs, evaluate it, and
+/// decode the other projected columns only for units with matches.
 #[derive(Debug)]
 struct LateFilter {
     columns: Vec<String>,
@@ -514,17 +547,17 @@ struct LateFilter {
 }
 
 impl LateFilter {
-    fn new(state: &dyn Session, table: &SchemaRef, predicate: Expr) -> Option<Self> {
+    fn new(state: &dyn Session, table: &SchemaRef, predicate: Expr) -> DfResult<Self> {
         let wanted: std::collections::BTreeSet<String> = predicate.column_refs().into_iter().map(|c| c.name.clone()).collect();
         let fields: Vec<Field> = table.fields().iter().filter(|f| wanted.contains(f.name())).map(|f| f.as_ref().clone()).collect();
         if fields.is_empty() || fields.len() != wanted.len() {
-            return None;
+            return Err(to_df(Error::internal(format!("scan filter {predicate} reads columns the table does not store"))));
         }
         let schema = Arc::new(Schema::new(fields));
-        let df_schema = DFSchema::try_from(schema.clone()).ok()?;
-        let predicate = state.create_physical_expr(predicate, &df_schema).ok()?;
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        let predicate = state.create_physical_expr(predicate, &df_schema)?;
         let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
-        Some(LateFilter { columns, schema, predicate })
+        Ok(LateFilter { columns, schema, predicate })
     }
 
     /// The unit's projected rows that pass the filter; `None` when none do.
@@ -536,7 +569,7 @@ impl LateFilter {
         let pre = RecordBatch::try_new(self.schema.clone(), pre.columns().to_vec())?;
         let mask = self.predicate.evaluate(&pre)?.into_array(pre.num_rows())?;
         let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
-            return Ok(Some(unit.read(projected).map_err(to_df)?));
+            return Err(to_df(Error::internal(format!("scan filter returned {}, not booleans", mask.data_type()))));
         };
         if mask.true_count() == 0 {
             return Ok(None);

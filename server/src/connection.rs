@@ -22,6 +22,8 @@ use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::corked::Corked;
+
 /// A client has this long from connecting to finishing authentication.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -32,7 +34,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// The ALPN protocol name a direct-TLS client must offer.
 const POSTGRESQL_ALPN: &[u8] = b"postgresql";
 
-type Socket<S> = Framed<MaybeTls, PgWireMessageServerCodec<S>>;
+type Socket<S> = Framed<Corked<MaybeTls>, PgWireMessageServerCodec<S>>;
 
 /// Serve one client until it leaves, misbehaves or stays idle too long
 /// (`idle_timeout` of `None`: never).
@@ -82,6 +84,17 @@ pub async fn process<H: PgWireServerHandlers>(
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             return Ok(());
         }
+        // Replies to the messages of an extended-protocol batch wait for
+        // the Sync (or Flush) that ends it, as PostgreSQL's do.
+        let batched = matches!(
+            message,
+            PgWireFrontendMessage::Parse(_)
+                | PgWireFrontendMessage::Bind(_)
+                | PgWireFrontendMessage::Describe(_)
+                | PgWireFrontendMessage::Execute(_)
+                | PgWireFrontendMessage::Close(_)
+        );
+        socket.get_mut().hold(true);
         let extended_flow = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
@@ -100,12 +113,17 @@ pub async fn process<H: PgWireServerHandlers>(
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_flow).await?;
         }
+        if !batched {
+            socket.get_mut().hold(false);
+            socket.flush().await?;
+        }
     }
 }
 
 /// Send a FATAL error and close.
 async fn say_fatal<S>(socket: &mut Socket<S>, code: &str, message: &str) -> io::Result<()> {
     let info = ErrorInfo::new("FATAL".into(), code.into(), message.into());
+    socket.get_mut().hold(false);
     let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
     socket.close().await
 }
@@ -142,7 +160,7 @@ async fn negotiate<S>(tcp: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<Op
     }
     let mut client = pgwire::api::DefaultClient::new(addr, true);
     client.sni_server_name = stream.get_ref().1.server_name().map(str::to_string);
-    let mut socket = Framed::from_parts(FramedParts::new(MaybeTls::Tls(Box::new(stream)), PgWireMessageServerCodec::new(client)));
+    let mut socket = Framed::from_parts(FramedParts::new(Corked::new(MaybeTls::Tls(Box::new(stream))), PgWireMessageServerCodec::new(client)));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
     Ok(Some(socket))
 }
@@ -176,7 +194,7 @@ async fn ask_for_tls<S>(plain: &mut Framed<TcpStream, PgWireMessageServerCodec<S
 /// The plaintext socket, keeping what it has read so far.
 fn plaintext<S>(plain: Framed<TcpStream, PgWireMessageServerCodec<S>>, addr: std::net::SocketAddr) -> Socket<S> {
     let old = plain.into_parts();
-    let mut parts = FramedParts::new(MaybeTls::Plain(old.io), PgWireMessageServerCodec::new(pgwire::api::DefaultClient::new(addr, false)));
+    let mut parts = FramedParts::new(Corked::new(MaybeTls::Plain(old.io)), PgWireMessageServerCodec::new(pgwire::api::DefaultClient::new(addr, false)));
     parts.read_buf = old.read_buf;
     parts.write_buf = old.write_buf;
     let mut socket = Framed::from_parts(parts);

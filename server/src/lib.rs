@@ -2,6 +2,7 @@
 
 mod cancel;
 mod connection;
+mod corked;
 pub mod demo;
 pub mod errors;
 pub mod handler;

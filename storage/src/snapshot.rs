@@ -145,11 +145,11 @@ impl ScanUnit {
 
     /// Statistics of a column, when the unit is a segment page that kept
     /// them. `None` means "unknown" (a scan must read the unit).
-    pub fn stats(&self, column: &str) -> Option<ChunkStats> {
+    pub fn stats(&self, column: &str) -> Option<&ChunkStats> {
         match &self.source {
             UnitSource::Page { segment, group, page } => {
                 let col = segment.column_index(column)?;
-                segment.row_groups()[*group].page_stats(*page, col).cloned()
+                segment.row_groups()[*group].page_stats(*page, col)
             }
             UnitSource::Buffer(_) => None,
         }
