@@ -15,7 +15,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionConfig;
 use datafusion::common::{ParamValues, TableReference};
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use tessera_sql::{DFStatement, Statement};
 use tessera_storage::{ColumnDef, Store, StoreOptions};
 
@@ -711,7 +711,7 @@ impl Session {
         self.db.maintain_quietly().await;
         self.pin_snapshot();
         let output = match self.optimized_query(prepared) {
-            Some((optimized, state)) => self.run_optimized(optimized, params, state).await,
+            Some(optimized) => self.run_optimized(optimized, params).await,
             None => {
                 let plan = match params {
                     Some(values) => prepared.plan.clone().replace_params_with_values(&values)?,
@@ -724,27 +724,43 @@ impl Session {
         output
     }
 
-    /// The query's optimized plan, made at its first execution, with the
-    /// session state to run it in; `None` when the statement must be
-    /// optimized at each execution (see [`optimization_reusable`]) or
-    /// DataFusion could not optimize it with its parameters open.
-    fn optimized_query(&self, prepared: &Prepared) -> Option<(Arc<OptimizedQuery>, SessionState)> {
+    /// The query's optimized plan, made at its first execution; `None`
+    /// when the statement must be optimized at each execution (see
+    /// [`optimization_reusable`]) or DataFusion could not optimize it with
+    /// its parameters open.
+    fn optimized_query(&self, prepared: &Prepared) -> Option<Arc<OptimizedQuery>> {
         let cell = prepared.optimized.as_ref()?;
-        let state = self.ctx.state();
-        let optimized = cell.get_or_init(|| OptimizedQuery::new(&state, &prepared.plan)).clone()?;
-        Some((optimized, state))
+        cell.get_or_init(|| OptimizedQuery::new(&self.ctx.state(), &prepared.plan)).clone()
     }
 
     /// Run an optimized query plan: bind the parameters (cast to the types
     /// the optimizer planned them with) and plan it physically (scans
     /// prune with the bound values).
-    async fn run_optimized(&self, optimized: Arc<OptimizedQuery>, params: Option<ParamValues>, state: SessionState) -> Result<Output> {
+    async fn run_optimized(&self, optimized: Arc<OptimizedQuery>, params: Option<ParamValues>) -> Result<Output> {
         let plan = match params {
             Some(values) => optimized.plan.clone().replace_params_with_values(&optimized.typed(values)?)?,
             None => optimized.plan.clone(),
         };
-        let physical = state.query_planner().create_physical_plan(&plan, &state).await?;
-        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+        // Copying the session state (its function registries above all)
+        // cost a point query more than its scan. Planning over Tessera's
+        // own tables never waits, so it runs on the session's state in
+        // place, under its read lock; a plan that would wait (a table over
+        // external files) is dropped unfinished and made on a copy.
+        let in_place = {
+            let shared = self.ctx.state_ref();
+            let guard = shared.read();
+            let state: &SessionState = &guard;
+            let planned = state.query_planner().create_physical_plan(&plan, state).now_or_never();
+            planned.map(|physical| (physical, execution_context(state)))
+        };
+        let (physical, task) = match in_place {
+            Some((physical, task)) => (physical?, task),
+            None => {
+                let state = self.ctx.state();
+                (state.query_planner().create_physical_plan(&plan, &state).await?, execution_context(&state))
+            }
+        };
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
         Ok(Output::Rows(stream))
     }
 
@@ -1084,4 +1100,22 @@ fn name_null_column(e: Error, names: &[(String, String)], targets: &Option<(Stri
         }
     }
     Error::user(format!("NULL value in a NOT NULL column: {message}"))
+}
+
+/// The context a physical plan runs in: the session's settings and
+/// runtime. Operators never look functions up by name while running
+/// (plans hold their functions), so the registries, the costly part of
+/// `SessionState::task_ctx`, stay empty.
+fn execution_context(state: &SessionState) -> Arc<datafusion::execution::TaskContext> {
+    use std::collections::HashMap;
+    Arc::new(datafusion::execution::TaskContext::new(
+        None,
+        state.session_id().to_string(),
+        state.config().clone(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        HashMap::new(),
+        state.runtime_env().clone(),
+    ))
 }

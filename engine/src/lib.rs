@@ -16,6 +16,7 @@ mod error;
 mod identity;
 mod ingest;
 mod prepared;
+mod pruning;
 mod profiles;
 mod provider;
 mod text_format;

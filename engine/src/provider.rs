@@ -10,9 +10,8 @@ use arrow::compute::{and, cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::DFSchema;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -20,14 +19,13 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_optimizer::pruning::PruningPredicate;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::common::stats::Precision;
 use datafusion::common::Statistics;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, StatisticsArgs};
 use futures::StreamExt;
-use tessera_storage::{RowIdSet, ScanUnit, Snapshot, StatValue, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
+use tessera_storage::{RowIdSet, ScanUnit, Snapshot, Store, TableMeta, TableSnapshot, ROW_ID_COLUMN};
 
 use crate::error::{to_df, Error};
 use crate::identity::resolve::{filter_targets, target_nodes, unit_may_hold, ResolveExec};
@@ -158,16 +156,8 @@ impl TableProvider for TesseraTable {
             .cloned()
             .partition(|f| pid_index.is_some() && f.column_refs().iter().any(|c| c.name == PROFILE_ID_COLUMN));
         let exact: Vec<Expr> = stored_filters.iter().filter(|f| self.applies_exactly(f)).cloned().collect();
-        if let Some(predicate) = conjunction(stored_filters) {
-            let df_schema = DFSchema::try_from(self.stored.clone())?;
-            let physical = state.create_physical_expr(predicate, &df_schema)?;
-            // A predicate the pruner cannot use just prunes nothing.
-            #[allow(deprecated)] // the builder needs a file schema we do not have
-            if let Ok(pruner) = PruningPredicate::try_new(physical, self.stored.clone()) {
-                let keep = pruner.prune(&UnitStatistics { units: &units, schema: &self.stored })?;
-                units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
-            }
-        }
+        let keep = crate::pruning::units_to_read(state, &self.stored, &stored_filters, &units)?;
+        units = units.into_iter().zip(keep).filter_map(|(u, k)| k.then_some(u)).collect();
         // DataFusion relies on the scan for these: failing to set them up
         // must be an error, never rows left unfiltered.
         let late = match conjunction(exact) {
@@ -317,90 +307,6 @@ fn split_contiguous(units: Vec<ScanUnit>, n: usize) -> Vec<Vec<ScanUnit>> {
         }
     }
     out
-}
-
-/// Row-group statistics in the shape DataFusion's pruner asks for.
-struct UnitStatistics<'a> {
-    units: &'a [ScanUnit],
-    schema: &'a SchemaRef,
-}
-
-impl UnitStatistics<'_> {
-    /// Each unit's minimum (or maximum) of a column, as an array of the
-    /// column's type; null where a unit has no statistic or one that does
-    /// not fit the type (that unit is then not pruned on this column).
-    fn bounds(&self, column: &Column, min: bool) -> Option<ArrayRef> {
-        let data_type = self.schema.field_with_name(&column.name).ok()?.data_type();
-        fn pick<'u>(u: &'u ScanUnit, column: &str, min: bool) -> Option<&'u StatValue> {
-            u.stats(column).and_then(|s| if min { s.min.as_ref() } else { s.max.as_ref() })
-        }
-        let bound = |u| pick(u, &column.name, min);
-        use DataType as D;
-        let array: ArrayRef = match data_type {
-            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::Date32 | D::Date64 | D::Timestamp(..) => {
-                let values: arrow::array::Int64Array =
-                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Int(i) = v { Some(*i) } else { None })).collect();
-                Arc::new(values)
-            }
-            D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
-                let values: UInt64Array =
-                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::UInt(i) = v { Some(*i) } else { None })).collect();
-                Arc::new(values)
-            }
-            D::Float32 | D::Float64 => {
-                let values: arrow::array::Float64Array =
-                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Float(f) = v { Some(*f) } else { None })).collect();
-                Arc::new(values)
-            }
-            D::Utf8 | D::LargeUtf8 | D::Utf8View => {
-                let values: arrow::array::StringArray = self
-                    .units
-                    .iter()
-                    .map(|u| bound(u).and_then(|v| if let StatValue::Str(s) = v { Some(s.as_str()) } else { None }))
-                    .collect();
-                Arc::new(values)
-            }
-            D::Boolean => {
-                let values: BooleanArray =
-                    self.units.iter().map(|u| bound(u).and_then(|v| if let StatValue::Bool(b) = v { Some(*b) } else { None })).collect();
-                Arc::new(values)
-            }
-            _ => return None,
-        };
-        if array.data_type() == data_type {
-            return Some(array);
-        }
-        // Safe casts turn a value out of the type's range into null.
-        arrow::compute::cast(&array, data_type).ok()
-    }
-}
-
-impl PruningStatistics for UnitStatistics<'_> {
-    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.bounds(column, true)
-    }
-
-    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.bounds(column, false)
-    }
-
-    fn num_containers(&self) -> usize {
-        self.units.len()
-    }
-
-    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        let counts: UInt64Array = self.units.iter().map(|u| u.stats(&column.name).map(|s| s.null_count)).collect();
-        Some(Arc::new(counts))
-    }
-
-    fn row_counts(&self) -> Option<ArrayRef> {
-        let counts: UInt64Array = self.units.iter().map(|u| Some(u.num_rows() as u64)).collect();
-        Some(Arc::new(counts))
-    }
-
-    fn contained(&self, _column: &Column, _values: &std::collections::HashSet<ScalarValue>) -> Option<BooleanArray> {
-        None
-    }
 }
 
 /// The methods every leaf execution plan of ours has in common.
