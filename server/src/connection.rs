@@ -85,7 +85,9 @@ pub async fn process<H: PgWireServerHandlers>(
             return Ok(());
         }
         // Replies to the messages of an extended-protocol batch wait for
-        // the Sync (or Flush) that ends it, as PostgreSQL's do.
+        // the Sync (or Flush) that ends it, as PostgreSQL's do. Anything
+        // else goes out as it is sent: a simple query may be a live COPY
+        // stream (SUBSCRIBE TO SEGMENT) that must not wait in a buffer.
         let batched = matches!(
             message,
             PgWireFrontendMessage::Parse(_)
@@ -94,7 +96,7 @@ pub async fn process<H: PgWireServerHandlers>(
                 | PgWireFrontendMessage::Execute(_)
                 | PgWireFrontendMessage::Close(_)
         );
-        socket.get_mut().hold(true);
+        socket.get_mut().hold(batched);
         let extended_flow = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
@@ -114,7 +116,6 @@ pub async fn process<H: PgWireServerHandlers>(
             process_error(&mut socket, e, extended_flow).await?;
         }
         if !batched {
-            socket.get_mut().hold(false);
             socket.flush().await?;
         }
     }
