@@ -481,14 +481,23 @@ fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -
                     if !known[node as usize] {
                         let info = &infos[i];
                         let raw = values.as_ref().map(|v| v[i].value(row)).unwrap_or_default();
-                        let Normalized::Value(v) = state.normalize(info, raw) else {
-                            return Err(corrupt(format!(
-                                "table '{}' column '{}' holds a node for a value that is not an identifier",
-                                table.name(),
-                                ti.slots[i].column
-                            )));
+                        let key = match state.normalize(info, raw) {
+                            Normalized::Value(v) => key_of(info.spec.id, &v),
+                            // Linked under rules that have changed since
+                            // (new phone metadata can retire a number):
+                            // the node keeps its links under a key no
+                            // normalized value has (they never start with
+                            // NUL), so the graph still matches the rows.
+                            _ if values.is_some() => key_of(info.spec.id, &format!("\0stale:{}", raw.trim())),
+                            _ => {
+                                return Err(corrupt(format!(
+                                    "table '{}' column '{}' holds a node without its value",
+                                    table.name(),
+                                    ti.slots[i].column
+                                )))
+                            }
                         };
-                        state.graph.insert_at(node, info.spec.id, key_of(info.spec.id, &v)).map_err(corrupt)?;
+                        state.graph.insert_at(node, info.spec.id, key).map_err(corrupt)?;
                         known[node as usize] = true;
                     }
                     if mask & (1 << i) != 0 {
