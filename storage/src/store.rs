@@ -240,6 +240,16 @@ impl Store {
         Ok(())
     }
 
+    /// A write that failed before its manifest named what it wrote: remove
+    /// those files and refuse writes until reopened.
+    fn abandon_write(&self, written: Vec<PathBuf>, err: StorageError) -> StorageError {
+        for path in written {
+            let _ = std::fs::remove_file(path);
+        }
+        self.poison(&err);
+        err
+    }
+
     fn poison(&self, err: &StorageError) {
         let why = err.to_string();
         if let Some(wal) = &self.inner.wal {
@@ -353,11 +363,7 @@ impl Store {
             manifest.write(&dir)
         })();
         if let Err(e) = outcome {
-            for path in written {
-                let _ = std::fs::remove_file(path);
-            }
-            self.poison(&e);
-            return Err(e);
+            return Err(self.abandon_write(written, e));
         }
         w.manifest = manifest;
         self.install(w, snap);

@@ -69,8 +69,8 @@ impl Normalizer {
                 let region = region.unwrap_or("US").to_ascii_uppercase();
                 let unknown = || format!("unknown region '{region}' (expected a two-letter country code such as 'US')");
                 let id = region.parse::<rlibphonenumber::Region>().map_err(|_| unknown())?;
-                // The codes parse include placeholders without numbering
-                // metadata (`XX`, `ZZ`).
+                // Some codes parse but have no numbering metadata (`XX`,
+                // `ZZ`): no number could ever be valid there.
                 if rlibphonenumber::PHONE_NUMBER_UTIL.get_country_code_for_region(id).is_none() {
                     return Err(unknown());
                 }

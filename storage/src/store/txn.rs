@@ -272,11 +272,7 @@ impl WriteTxn {
             manifest.write(&dir)
         })();
         if let Err(e) = outcome {
-            for p in written {
-                let _ = std::fs::remove_file(p);
-            }
-            store.poison(&e);
-            return Err(e);
+            return Err(store.abandon_write(written, e));
         }
         // Named by the manifest now: no longer this transaction's to remove.
         self.spilled_files.clear();
