@@ -179,9 +179,33 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     blocking(move || {
         let batches = read_source(&meta, source, format, &file_columns, &copy)?;
         let full = batches.map(|b| b.and_then(|b| conform_by_name(&meta, &b)));
-        commit_stream(&store, &identity, &meta, full)
+        read_ahead(full, |batches| commit_stream(&store, &identity, &meta, batches))
     })
     .await
+}
+
+/// Batches a reader thread keeps parsed ahead of the writer.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// Drive `source` on a thread of its own, `READ_AHEAD_BATCHES` ahead of
+/// `consume`: parsing and converting the next batch overlaps with
+/// resolving and appending this one. When `consume` stops early (an
+/// error), the reader stops at its next batch.
+fn read_ahead<T: Send, R>(source: impl Iterator<Item = T> + Send, consume: impl FnOnce(&mut dyn Iterator<Item = T>) -> R) -> R {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for item in source {
+                if sender.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut received = receiver.into_iter();
+        // `received` (the receiver) is dropped before the scope joins the
+        // reader, so a reader blocked on a full channel wakes and stops.
+        consume(&mut received)
+    })
 }
 
 /// The columns the file holds, in file order.

@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use hashbrown::HashTable;
+use super::dict::KeyIndex;
+use smallvec::SmallVec;
 
 pub type NodeId = u32;
 pub type ProfileId = u64;
@@ -21,10 +22,48 @@ pub type TypeId = u16;
 pub type Key = [u64; 2];
 
 const NONE: u32 = u32::MAX;
-/// Most nodes a graph may hold (node ids are 32-bit).
-pub const MAX_NODES: usize = (u32::MAX - 1) as usize;
+/// Most nodes a graph may hold (node ids are 32-bit; the two largest
+/// values mark "none" and a retired profile slot).
+pub const MAX_NODES: usize = (u32::MAX - 2) as usize;
+/// Largest profile id the graph issues: ids are kept in 32 bits in memory
+/// (profile slots and component labels), 0 meaning "no profile".
+pub const MAX_PROFILE_ID: ProfileId = (u32::MAX - 1) as ProfileId;
+/// Merges counted per value (saturating); above any usable generic limit.
+pub const MAX_MERGES: u16 = 0x7fff;
+/// Flag bit of `Graph::merges`: the value is generic.
+const GENERIC: u16 = 0x8000;
+/// Profile slot marker: the id was retired into the slot's second word.
+const RETIRED: u32 = u32::MAX - 1;
+/// Most distinct edges (pairs of identifiers some row links).
+pub const MAX_EDGES: usize = (u32::MAX - 1) as usize;
+
+/// Smallest growth of the graph's arrays, in entries.
+const MIN_GROWTH: usize = 1024;
+
+/// Make room for `extra` more entries, growing by an eighth rather than
+/// doubling: at most about 12% of a large array is slack. (Large blocks
+/// are moved by the allocator's `mremap`, not copied.)
+fn grow<T>(v: &mut Vec<T>, extra: usize) {
+    if v.len().saturating_add(extra) > v.capacity() {
+        v.reserve_exact((v.len() / 8).max(MIN_GROWTH).max(extra));
+    }
+}
+
+/// Every profile id up to [`MAX_PROFILE_ID`] has been issued.
+struct ProfileIdsExhausted;
+
+impl std::fmt::Display for ProfileIdsExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the database has issued its limit of {MAX_PROFILE_ID} profile ids")
+    }
+}
 /// Identifier columns one row may carry (bits of the link mask).
 pub const MAX_ROW_IDENTIFIERS: usize = 32;
+
+/// A row's identifiers, or nodes derived from them, without allocating
+/// for the usual handful (one row is linked per call, millions per load).
+type RowNodes = SmallVec<[(u8, NodeId); 8]>;
+type Nodes = SmallVec<[NodeId; 8]>;
 
 /// Linking rules of one identifier type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,10 +145,41 @@ pub struct LinkOutcome {
     pub refused: Vec<Refused>,
 }
 
+/// An undirected edge in the adjacency lists of both ends. It stores the
+/// XOR of its ends (walking from one end gives the other) and one list
+/// link per end: `next[0]` for the smaller node id, `next[1]` for the
+/// larger. 16 bytes instead of two 8-byte half-edges plus a row count.
 #[derive(Clone, Copy, Debug)]
-struct HalfEdge {
-    to: NodeId,
-    next: u32,
+struct Edge {
+    ends: u32,
+    next: [u32; 2],
+    /// Live rows asserting the edge.
+    rows: u32,
+}
+
+impl Edge {
+    fn other(&self, from: NodeId) -> NodeId {
+        self.ends ^ from
+    }
+
+    /// Which list link `from` follows.
+    fn side(&self, from: NodeId) -> usize {
+        usize::from(from > self.other(from))
+    }
+}
+
+/// A dictionary key as kept in memory: the first 96 of its 128 bits (see
+/// [`pack`]).
+type PackedKey = [u32; 3];
+
+/// 96 bits of the key: colliding values among 2^32 (the node limit) has a
+/// probability near 2^-33, and 4 bytes per identifier are saved.
+fn pack(key: &Key) -> PackedKey {
+    [(key[0] >> 32) as u32, key[0] as u32, (key[1] >> 32) as u32]
+}
+
+fn unpack(key: &PackedKey) -> Key {
+    [(u64::from(key[0]) << 32) | u64::from(key[1]), u64::from(key[2]) << 32]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,45 +189,57 @@ pub struct Anchor {
     pub created: u32,
 }
 
-/// The identity graph.
+/// The identity graph. Per node it holds 40 bytes in arrays indexed
+/// by node id, plus the dictionary's share and 16 bytes per edge; per
+/// profile id ever issued, 8 bytes.
 #[derive(Default)]
 pub struct Graph {
-    keys: Vec<Key>,
-    dict: HashTable<NodeId>,
+    keys: Vec<PackedKey>,
+    dict: KeyIndex,
     node_type: Vec<TypeId>,
+    /// Union-find parent (a root is its own). Roots are linked by a fixed
+    /// pseudo-random order of node ids ([`link_priority`]) rather than by
+    /// rank or size: the same expected depth without a byte per node.
     parent: Vec<NodeId>,
-    size: Vec<u32>,
     /// Circular list of each component's members.
     ring: Vec<NodeId>,
     /// Live rows that link this node.
     occurrences: Vec<u32>,
-    /// Merges this node took part in (generic-value detection).
-    merges: Vec<u32>,
-    generic: Vec<bool>,
-    first_seen: Vec<u32>,
+    /// Merges this node took part in (generic-value detection, saturating
+    /// at `MAX_MERGES`), and the `GENERIC` flag.
+    merges: Vec<u16>,
+    /// Latest commit time (seconds) of a row linking the node; the first
+    /// is read from the rows when asked for (`profile_identifiers`).
     last_seen: Vec<u32>,
     /// Profile id of each root (0: no profile).
-    pid_at: Vec<ProfileId>,
+    pid_at: Vec<u32>,
     adj_head: Vec<u32>,
-    /// Half-edges in pairs: 2k and 2k+1 are the two directions of edge k.
-    half: Vec<HalfEdge>,
-    /// Live rows asserting edge k.
-    edge_rows: Vec<u32>,
-    anchors: hashbrown::HashMap<ProfileId, Anchor>,
-    /// The keys of `anchors` as a bitmap: every live profile id, in order.
+    edges: Vec<Edge>,
+    /// Indexed by profile id: `[anchor node, created]` while the profile
+    /// lives, `[RETIRED, survivor]` once merged into another, `[NONE, 0]`
+    /// when never issued or deleted.
+    profiles: Vec<[u32; 2]>,
+    /// Every live profile id, in order.
     live: roaring::RoaringTreemap,
     /// Bumped whenever `live` changes.
     live_version: u64,
-    /// Retired profile id -> the id it merged into.
-    aliases: hashbrown::HashMap<ProfileId, ProfileId>,
     next_pid: ProfileId,
     /// Components whose edges or members shrank, to recompute in `settle`.
     dirty: BTreeSet<NodeId>,
 }
 
-fn key_hash(key: &Key) -> u64 {
+/// The order in which union links roots: a fixed permutation of node ids
+/// that looks random (multiplication by an odd constant is a bijection of
+/// u32). Linking by a random order gives trees of logarithmic expected
+/// depth, like union by rank (Goel, Khanna, Larkin, Tarjan, "Disjoint set
+/// union with randomized linking", SODA 2014), without storing ranks.
+fn link_priority(n: NodeId) -> u32 {
+    n.wrapping_mul(0x9e37_79b9)
+}
+
+fn key_hash(key: &PackedKey) -> u64 {
     // The key is already a strong hash.
-    key[0] ^ key[1].rotate_left(17)
+    (u64::from(key[0]) << 32 | u64::from(key[1])) ^ u64::from(key[2]).rotate_left(17)
 }
 
 impl Graph {
@@ -165,18 +247,46 @@ impl Graph {
         Graph { next_pid: 1, ..Default::default() }
     }
 
+    fn slot_mut(&mut self, pid: ProfileId) -> &mut [u32; 2] {
+        debug_assert!(pid >= 1 && pid <= MAX_PROFILE_ID, "profile id {pid} out of range");
+        let i = pid as usize;
+        if i >= self.profiles.len() {
+            let extra = i + 1 - self.profiles.len();
+            grow(&mut self.profiles, extra);
+            self.profiles.resize(i + 1, [NONE, 0]);
+        }
+        &mut self.profiles[i]
+    }
+
+    fn slot(&self, pid: ProfileId) -> [u32; 2] {
+        usize::try_from(pid).ok().and_then(|i| self.profiles.get(i)).copied().unwrap_or([NONE, 0])
+    }
+
     fn set_anchor(&mut self, pid: ProfileId, anchor: Anchor) {
-        self.anchors.insert(pid, anchor);
+        debug_assert!((anchor.node as usize) < MAX_NODES);
+        *self.slot_mut(pid) = [anchor.node, anchor.created];
         if self.live.insert(pid) {
             self.live_version += 1;
         }
     }
 
     fn drop_anchor(&mut self, pid: ProfileId) {
-        self.anchors.remove(&pid);
+        if self.slot(pid)[0] != NONE {
+            *self.slot_mut(pid) = [NONE, 0];
+        }
         if self.live.remove(pid) {
             self.live_version += 1;
         }
+    }
+
+    fn retire(&mut self, retired: ProfileId, survivor: ProfileId) {
+        self.drop_anchor(retired);
+        *self.slot_mut(retired) = [RETIRED, survivor as u32];
+    }
+
+    /// Profile ids that can still be issued.
+    pub fn profile_ids_left(&self) -> u64 {
+        (MAX_PROFILE_ID + 1).saturating_sub(self.next_pid)
     }
 
     /// Changes whenever the set of live profiles does.
@@ -193,23 +303,32 @@ impl Graph {
         self.keys.len()
     }
 
+    /// Distinct pairs of identifiers some row linked (with live rows or not).
+    pub fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+
     pub fn profile_count(&self) -> usize {
-        self.anchors.len()
+        self.live.len() as usize
     }
 
     /// Every node's type and key, by node id (unused ids have type
     /// `TypeId::MAX`): what the dictionary file saves.
     pub fn dictionary(&self) -> Vec<(TypeId, Key)> {
-        self.node_type.iter().copied().zip(self.keys.iter().copied()).collect()
+        self.node_type.iter().copied().zip(self.keys.iter().map(unpack)).collect()
     }
 
     pub fn lookup(&self, key: &Key) -> Option<NodeId> {
-        self.dict.find(key_hash(key), |n| self.keys[*n as usize] == *key).copied()
+        self.lookup_packed(&pack(key))
+    }
+
+    fn lookup_packed(&self, key: &PackedKey) -> Option<NodeId> {
+        self.dict.find(key_hash(key), |n| self.keys[n as usize] == *key)
     }
 
     #[cfg(test)]
     pub fn key_of(&self, node: NodeId) -> Key {
-        self.keys[node as usize]
+        unpack(&self.keys[node as usize])
     }
 
     pub fn type_of(&self, node: NodeId) -> TypeId {
@@ -218,7 +337,8 @@ impl Graph {
 
     /// The node for `key`, created when new.
     pub fn intern(&mut self, t: TypeId, key: Key) -> Result<NodeId, String> {
-        if let Some(n) = self.lookup(&key) {
+        let key = pack(&key);
+        if let Some(n) = self.lookup_packed(&key) {
             return Ok(n);
         }
         let n = self.keys.len();
@@ -232,7 +352,11 @@ impl Graph {
     /// Insert a node with a given id (rebuilding from stored node ids).
     /// Ids in between stay unused (holes no row refers to).
     pub fn insert_at(&mut self, node: NodeId, t: TypeId, key: Key) -> Result<(), String> {
-        if let Some(existing) = self.lookup(&key) {
+        if node as usize >= MAX_NODES {
+            return Err(format!("node id {node} is beyond the limit of {MAX_NODES} identifiers"));
+        }
+        let key = pack(&key);
+        if let Some(existing) = self.lookup_packed(&key) {
             if existing != node {
                 return Err(format!("identifier key stored under node {node} and node {existing}"));
             }
@@ -246,49 +370,65 @@ impl Graph {
             self.keys[k] = key;
             self.node_type[k] = t;
             let keys = &self.keys;
-            self.dict.insert_unique(key_hash(&key), node, |n| key_hash(&keys[*n as usize]));
+            self.dict.insert_unique(key_hash(&key), node, |n| key_hash(&keys[n as usize]));
             return Ok(());
         }
         while self.keys.len() < node as usize {
             let hole = self.keys.len() as NodeId;
-            self.push_node(hole, TypeId::MAX, [u64::MAX, hole as u64]);
+            // Holes are never in the dictionary; their key is not looked up.
+            self.push_node(hole, TypeId::MAX, [u32::MAX, u32::MAX, hole]);
         }
         self.insert_node(node, t, key);
         Ok(())
     }
 
-    fn insert_node(&mut self, n: NodeId, t: TypeId, key: Key) {
+    fn insert_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
         self.push_node(n, t, key);
         let keys = &self.keys;
-        self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[*m as usize]));
+        self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[m as usize]));
     }
 
-    fn push_node(&mut self, n: NodeId, t: TypeId, key: Key) {
+    fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
         debug_assert_eq!(n as usize, self.keys.len());
+        if self.keys.len() == self.keys.capacity() {
+            grow(&mut self.keys, 1);
+            let room = self.keys.capacity() - self.keys.len();
+            grow(&mut self.node_type, room);
+            grow(&mut self.parent, room);
+            grow(&mut self.ring, room);
+            grow(&mut self.occurrences, room);
+            grow(&mut self.merges, room);
+            grow(&mut self.last_seen, room);
+            grow(&mut self.pid_at, room);
+            grow(&mut self.adj_head, room);
+        }
         self.keys.push(key);
         self.node_type.push(t);
         self.parent.push(n);
-        self.size.push(1);
         self.ring.push(n);
         self.occurrences.push(0);
         self.merges.push(0);
-        self.generic.push(false);
-        self.first_seen.push(0);
         self.last_seen.push(0);
         self.pid_at.push(0);
         self.adj_head.push(NONE);
     }
 
     pub fn is_generic(&self, node: NodeId) -> bool {
-        self.generic[node as usize]
+        self.merges[node as usize] & GENERIC != 0
     }
 
     pub fn mark_generic(&mut self, node: NodeId) {
-        self.generic[node as usize] = true;
+        self.merges[node as usize] |= GENERIC;
+    }
+
+    fn merge_count(&self, node: NodeId) -> u32 {
+        u32::from(self.merges[node as usize] & MAX_MERGES)
     }
 
     pub fn add_merges(&mut self, node: NodeId, n: u32) {
-        self.merges[node as usize] = self.merges[node as usize].saturating_add(n);
+        let m = &mut self.merges[node as usize];
+        let count = u32::from(*m & MAX_MERGES).saturating_add(n).min(u32::from(MAX_MERGES)) as u16;
+        *m = (*m & GENERIC) | count;
     }
 
     /// Root without path compression (readers share the graph).
@@ -315,14 +455,14 @@ impl Graph {
         }
         match self.pid_at[self.root(node) as usize] {
             0 => None,
-            p => Some(p),
+            p => Some(ProfileId::from(p)),
         }
     }
 
     /// The profile an identifier value belongs to, for lookups by value:
     /// none for a value flagged generic (it identifies no one).
     pub fn profile_of_identifier(&self, node: NodeId) -> Option<ProfileId> {
-        if self.generic.get(node as usize).copied().unwrap_or(true) {
+        if self.merges.get(node as usize).is_none_or(|m| m & GENERIC != 0) {
             return None;
         }
         self.profile_of(node)
@@ -330,28 +470,33 @@ impl Graph {
 
     /// The surviving id for any id ever issued (itself when live).
     pub fn resolve_alias(&self, mut pid: ProfileId) -> Option<ProfileId> {
-        for _ in 0..64 {
-            if self.anchors.contains_key(&pid) {
-                return Some(pid);
-            }
-            pid = *self.aliases.get(&pid)?;
-        }
         // Alias chains are short (each hop is a merge into an older id);
-        // a longer one means the chain was followed through a later split.
-        self.anchors.contains_key(&pid).then_some(pid)
+        // the bound only guards against a cycle no event log can produce.
+        for _ in 0..64 {
+            match self.slot(pid) {
+                [RETIRED, survivor] => pid = ProfileId::from(survivor),
+                [NONE, _] => return None,
+                _ => return Some(pid),
+            }
+        }
+        None
     }
 
     pub fn anchor(&self, pid: ProfileId) -> Option<Anchor> {
-        self.anchors.get(&pid).copied()
+        match self.slot(pid) {
+            [NONE | RETIRED, _] => None,
+            [node, created] => Some(Anchor { node, created }),
+        }
     }
 
+    /// Live profiles and their anchors, by profile id.
     pub fn anchors(&self) -> impl Iterator<Item = (ProfileId, Anchor)> + '_ {
-        self.anchors.iter().map(|(p, a)| (*p, *a))
+        self.live.iter().filter_map(|p| Some((p, self.anchor(p)?)))
     }
 
     /// Every node of a profile's component.
     pub fn members(&self, pid: ProfileId) -> Vec<NodeId> {
-        match self.anchors.get(&pid) {
+        match self.anchor(pid) {
             Some(a) => self.ring_of(a.node),
             None => Vec::new(),
         }
@@ -371,41 +516,62 @@ impl Graph {
         self.occurrences[node as usize]
     }
 
-    pub fn seen(&self, node: NodeId) -> (u32, u32) {
-        (self.first_seen[node as usize], self.last_seen[node as usize])
+    pub fn last_seen(&self, node: NodeId) -> u32 {
+        self.last_seen[node as usize]
     }
 
     #[cfg(test)]
     pub fn merges_of(&self, node: NodeId) -> u32 {
-        self.merges[node as usize]
+        self.merge_count(node)
     }
 
     /// Neighbours of a node over live edges.
     pub fn neighbours(&self, node: NodeId) -> Vec<NodeId> {
         let mut out = Vec::new();
-        let mut h = self.adj_head[node as usize];
-        while h != NONE {
-            if self.edge_rows[(h >> 1) as usize] > 0 {
-                out.push(self.half[h as usize].to);
+        let mut e = self.adj_head[node as usize];
+        while e != NONE {
+            let edge = &self.edges[e as usize];
+            if edge.rows > 0 {
+                out.push(edge.other(node));
             }
-            h = self.half[h as usize].next;
+            e = edge.next[edge.side(node)];
         }
         out
     }
 
-    /// Approximate bytes held, for the memory-per-identifier figure.
+    /// Bytes held by each part of the graph: arrays by capacity.
+    pub fn memory_parts(&self) -> Vec<(&'static str, usize)> {
+        fn vec<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        vec![
+            ("keys", vec(&self.keys)),
+            ("dictionary", self.dict.memory_bytes()),
+            ("node_type", vec(&self.node_type)),
+            ("parent", vec(&self.parent)),
+            ("ring", vec(&self.ring)),
+            ("occurrences", vec(&self.occurrences)),
+            ("merges", vec(&self.merges)),
+            ("last_seen", vec(&self.last_seen)),
+            ("pid_at", vec(&self.pid_at)),
+            ("adj_head", vec(&self.adj_head)),
+            ("edges", vec(&self.edges)),
+            ("profiles", vec(&self.profiles)),
+            ("live_bitmap", self.live.serialized_size()),
+        ]
+    }
+
+    /// Bytes held, for the memory-per-identifier figure.
     pub fn memory_bytes(&self) -> usize {
-        let n = self.keys.capacity();
-        n * (16 + 2 + 4 + 4 + 4 + 4 + 4 + 1 + 4 + 4 + 8 + 4)
-            + self.dict.capacity() * 5
-            + self.half.capacity() * 8
-            + self.edge_rows.capacity() * 4
-            + self.anchors.capacity() * 40
-            + self.aliases.capacity() * 24
+        self.memory_parts().iter().map(|(_, b)| b).sum()
     }
 
     /// A new id, never issued before.
+    /// Callers check [`Graph::profile_ids_left`] before a change that may
+    /// issue ids; past the limit the last id would be reused, so this is
+    /// asserted too.
     fn issue_pid(&mut self) -> ProfileId {
+        assert!(self.next_pid <= MAX_PROFILE_ID, "profile ids exhausted (checked by callers)");
         let p = self.next_pid;
         self.next_pid += 1;
         p
@@ -421,33 +587,41 @@ impl Graph {
         if ra == rb {
             return ra;
         }
-        if self.size[ra as usize] < self.size[rb as usize] {
+        if link_priority(ra) < link_priority(rb) {
             std::mem::swap(&mut ra, &mut rb);
         }
         self.parent[rb as usize] = ra;
-        self.size[ra as usize] += self.size[rb as usize];
         self.ring.swap(ra as usize, rb as usize);
         ra
+    }
+
+    /// The edge between `a` and `b`, if any.
+    fn find_edge(&self, a: NodeId, b: NodeId) -> Option<usize> {
+        let mut e = self.adj_head[a as usize];
+        while e != NONE {
+            let edge = &self.edges[e as usize];
+            if edge.other(a) == b {
+                return Some(e as usize);
+            }
+            e = edge.next[edge.side(a)];
+        }
+        None
     }
 
     fn add_edge(&mut self, a: NodeId, b: NodeId) {
         if a == b {
             return;
         }
-        let mut h = self.adj_head[a as usize];
-        while h != NONE {
-            if self.half[h as usize].to == b {
-                self.edge_rows[(h >> 1) as usize] += 1;
-                return;
-            }
-            h = self.half[h as usize].next;
+        if let Some(e) = self.find_edge(a, b) {
+            self.edges[e].rows += 1;
+            return;
         }
-        let k = self.half.len() as u32;
-        self.half.push(HalfEdge { to: b, next: self.adj_head[a as usize] });
-        self.half.push(HalfEdge { to: a, next: self.adj_head[b as usize] });
-        self.adj_head[a as usize] = k;
-        self.adj_head[b as usize] = k + 1;
-        self.edge_rows.push(1);
+        grow(&mut self.edges, 1);
+        let k = self.edges.len() as u32;
+        let (lo, hi) = (a.min(b), a.max(b));
+        self.edges.push(Edge { ends: a ^ b, next: [self.adj_head[lo as usize], self.adj_head[hi as usize]], rows: 1 });
+        self.adj_head[lo as usize] = k;
+        self.adj_head[hi as usize] = k;
     }
 
     /// Returns true when the edge's last row went away.
@@ -455,24 +629,20 @@ impl Graph {
         if a == b {
             return false;
         }
-        let mut h = self.adj_head[a as usize];
-        while h != NONE {
-            if self.half[h as usize].to == b {
-                let e = (h >> 1) as usize;
-                debug_assert!(self.edge_rows[e] > 0, "removing an edge no row asserts");
-                self.edge_rows[e] = self.edge_rows[e].saturating_sub(1);
-                return self.edge_rows[e] == 0;
-            }
-            h = self.half[h as usize].next;
-        }
-        debug_assert!(false, "removing an edge that does not exist");
-        false
+        let Some(e) = self.find_edge(a, b) else {
+            debug_assert!(false, "removing an edge that does not exist");
+            return false;
+        };
+        let edge = &mut self.edges[e];
+        debug_assert!(edge.rows > 0, "removing an edge no row asserts");
+        edge.rows = edge.rows.saturating_sub(1);
+        edge.rows == 0
     }
 
     /// Distinct values per type (and in all) of the union of components.
     /// A few types at most, so a vector beats a map.
-    fn census(&self, roots: &[NodeId], extra: &[NodeId]) -> (Vec<(TypeId, u32)>, u32) {
-        let mut counts: Vec<(TypeId, u32)> = Vec::new();
+    fn census(&self, roots: &[NodeId], extra: &[NodeId]) -> (SmallVec<[(TypeId, u32); 8]>, u32) {
+        let mut counts: SmallVec<[(TypeId, u32); 8]> = SmallVec::new();
         let mut bump = |t: TypeId| match counts.iter_mut().find(|(x, _)| *x == t) {
             Some((_, c)) => *c += 1,
             None => counts.push((t, 1)),
@@ -509,12 +679,12 @@ impl Graph {
     ) -> LinkOutcome {
         debug_assert!(row.len() <= MAX_ROW_IDENTIFIERS);
         let mut out = LinkOutcome::default();
-        let mut live: Vec<(u8, NodeId)> = Vec::with_capacity(row.len());
+        let mut live: RowNodes = RowNodes::new();
         for &(slot, node) in row {
             if live.iter().any(|(_, n)| *n == node) {
                 continue;
             }
-            if self.generic[node as usize] {
+            if self.is_generic(node) {
                 out.refused.push(Refused { slot, node, reason: Refusal::Generic, detail: "value is flagged generic".into() });
                 continue;
             }
@@ -522,11 +692,11 @@ impl Graph {
         }
         loop {
             let roots = self.distinct_roots(&live);
-            let profiled: Vec<NodeId> = roots.iter().copied().filter(|r| self.pid_at[*r as usize] != 0).collect();
+            let profiled: Nodes = roots.iter().copied().filter(|r| self.pid_at[*r as usize] != 0).collect();
             if profiled.len() >= 2 {
                 if let Some(i) = self.first_generic(&live, &profiled, rules) {
                     let (slot, node) = live.remove(i);
-                    self.generic[node as usize] = true;
+                    self.mark_generic(node);
                     let limit = rules.of(self.node_type[node as usize]).map(|r| r.generic_limit).unwrap_or(0);
                     out.refused.push(Refused {
                         slot,
@@ -559,8 +729,8 @@ impl Graph {
         }
     }
 
-    fn distinct_roots(&self, live: &[(u8, NodeId)]) -> Vec<NodeId> {
-        let mut roots: Vec<NodeId> = live.iter().map(|(_, n)| self.root(*n)).collect();
+    fn distinct_roots(&self, live: &[(u8, NodeId)]) -> Nodes {
+        let mut roots: Nodes = live.iter().map(|(_, n)| self.root(*n)).collect();
         roots.sort_unstable();
         roots.dedup();
         roots
@@ -570,8 +740,8 @@ impl Graph {
     pub fn count_conflict(&mut self, node: NodeId, rules: &Rules) -> bool {
         self.add_merges(node, 1);
         let limit = rules.of(self.node_type[node as usize]).map(|r| r.generic_limit).unwrap_or(u32::MAX);
-        if !self.generic[node as usize] && self.merges[node as usize] > limit {
-            self.generic[node as usize] = true;
+        if !self.is_generic(node) && self.merge_count(node) > limit {
+            self.mark_generic(node);
             return true;
         }
         false
@@ -585,7 +755,7 @@ impl Graph {
             let limit = rules.of(self.node_type[*n as usize]).map(|r| r.generic_limit).unwrap_or(u32::MAX);
             // A value that has merged `merges` profiles into its own links
             // merges + 1 profiles; this row would make it merges + joins + 1.
-            in_profile && self.merges[*n as usize] + joins + 1 > limit
+            in_profile && self.merge_count(*n) + joins + 1 > limit
         })
     }
 
@@ -604,7 +774,7 @@ impl Graph {
         if live.len() <= 1 && profiled.is_empty() {
             return None;
         }
-        let new_nodes: Vec<NodeId> = live
+        let new_nodes: Nodes = live
             .iter()
             .map(|(_, n)| *n)
             .filter(|n| !profiled.contains(&self.root(*n)))
@@ -636,7 +806,7 @@ impl Graph {
 
     fn commit_link(&mut self, live: &[(u8, NodeId)], profiled: &[NodeId], now: u32, events: &mut Vec<ProfileEvent>) {
         let Some(&(_, first)) = live.first() else { return };
-        let mut pids: Vec<ProfileId> = profiled.iter().map(|r| self.pid_at[*r as usize]).collect();
+        let mut pids: SmallVec<[ProfileId; 8]> = profiled.iter().map(|r| ProfileId::from(self.pid_at[*r as usize])).collect();
         pids.sort_unstable();
         let via: Vec<NodeId> = if pids.len() >= 2 {
             live.iter().map(|(_, n)| *n).filter(|n| profiled.contains(&self.root(*n))).collect()
@@ -645,7 +815,6 @@ impl Graph {
         };
         for &(_, n) in live {
             let i = n as usize;
-            self.first_seen[i] = if self.first_seen[i] == 0 { now } else { self.first_seen[i].min(now) };
             self.occurrences[i] += 1;
             self.last_seen[i] = self.last_seen[i].max(now);
         }
@@ -668,7 +837,7 @@ impl Graph {
         };
         for &retired in pids.iter().skip(1) {
             self.drop_anchor(retired);
-            self.aliases.insert(retired, survivor);
+            self.retire(retired, survivor);
             events.push(ProfileEvent::Merged { retired, survivor, via: via.clone() });
         }
         if pids.len() >= 2 {
@@ -676,7 +845,7 @@ impl Graph {
                 self.add_merges(n, pids.len() as u32 - 1);
             }
         }
-        self.pid_at[root as usize] = survivor;
+        self.pid_at[root as usize] = survivor as u32;
     }
 
     /// Take back one row's links (`linked`: the nodes it linked, in slot
@@ -702,31 +871,50 @@ impl Graph {
     /// when it no longer holds together (the largest part keeps the id,
     /// the others get new ones), or delete its profile when nothing is
     /// left.
-    pub fn settle(&mut self, now: u32, events: &mut Vec<ProfileEvent>) {
+    /// Errors (having recomputed only some components) when splitting
+    /// could need more profile ids than are left; the caller's commit then
+    /// fails and the graph is rebuilt from the rows.
+    pub fn settle(&mut self, now: u32, events: &mut Vec<ProfileEvent>) -> Result<(), String> {
         let dirty: BTreeSet<NodeId> = std::mem::take(&mut self.dirty).into_iter().map(|n| self.root(n)).collect();
         for root in dirty {
-            self.recompute(root, now, events);
+            let members = self.ring_of(root);
+            if members.len() as u64 > self.profile_ids_left() {
+                return Err(format!("{}", ProfileIdsExhausted));
+            }
+            self.recompute(root, members, now, events);
         }
+        Ok(())
     }
 
-    fn recompute(&mut self, root: NodeId, now: u32, events: &mut Vec<ProfileEvent>) {
-        let members = self.ring_of(root);
-        let old_pid = self.pid_at[root as usize];
+    /// Room to link `rows` more rows of up to `per_row` identifiers: each
+    /// may create a profile and `per_row - 1` edges.
+    pub fn check_headroom(&self, rows: usize, per_row: usize) -> Result<(), String> {
+        if rows as u64 > self.profile_ids_left() {
+            return Err(format!("{}", ProfileIdsExhausted));
+        }
+        let new_edges = rows.saturating_mul(per_row.saturating_sub(1));
+        if self.edges.len().saturating_add(new_edges) >= MAX_EDGES {
+            return Err(format!("the identity graph holds its limit of {MAX_EDGES} distinct identifier links"));
+        }
+        Ok(())
+    }
+
+    fn recompute(&mut self, root: NodeId, members: Vec<NodeId>, now: u32, events: &mut Vec<ProfileEvent>) {
+        let old_pid = ProfileId::from(self.pid_at[root as usize]);
         for &m in &members {
             let i = m as usize;
             self.parent[i] = m;
-            self.size[i] = 1;
             self.ring[i] = m;
             self.pid_at[i] = 0;
         }
         for &m in &members {
-            let mut h = self.adj_head[m as usize];
-            while h != NONE {
-                let HalfEdge { to, next } = self.half[h as usize];
-                if self.edge_rows[(h >> 1) as usize] > 0 {
-                    self.union(m, to);
+            let mut e = self.adj_head[m as usize];
+            while e != NONE {
+                let edge = self.edges[e as usize];
+                if edge.rows > 0 {
+                    self.union(m, edge.other(m));
                 }
-                h = next;
+                e = edge.next[edge.side(m)];
             }
         }
         // Parts that still have live rows, largest first; ties keep the
@@ -745,7 +933,7 @@ impl Graph {
             debug_assert!(parts.is_empty(), "a component with live rows had no profile");
             return;
         }
-        let old_anchor = self.anchors.get(&old_pid).map(|a| a.node);
+        let old_anchor = self.anchor(old_pid).map(|a| a.node);
         let anchor_root = old_anchor.filter(|a| self.occurrences[*a as usize] > 0).map(|a| self.find(a));
         let mut ordered: Vec<(NodeId, u32, NodeId)> = parts.into_iter().map(|(r, (n, low))| (r, n, low)).collect();
         ordered.sort_by_key(|(r, n, low)| (std::cmp::Reverse(*n), Some(*r) != anchor_root, *low));
@@ -754,15 +942,15 @@ impl Graph {
             events.push(ProfileEvent::Deleted { pid: old_pid });
             return;
         };
-        self.pid_at[keep_root as usize] = old_pid;
+        self.pid_at[keep_root as usize] = old_pid as u32;
         if anchor_root != Some(keep_root) {
-            let created = self.anchors.get(&old_pid).map(|a| a.created).unwrap_or(now);
+            let created = self.anchor(old_pid).map(|a| a.created).unwrap_or(now);
             self.set_anchor(old_pid, Anchor { node: keep_low, created });
             events.push(ProfileEvent::Moved { pid: old_pid, anchor: keep_low });
         }
         for &(r, _, low) in &ordered[1..] {
             let p = self.issue_pid();
-            self.pid_at[r as usize] = p;
+            self.pid_at[r as usize] = p as u32;
             self.set_anchor(p, Anchor { node: low, created: now });
             events.push(ProfileEvent::Split { pid: p, from: old_pid, anchor: low });
         }
@@ -771,11 +959,11 @@ impl Graph {
     // ----- rebuilding ------------------------------------------------------
 
     /// Re-assert a stored row's links without rules or events (rebuild).
-    pub fn relink(&mut self, linked: &[NodeId], seen: u32) {
-        let Some(&first) = linked.first() else { return };
+    pub fn relink(&mut self, linked: &[NodeId], seen: u32) -> Result<(), String> {
+        self.check_headroom(0, linked.len())?;
+        let Some(&first) = linked.first() else { return Ok(()) };
         for &n in linked {
             let i = n as usize;
-            self.first_seen[i] = if self.first_seen[i] == 0 { seen } else { self.first_seen[i].min(seen) };
             self.last_seen[i] = self.last_seen[i].max(seen);
             self.occurrences[i] += 1;
         }
@@ -783,10 +971,23 @@ impl Graph {
             self.union(first, n);
             self.add_edge(first, n);
         }
+        Ok(())
     }
 
     /// Replay one logged profile event (rebuild), after all rows.
-    pub fn replay(&mut self, event: &ProfileEvent, at: u32) {
+    pub fn replay(&mut self, event: &ProfileEvent, at: u32) -> Result<(), String> {
+        let (ids, anchor) = match event {
+            ProfileEvent::Created { pid, anchor } | ProfileEvent::Split { pid, anchor, .. } => (vec![*pid], Some(*anchor)),
+            ProfileEvent::Merged { retired, survivor, .. } => (vec![*retired, *survivor], None),
+            ProfileEvent::Moved { pid, anchor } => (vec![*pid], Some(*anchor)),
+            ProfileEvent::Deleted { pid } => (vec![*pid], None),
+        };
+        if let Some(bad) = ids.iter().find(|p| **p == 0 || **p > MAX_PROFILE_ID) {
+            return Err(format!("a profile event names profile id {bad}, outside 1..={MAX_PROFILE_ID}"));
+        }
+        if let Some(node) = anchor.filter(|n| *n as usize >= MAX_NODES) {
+            return Err(format!("a profile event anchors a profile at node {node}, beyond the node limit"));
+        }
         match event {
             ProfileEvent::Created { pid, anchor } => {
                 self.reserve_pid(*pid);
@@ -794,8 +995,7 @@ impl Graph {
             }
             ProfileEvent::Merged { retired, survivor, via } => {
                 self.reserve_pid((*retired).max(*survivor));
-                self.drop_anchor(*retired);
-                self.aliases.insert(*retired, *survivor);
+                self.retire(*retired, *survivor);
                 for &n in via {
                     if (n as usize) < self.merges.len() {
                         self.add_merges(n, 1);
@@ -807,20 +1007,21 @@ impl Graph {
                 self.set_anchor(*pid, Anchor { node: *anchor, created: at });
             }
             ProfileEvent::Moved { pid, anchor } => {
-                if let Some(a) = self.anchors.get_mut(pid) {
-                    a.node = *anchor;
+                if let Some(a) = self.anchor(*pid) {
+                    self.set_anchor(*pid, Anchor { node: *anchor, created: a.created });
                 }
             }
             ProfileEvent::Deleted { pid } => {
                 self.drop_anchor(*pid);
             }
         }
+        Ok(())
     }
 
     /// After rows and events are replayed: label each component with its
     /// anchor's profile. Errors when rows and log disagree.
     pub fn finish_rebuild(&mut self) -> Result<(), String> {
-        let anchors: Vec<(ProfileId, NodeId)> = self.anchors.iter().map(|(p, a)| (*p, a.node)).collect();
+        let anchors: Vec<(ProfileId, NodeId)> = self.anchors().map(|(p, a)| (p, a.node)).collect();
         for (pid, node) in anchors {
             if node as usize >= self.parent.len() || self.occurrences[node as usize] == 0 {
                 return Err(format!("profile {pid} is anchored at identifier node {node}, which no live row links"));
@@ -829,7 +1030,7 @@ impl Graph {
             if self.pid_at[r as usize] != 0 {
                 return Err(format!("profiles {} and {pid} are one component", self.pid_at[r as usize]));
             }
-            self.pid_at[r as usize] = pid;
+            self.pid_at[r as usize] = pid as u32;
         }
         for n in 0..self.parent.len() {
             if self.occurrences[n] > 0 && self.pid_at[self.root(n as NodeId) as usize] == 0 {
@@ -851,8 +1052,8 @@ impl Graph {
                 return Err(format!("non-root node {n} carries a profile id"));
             }
         }
-        for (pid, a) in &self.anchors {
-            if self.pid_at[self.root(a.node) as usize] != *pid {
+        for (pid, a) in self.anchors() {
+            if ProfileId::from(self.pid_at[self.root(a.node) as usize]) != pid {
                 return Err(format!("anchor of profile {pid} is not in its component"));
             }
         }
@@ -863,17 +1064,16 @@ impl Graph {
     /// rows), for comparing two graphs built differently.
     pub fn partition(&self) -> Vec<(ProfileId, Vec<Key>)> {
         let mut out: Vec<(ProfileId, Vec<Key>)> = self
-            .anchors
-            .iter()
+            .anchors()
             .map(|(pid, a)| {
                 let mut keys: Vec<Key> = self
                     .ring_of(self.root(a.node))
                     .into_iter()
                     .filter(|m| self.occurrences[*m as usize] > 0)
-                    .map(|m| self.keys[m as usize])
+                    .map(|m| unpack(&self.keys[m as usize]))
                     .collect();
                 keys.sort_unstable();
-                (*pid, keys)
+                (pid, keys)
             })
             .collect();
         out.sort_unstable();
@@ -896,6 +1096,51 @@ mod tests {
 
     fn key(v: u32) -> Key {
         [u64::from(v), 7]
+    }
+
+    /// A distinct key per pair (the graph keeps a key's first 96 bits).
+    fn pair(a: u64, b: u64) -> Key {
+        [(a << 32) | b, 0]
+    }
+
+    #[test]
+    fn keys_keep_96_bits_through_the_dictionary() {
+        let mut g = Graph::new();
+        let k: Key = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        let n = g.intern(0, k).unwrap();
+        // The low 32 bits are not kept: the same value is found, and the
+        // saved dictionary holds the key without them.
+        assert_eq!(g.lookup(&[k[0], 0xfedc_ba98_0000_0000]), Some(n));
+        assert_eq!(g.dictionary()[n as usize], (0, [k[0], 0xfedc_ba98_0000_0000]));
+        assert_eq!(g.lookup(&[k[0], 0xfedc_ba99_7654_3210]), None);
+    }
+
+    #[test]
+    fn profile_events_outside_the_id_range_are_refused() {
+        let mut g = Graph::new();
+        assert!(g.replay(&ProfileEvent::Created { pid: MAX_PROFILE_ID + 1, anchor: 0 }, 1).is_err());
+        assert!(g.replay(&ProfileEvent::Deleted { pid: 0 }, 1).is_err());
+        assert!(g.replay(&ProfileEvent::Moved { pid: 1, anchor: u32::MAX }, 1).is_err());
+        assert!(g.replay(&ProfileEvent::Created { pid: 3, anchor: 0 }, 1).is_ok());
+        assert_eq!(g.profile_ids_left(), MAX_PROFILE_ID - 3);
+        assert!(g.check_headroom(1, 2).is_ok());
+        g.reserve_pid(MAX_PROFILE_ID);
+        assert_eq!(g.profile_ids_left(), 0);
+        assert!(g.check_headroom(1, 2).is_err());
+        assert!(g.check_headroom(0, 2).is_ok());
+    }
+
+    #[test]
+    fn merge_counts_saturate_without_touching_the_generic_flag() {
+        let mut g = Graph::new();
+        let n = g.intern(0, key(1)).unwrap();
+        g.add_merges(n, u32::MAX);
+        assert_eq!(g.merges_of(n), u32::from(MAX_MERGES));
+        assert!(!g.is_generic(n));
+        g.mark_generic(n);
+        g.add_merges(n, 5);
+        assert!(g.is_generic(n));
+        assert_eq!(g.merges_of(n), u32::from(MAX_MERGES));
     }
 
     /// Connected components of the live rows, brute force.
@@ -943,10 +1188,10 @@ mod tests {
             g.insert_at(n, 0, live.key_of(n)).unwrap();
         }
         for linked in rows.values() {
-            g.relink(linked, 1);
+            g.relink(linked, 1).unwrap();
         }
         for e in log {
-            g.replay(e, 1);
+            g.replay(e, 1).unwrap();
         }
         g.finish_rebuild().unwrap();
         g
@@ -1016,7 +1261,7 @@ mod tests {
                         let Some(&id) = rows.keys().nth(i % rows.len().max(1)) else { continue };
                         let linked = rows.remove(&id).unwrap();
                         g.unlink(&linked);
-                        g.settle(6, &mut events);
+                        g.settle(6, &mut events).unwrap();
                         // Split rule: the largest part keeps the id; the
                         // others get ids never issued before.
                         let old = before.iter().find(|(c, _)| c.contains(&linked[0])).map(|(c, p)| (c.clone(), *p)).unwrap();
@@ -1065,10 +1310,10 @@ mod tests {
         let r = rules(&[(2, 1), (5, 2)], 25);
         let mut g = Graph::new();
         let mut ev = Vec::new();
-        let phone = g.intern(1, [1, 1]).unwrap();
-        let e1 = g.intern(0, [0, 1]).unwrap();
-        let e2 = g.intern(0, [0, 2]).unwrap();
-        let e3 = g.intern(0, [0, 3]).unwrap();
+        let phone = g.intern(1, pair(1, 1)).unwrap();
+        let e1 = g.intern(0, pair(0, 1)).unwrap();
+        let e2 = g.intern(0, pair(0, 2)).unwrap();
+        let e3 = g.intern(0, pair(0, 3)).unwrap();
         assert_eq!(g.link(&[(0, e1), (1, phone)], 1, &r, &mut ev).mask, 0b11);
         assert_eq!(g.link(&[(0, e2), (1, phone)], 1, &r, &mut ev).mask, 0b11);
         // A third email would break the limit of 2: the phone (lower
@@ -1087,8 +1332,8 @@ mod tests {
         let r = rules(&[(100, 1), (100, 2)], 3);
         let mut g = Graph::new();
         let mut ev = Vec::new();
-        let hub = g.intern(1, [1, 0]).unwrap();
-        let people: Vec<NodeId> = (1..=6).map(|i| g.intern(0, [0, i]).unwrap()).collect();
+        let hub = g.intern(1, pair(1, 0)).unwrap();
+        let people: Vec<NodeId> = (1..=6).map(|i| g.intern(0, pair(0, i)).unwrap()).collect();
         for p in &people {
             g.link(&[(0, *p)], 1, &r, &mut ev);
         }
@@ -1119,10 +1364,10 @@ mod tests {
         };
         let mut g = Graph::new();
         let mut ev = Vec::new();
-        let store = g.intern(1, [1, 0]).unwrap();
+        let store = g.intern(1, pair(1, 0)).unwrap();
         let mut flagged = false;
         for i in 1..=6u64 {
-            let member = g.intern(0, [0, i]).unwrap();
+            let member = g.intern(0, pair(0, i)).unwrap();
             let out = g.link(&[(0, member), (1, store)], 1, &r, &mut ev);
             flagged |= out.refused.iter().any(|x| x.reason == Refusal::Generic);
         }
@@ -1137,8 +1382,8 @@ mod tests {
         let r = open_rules(1);
         let mut g = Graph::new();
         let mut ev = Vec::new();
-        let a = g.intern(0, [0, 1]).unwrap();
-        let b = g.intern(0, [0, 2]).unwrap();
+        let a = g.intern(0, pair(0, 1)).unwrap();
+        let b = g.intern(0, pair(0, 2)).unwrap();
         g.link(&[(0, a)], 1, &r, &mut ev);
         g.link(&[(0, b)], 1, &r, &mut ev);
         let (pa, pb) = (g.profile_of(a).unwrap(), g.profile_of(b).unwrap());

@@ -12,6 +12,7 @@
 //! depend on the order rows are read in; profile ids come from the event
 //! log in order).
 
+pub(crate) mod dict;
 pub(crate) mod graph;
 pub(crate) mod normalize;
 pub(crate) mod resolve;
@@ -505,7 +506,7 @@ fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -
                     }
                 }
                 let at = if seen.is_null(row) { 1 } else { secs(seen.value(row)) };
-                state.graph.relink(&linked, at);
+                state.graph.relink(&linked, at).map_err(Error::ResourcesExhausted)?;
             }
         }
     }
@@ -577,12 +578,13 @@ impl IdWriter {
         let Some(ti) = TableIdentity::of(meta)? else { return Ok(batch) };
         self.touched = true;
         let mut settle_events = Vec::new();
-        self.state.graph.settle(secs(self.now), &mut settle_events);
+        self.state.graph.settle(secs(self.now), &mut settle_events).map_err(Error::ResourcesExhausted)?;
         self.log(settle_events, None, None);
         let n = batch.num_rows();
         let infos: Vec<Arc<TypeInfo>> =
             ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
         let values: Vec<Texts> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
+        self.state.graph.check_headroom(n, ti.slots.len()).map_err(Error::ResourcesExhausted)?;
         let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
@@ -696,7 +698,7 @@ impl IdWriter {
             self.state.graph.unlink(&linked);
         }
         let mut events = Vec::new();
-        self.state.graph.settle(secs(self.now), &mut events);
+        self.state.graph.settle(secs(self.now), &mut events).map_err(Error::ResourcesExhausted)?;
         self.log(events, Some(&meta.name), None);
         Ok(())
     }

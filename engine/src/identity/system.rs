@@ -22,7 +22,7 @@ use tessera_storage::{ColumnDef, Snapshot, Store, ROW_ID_COLUMN};
 use super::graph::{Graph, NodeId, ProfileEvent, ProfileId};
 use super::normalize::{key_of, Normalized};
 use super::resolve::{filter_targets, target_nodes, unit_may_hold};
-use super::spec::{TableIdentity, PROFILE_ID_COLUMN};
+use super::spec::{self, TableIdentity, PROFILE_ID_COLUMN};
 use super::{timestamp_type, LoggedEvent, Rejections, State, EVENTS_TABLE, REJECTIONS_TABLE};
 use crate::error::{to_df, Error, Result};
 
@@ -168,7 +168,7 @@ pub(crate) fn replay_events(snap: &Snapshot, graph: &mut Graph) -> Result<()> {
             _ => return Err(bad(row)),
         };
         let secs = (at.value(row) / 1_000_000).clamp(1, u32::MAX as i64) as u32;
-        graph.replay(&event, secs);
+        graph.replay(&event, secs).map_err(|e| Error::Internal(format!("{EVENTS_TABLE} row {row}: {e}")))?;
     }
     Ok(())
 }
@@ -411,7 +411,7 @@ impl SystemTable {
                     pids.iter().map(|p| i64::from(graph.anchor(*p).map(|a| a.created).unwrap_or(0)) * 1_000_000),
                 )),
                 2 => Arc::new(TimestampMicrosecondArray::from_iter_values(
-                    members.iter().map(|m| m.iter().map(|n| i64::from(graph.seen(*n).1)).max().unwrap_or(0) * 1_000_000),
+                    members.iter().map(|m| m.iter().map(|n| i64::from(graph.last_seen(*n))).max().unwrap_or(0) * 1_000_000),
                 )),
                 3 => Arc::new(Int64Array::from_iter_values(members.iter().map(|m| m.len() as i64))),
                 i if i < first_rows_column => {
@@ -470,20 +470,28 @@ impl SystemTable {
         }
         let wanted: BTreeSet<NodeId> = rows.iter().map(|(_, n)| *n).collect();
         let sorted: Vec<NodeId> = wanted.iter().copied().collect();
-        // Values and sources come from the rows that carry each node.
+        // Values, sources and first/last seen (commit times of the live
+        // rows that linked the value) come from the rows that carry each
+        // node.
         let mut values: HashMap<NodeId, String> = HashMap::new();
         let mut sources: HashMap<NodeId, BTreeSet<String>> = HashMap::new();
+        let mut seen: HashMap<NodeId, (i64, i64)> = HashMap::new();
         for (table, ti) in identity_tables(snap)? {
             let mut columns = vec![tessera_storage::ROW_ID_COLUMN.to_string()];
             for s in &ti.slots {
                 columns.push(s.column.clone());
                 columns.push(s.node_column());
             }
+            let link_at = columns.len();
+            columns.push(spec::LINK_COLUMN.to_string());
+            columns.push(spec::SEEN_COLUMN.to_string());
             for unit in table.scan_units() {
                 if !unit_may_hold(&unit, &ti, &sorted) {
                     continue;
                 }
                 let b = unit.read(&columns)?;
+                let link = b.column(link_at).as_primitive::<UInt32Type>();
+                let at = b.column(link_at + 1).as_primitive::<Int64Type>();
                 for (i, s) in ti.slots.iter().enumerate() {
                     let raw = super::strings(b.column(1 + 2 * i))?;
                     let nodes = b.column(2 + 2 * i).as_primitive::<UInt64Type>();
@@ -497,6 +505,12 @@ impl SystemTable {
                             continue;
                         }
                         sources.entry(n).or_default().insert(table.name().to_string());
+                        if link.is_valid(row) && link.value(row) & (1 << i) != 0 && at.is_valid(row) {
+                            // Whole seconds, as `profiles.last_seen` keeps them.
+                            let t = at.value(row) - at.value(row).rem_euclid(1_000_000);
+                            let e = seen.entry(n).or_insert((t, t));
+                            *e = (e.0.min(t), e.1.max(t));
+                        }
                         if !values.contains_key(&n) {
                             if let Normalized::Value(v) = info.normalizer.normalize(raw.value(row), &info.spec.blocked) {
                                 values.insert(n, v);
@@ -520,9 +534,9 @@ impl SystemTable {
             value_col.append_option(values.get(&n));
             source_col.append_option(sources.get(&n).map(|s| s.iter().cloned().collect::<Vec<_>>().join(",")));
             rows_col.append_value(i64::from(graph.occurrences(n)));
-            let (f, l) = graph.seen(n);
-            first.push(i64::from(f) * 1_000_000);
-            last.push(i64::from(l) * 1_000_000);
+            let (f, l) = seen.get(&n).copied().unwrap_or((0, 0));
+            first.push(f);
+            last.push(l);
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(pid_col.finish()),
