@@ -226,6 +226,7 @@ impl Store {
             deletes: BTreeMap::new(),
             spilled: Vec::new(),
             spilled_files: Vec::new(),
+            in_flight: None,
         })
     }
 

@@ -17,10 +17,25 @@ pub struct WriteTxn {
     pub(super) spilled: Vec<(TableId, Arc<Segment>)>,
     /// Their files: removed if the transaction does not commit.
     pub(super) spilled_files: Vec<PathBuf>,
+    /// A spill still being written, by a thread of its own, while the
+    /// caller goes on appending (at most one: memory stays bounded by two
+    /// spills' worth of rows). Its file is already in `spilled_files`.
+    pub(super) in_flight: Option<SpillInFlight>,
+}
+
+pub(super) struct SpillInFlight {
+    table: TableId,
+    rows: u64,
+    writer: std::thread::JoinHandle<Result<Arc<Segment>>>,
 }
 
 impl Drop for WriteTxn {
     fn drop(&mut self) {
+        // The writer thread must be done with its file before the file is
+        // removed, or it could create it again afterwards.
+        if let Some(spill) = self.in_flight.take() {
+            let _ = spill.writer.join();
+        }
         // Committed transactions have emptied the list; anything left was
         // never named by the manifest (a crash leaves it to the orphan
         // sweep at the next open).
@@ -51,7 +66,20 @@ impl WriteTxn {
     /// Rows this transaction appended to a table so far, spilled or not.
     fn rows_in_txn(&self, table: TableId) -> u64 {
         let spilled: u64 = self.spilled.iter().filter(|(id, _)| *id == table).map(|(_, s)| s.sref.rows).sum();
-        self.held_rows(table) + spilled
+        let in_flight = self.in_flight.as_ref().filter(|s| s.table == table).map_or(0, |s| s.rows);
+        self.held_rows(table) + spilled + in_flight
+    }
+
+    /// Wait for the spill in flight, if any, and take its segment.
+    fn finish_spill(&mut self) -> Result<()> {
+        let Some(spill) = self.in_flight.take() else { return Ok(()) };
+        let segment = spill
+            .writer
+            .join()
+            .map_err(|_| StorageError::Internal("the thread writing a spilled segment panicked".into()))??;
+        debug_assert_eq!(segment.sref.rows, spill.rows);
+        self.spilled.push((spill.table, segment));
+        Ok(())
     }
 
     /// Rows appended to a table that this transaction still holds in memory.
@@ -68,6 +96,9 @@ impl WriteTxn {
         if !self.deletes.is_empty() || held < self.store.inner.options.spill_rows as u64 {
             return Ok(());
         }
+        // Segments of a table stay in row-id order: the previous spill is
+        // taken before this one starts.
+        self.finish_spill()?;
         let (batches, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.appends).into_iter().partition(|(id, _, _)| *id == table);
         self.appends = rest;
         // The id is taken from the writer's manifest now (ids are never
@@ -75,9 +106,17 @@ impl WriteTxn {
         let id = self.guard.manifest.next_segment_id;
         self.guard.manifest.next_segment_id += 1;
         let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, _, b)| b).collect();
-        let segment = write_segment(&dir, id, &schema, batches, self.store.inner.options.segment_format(), &self.store.inner.cache, &mut self.spilled_files)?;
-        debug_assert!(segment.sref.rows >= held);
-        self.spilled.push((table, segment));
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        debug_assert_eq!(rows, held);
+        self.spilled_files.push(dir.join(segment_file_name(id)));
+        let (format, cache) = (self.store.inner.options.segment_format(), self.store.inner.cache.clone());
+        // Encoding and compressing the segment overlaps with the caller
+        // producing the next rows (identity resolution runs on its thread).
+        let writer = std::thread::Builder::new()
+            .name("tessera-spill".into())
+            .spawn(move || write_segment(&dir, id, &schema, batches, format, &cache, &mut Vec::new()))
+            .map_err(|source| StorageError::Io { path: PathBuf::from("(spill writer thread)"), source })?;
+        self.in_flight = Some(SpillInFlight { table, rows, writer });
         Ok(())
     }
 
@@ -112,7 +151,7 @@ impl WriteTxn {
             .table(table)
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
-        if !self.spilled.is_empty() {
+        if !self.spilled.is_empty() || self.in_flight.is_some() {
             return Err(StorageError::Internal(format!(
                 "a transaction that has written more than {} rows to segments cannot also delete",
                 self.store.inner.options.spill_rows
@@ -144,6 +183,7 @@ impl WriteTxn {
     pub fn prepare(mut self) -> Result<PendingCommit> {
         let store = self.store.clone();
         store.check_poisoned()?;
+        self.finish_spill()?;
         let spilled_rows: u64 = self.spilled.iter().map(|(_, s)| s.sref.rows).sum();
         let rows_appended: u64 = self.appends.iter().map(|(_, _, b)| b.num_rows() as u64).sum::<u64>() + spilled_rows;
         let rows_deleted: u64 = self.deletes.values().map(|d| d.len()).sum();
