@@ -325,3 +325,44 @@ async fn prepared_profile_lookups_see_later_inserts() -> anyhow::Result<()> {
     assert!(bad.is_err_and(|e| e.to_string().contains("no_such_type")));
     Ok(())
 }
+
+/// Identifiers linked under rules that later refuse them (a value added to
+/// a type's blocked list, or newer phone metadata retiring a number) keep
+/// their links when the graph is rebuilt from the rows: the database
+/// opens, the rows keep their one profile, `RESOLVE IDENTITIES` agrees,
+/// and new rows follow the new rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_refused_by_changed_rules_keep_their_links_on_reopen() -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = tempfile::tempdir()?;
+    {
+        let db = Database::open(dir.path())?;
+        let s = db.session();
+        s.sql("CREATE IDENTIFIER email (normalize = 'email')").await?;
+        s.sql("CREATE IDENTIFIER crm_id").await?;
+        s.sql("CREATE TABLE contacts (email TEXT, crm TEXT) WITH (identifiers = 'email AS email, crm AS crm_id')").await?;
+        s.sql("INSERT INTO contacts VALUES ('Old@Example.com', 'c1'), ('new@example.com', 'c1')").await?;
+        db.close().await?;
+    }
+    // Change the rules under the database, as a newer build could.
+    {
+        let store = tessera_storage::Store::open(dir.path(), Default::default())?;
+        let key = "identifier/email";
+        let stored = store.snapshot().metadata().get(key).cloned().context("the email type is in the catalog")?;
+        let mut spec: serde_json::Value = serde_json::from_str(&stored)?;
+        spec["blocked"] = serde_json::json!(["old@example.com"]);
+        store.set_metadata(key, Some(spec.to_string()))?;
+        store.close()?;
+    }
+    // Without the saved dictionary every identifier is normalized again.
+    std::fs::remove_file(dir.path().join("identity.dict"))?;
+    let db = Database::open(dir.path())?;
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM contacts").await?, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM contacts WHERE profile_id IS NOT NULL").await?, 2);
+    db.session().sql("RESOLVE IDENTITIES").await?;
+    db.session().sql("INSERT INTO contacts VALUES ('old@example.com', 'c2')").await?;
+    assert_eq!(count(&db, "SELECT count(*) FROM identity_rejections WHERE reason = 'blocked'").await?, 1);
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM contacts").await?, 2, "the new row links only its crm id");
+    db.close().await?;
+    Ok(())
+}
