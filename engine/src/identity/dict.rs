@@ -38,6 +38,7 @@ fn tag(hash: u64) -> u8 {
 }
 
 impl KeyIndex {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -248,7 +248,7 @@ impl Graph {
     }
 
     fn slot_mut(&mut self, pid: ProfileId) -> &mut [u32; 2] {
-        debug_assert!(pid >= 1 && pid <= MAX_PROFILE_ID, "profile id {pid} out of range");
+        debug_assert!((1..=MAX_PROFILE_ID).contains(&pid), "profile id {pid} out of range");
         let i = pid as usize;
         if i >= self.profiles.len() {
             let extra = i + 1 - self.profiles.len();
