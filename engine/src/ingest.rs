@@ -190,12 +190,26 @@ const READ_AHEAD_BATCHES: usize = 2;
 /// Drive `source` on a thread of its own, `READ_AHEAD_BATCHES` ahead of
 /// `consume`: parsing and converting the next batch overlaps with
 /// resolving and appending this one. When `consume` stops early (an
-/// error), the reader stops at its next batch.
-fn read_ahead<T: Send, R>(source: impl Iterator<Item = T> + Send, consume: impl FnOnce(&mut dyn Iterator<Item = T>) -> R) -> R {
+/// error), the reader stops at its next batch. A panic while reading ends
+/// the stream with an error item, never like its end: `consume` would
+/// otherwise commit the rows read so far.
+fn read_ahead<R>(
+    source: impl Iterator<Item = Result<RecordBatch>> + Send,
+    consume: impl FnOnce(&mut dyn Iterator<Item = Result<RecordBatch>>) -> R,
+) -> R {
     let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for item in source {
+            let mut source = source;
+            loop {
+                let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.next())) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(_) => {
+                        let _ = sender.send(Err(Error::Internal("reading the source panicked".into())));
+                        break;
+                    }
+                };
                 if sender.send(item).is_err() {
                     break;
                 }
@@ -402,4 +416,36 @@ fn file_line_numbers(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Result<RecordBatch> {
+        Ok(RecordBatch::new_empty(Arc::new(Schema::empty())))
+    }
+
+    #[test]
+    fn read_ahead_delivers_every_batch_in_order() {
+        let source = (0..10).map(|i| if i == 7 { Err(Error::user("bad row 7")) } else { batch() });
+        let seen: Vec<bool> = read_ahead(source, |items| items.map(|b| b.is_ok()).collect());
+        assert_eq!(seen, (0..10).map(|i| i != 7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_reader_ends_the_stream_with_an_error() {
+        let source = (0..5).map(|i| if i == 3 { panic!("parser bug") } else { batch() });
+        let seen: Vec<Result<RecordBatch>> = read_ahead(source, |items| items.collect());
+        assert_eq!(seen.len(), 4);
+        assert!(seen[..3].iter().all(|b| b.is_ok()));
+        assert!(matches!(&seen[3], Err(e) if e.to_string().contains("panicked")));
+    }
+
+    #[test]
+    fn a_consumer_that_stops_early_stops_the_reader() {
+        let source = (0..1_000_000).map(|_| batch());
+        let taken = read_ahead(source, |items| items.take(3).count());
+        assert_eq!(taken, 3);
+    }
 }

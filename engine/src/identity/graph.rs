@@ -30,6 +30,8 @@ pub const MAX_NODES: usize = (u32::MAX - 2) as usize;
 pub const MAX_PROFILE_ID: ProfileId = (u32::MAX - 1) as ProfileId;
 /// Merges counted per value (saturating); above any usable generic limit.
 pub const MAX_MERGES: u16 = 0x7fff;
+/// Largest generic limit in force (a larger declared one acts as this).
+pub const MAX_GENERIC_LIMIT: u32 = MAX_MERGES as u32 - 1;
 /// Flag bit of `Graph::merges`: the value is generic.
 const GENERIC: u16 = 0x8000;
 /// Profile slot marker: the id was retired into the slot's second word.
@@ -88,6 +90,12 @@ pub struct Rules {
 impl Rules {
     fn of(&self, t: TypeId) -> Option<&TypeRules> {
         self.types.get(t as usize).and_then(|r| r.as_ref())
+    }
+
+    /// The generic limit in force for a type: merges are counted up to
+    /// `MAX_MERGES`, so a larger limit acts as `MAX_GENERIC_LIMIT`.
+    fn generic_limit(&self, t: TypeId) -> Option<u32> {
+        self.of(t).map(|r| r.generic_limit.min(MAX_GENERIC_LIMIT))
     }
 }
 
@@ -697,7 +705,7 @@ impl Graph {
                 if let Some(i) = self.first_generic(&live, &profiled, rules) {
                     let (slot, node) = live.remove(i);
                     self.mark_generic(node);
-                    let limit = rules.of(self.node_type[node as usize]).map(|r| r.generic_limit).unwrap_or(0);
+                    let limit = rules.generic_limit(self.node_type[node as usize]).unwrap_or(0);
                     out.refused.push(Refused {
                         slot,
                         node,
@@ -739,7 +747,7 @@ impl Graph {
     /// Count a limit conflict of a value; true when that makes it generic.
     pub fn count_conflict(&mut self, node: NodeId, rules: &Rules) -> bool {
         self.add_merges(node, 1);
-        let limit = rules.of(self.node_type[node as usize]).map(|r| r.generic_limit).unwrap_or(u32::MAX);
+        let limit = rules.generic_limit(self.node_type[node as usize]).unwrap_or(u32::MAX);
         if !self.is_generic(node) && self.merge_count(node) > limit {
             self.mark_generic(node);
             return true;
@@ -752,7 +760,7 @@ impl Graph {
         let joins = profiled.len() as u32 - 1;
         live.iter().position(|(_, n)| {
             let in_profile = profiled.contains(&self.root(*n));
-            let limit = rules.of(self.node_type[*n as usize]).map(|r| r.generic_limit).unwrap_or(u32::MAX);
+            let limit = rules.generic_limit(self.node_type[*n as usize]).unwrap_or(u32::MAX);
             // A value that has merged `merges` profiles into its own links
             // merges + 1 profiles; this row would make it merges + joins + 1.
             in_profile && self.merge_count(*n) + joins + 1 > limit
@@ -1128,6 +1136,17 @@ mod tests {
         assert_eq!(g.profile_ids_left(), 0);
         assert!(g.check_headroom(1, 2).is_err());
         assert!(g.check_headroom(0, 2).is_ok());
+    }
+
+    #[test]
+    fn a_generic_limit_beyond_the_merge_counter_acts_as_its_largest_value() {
+        let r = rules(&[(100, 1), (100, 2)], u32::MAX - 1);
+        assert_eq!(r.generic_limit(0), Some(MAX_GENERIC_LIMIT));
+        let mut g = Graph::new();
+        let hub = g.intern(1, key(1)).unwrap();
+        g.add_merges(hub, MAX_GENERIC_LIMIT - 1);
+        assert!(!g.count_conflict(hub, &r), "at the limit: not yet generic");
+        assert!(g.count_conflict(hub, &r), "past the largest limit in force: generic");
     }
 
     #[test]
