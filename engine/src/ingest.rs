@@ -16,6 +16,7 @@ use tessera_sql::{CopyFrom, CopySource, FileFormat};
 use tessera_storage::{Store, TableMeta};
 
 use crate::database::blocking;
+use crate::identity::PreparedBatch;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, RESERVED_NAMES};
 
@@ -24,7 +25,7 @@ const FILE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Commit batches (full storage rows) as one transaction.
 pub(crate) async fn commit_batches(store: Store, identity: Arc<Identity>, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
-    blocking(move || commit_stream(&store, &identity, &meta, batches.into_iter().map(Ok))).await
+    blocking(move || commit_stream(&store, &identity, &meta, batches.into_iter().map(|b| Ok((b, None))))).await
 }
 
 /// Commit a stream of full storage rows as one transaction, resolving
@@ -34,7 +35,7 @@ fn commit_stream(
     store: &Store,
     identity: &Arc<Identity>,
     meta: &Arc<TableMeta>,
-    batches: impl Iterator<Item = Result<RecordBatch>>,
+    batches: impl Iterator<Item = Result<(RecordBatch, Option<PreparedBatch>)>>,
 ) -> Result<u64> {
     if RESERVED_NAMES.contains(&meta.name.as_str()) {
         return Err(Error::user(format!("system table '{}' cannot be changed directly", meta.name)));
@@ -42,9 +43,9 @@ fn commit_stream(
     let mut txn = store.begin_write()?;
     let mut writer = identity.writer_for(&txn, meta)?;
     for batch in batches {
-        let mut b = batch?;
+        let (mut b, prepared) = batch?;
         if let Some(w) = writer.as_mut() {
-            b = w.resolve(meta, b, txn.next_row_id(&meta.name)?)?;
+            b = w.resolve_prepared(meta, b, txn.next_row_id(&meta.name)?, prepared)?;
         }
         txn.append(&meta.name, b)?;
     }
@@ -176,9 +177,17 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     };
     let copy = copy.clone();
     let (store, identity) = (store.clone(), identity.clone());
+    let meta_for_reader = meta.clone();
     blocking(move || {
         let batches = read_source(&meta, source, format, &file_columns, &copy)?;
-        let full = batches.map(|b| b.and_then(|b| conform_by_name(&meta, &b)));
+        // Identifier values are normalized and hashed on the reader thread
+        // too, leaving the writer the dictionary and the links.
+        let mut preparer = identity.preparer(&meta)?;
+        let full = batches.map(move |b| {
+            let b = b.and_then(|b| conform_by_name(&meta_for_reader, &b))?;
+            let prepared = preparer.as_mut().map(|p| p.prepare(&b)).transpose()?;
+            Ok((b, prepared))
+        });
         read_ahead(full, |batches| commit_stream(&store, &identity, &meta, batches))
     })
     .await
@@ -193,9 +202,9 @@ const READ_AHEAD_BATCHES: usize = 2;
 /// error), the reader stops at its next batch. A panic while reading ends
 /// the stream with an error item, never like its end: `consume` would
 /// otherwise commit the rows read so far.
-fn read_ahead<R>(
-    source: impl Iterator<Item = Result<RecordBatch>> + Send,
-    consume: impl FnOnce(&mut dyn Iterator<Item = Result<RecordBatch>>) -> R,
+fn read_ahead<T: Send, R>(
+    source: impl Iterator<Item = Result<T>> + Send,
+    consume: impl FnOnce(&mut dyn Iterator<Item = Result<T>>) -> R,
 ) -> R {
     let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
     std::thread::scope(|scope| {

@@ -60,7 +60,95 @@ pub(crate) struct State {
     /// queries that need it fail until the database is reopened.
     pub broken: Option<String>,
     /// Normalized phone numbers by type, keyed by their digits.
-    phone_cache: HashMap<TypeId, hashbrown::HashMap<String, Normalized>>,
+    phone_cache: PhoneCache,
+}
+
+type PhoneCache = HashMap<TypeId, hashbrown::HashMap<String, Normalized>>;
+
+/// Normalize a raw value; phone numbers go through a cache of their
+/// digits, since parsing one is far slower than a lookup.
+fn normalize_cached(cache: &mut PhoneCache, info: &TypeInfo, raw: &str) -> Normalized {
+    let Normalizer::Phone { .. } = info.normalizer else {
+        return info.normalizer.normalize(raw, &info.spec.blocked);
+    };
+    let Some(key) = normalize::phone_cache_key(raw) else {
+        return info.normalizer.normalize(raw, &info.spec.blocked);
+    };
+    let cache = cache.entry(info.spec.id).or_default();
+    if let Some(hit) = cache.get(&key) {
+        return hit.clone();
+    }
+    let outcome = info.normalizer.normalize(raw, &info.spec.blocked);
+    if cache.len() >= PHONE_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, outcome.clone());
+    outcome
+}
+
+/// What a raw identifier value comes to before the graph is consulted.
+#[derive(Clone)]
+enum Prepared {
+    Absent,
+    Key(graph::Key),
+    Refused(&'static str, String),
+}
+
+impl Prepared {
+    fn of(normalized: Normalized, t: TypeId) -> Prepared {
+        match normalized {
+            Normalized::Absent => Prepared::Absent,
+            Normalized::Value(v) => Prepared::Key(key_of(t, &v)),
+            Normalized::Blocked => Prepared::Refused("blocked", "value is on the blocked list".to_string()),
+            Normalized::Invalid(why) => Prepared::Refused("invalid", why),
+        }
+    }
+}
+
+/// A row whose value in a slot is NULL.
+const NULL_VALUE: u32 = u32::MAX;
+
+/// The identifier values of one batch, normalized and hashed ahead of the
+/// writer (by `COPY`'s reader thread): per slot, each row's index into the
+/// slot's distinct values. The writer uses it only if the identifier types
+/// are still the ones it was made with.
+pub(crate) struct PreparedBatch {
+    infos: Vec<Arc<TypeInfo>>,
+    rows: usize,
+    slots: Vec<(Vec<u32>, Vec<Prepared>)>,
+}
+
+/// Makes [`PreparedBatch`]es for one table, on any thread.
+pub(crate) struct Preparer {
+    value_columns: Vec<usize>,
+    infos: Vec<Arc<TypeInfo>>,
+    phone_cache: PhoneCache,
+}
+
+impl Preparer {
+    pub(crate) fn prepare(&mut self, batch: &RecordBatch) -> Result<PreparedBatch> {
+        let mut slots = Vec::with_capacity(self.infos.len());
+        for (info, &column) in self.infos.iter().zip(&self.value_columns) {
+            let values = strings(batch.column(column))?;
+            let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
+            let mut outcomes: Vec<Prepared> = Vec::new();
+            let mut rows = Vec::with_capacity(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                if values.is_null(row) {
+                    rows.push(NULL_VALUE);
+                    continue;
+                }
+                let raw = values.value(row);
+                let index = *distinct.entry(raw).or_insert_with(|| {
+                    outcomes.push(Prepared::of(normalize_cached(&mut self.phone_cache, info, raw), info.spec.id));
+                    (outcomes.len() - 1) as u32
+                });
+                rows.push(index);
+            }
+            slots.push((rows, outcomes));
+        }
+        Ok(PreparedBatch { infos: self.infos.clone(), rows: batch.num_rows(), slots })
+    }
 }
 
 /// Phone numbers remembered per type before the cache starts over.
@@ -121,22 +209,7 @@ impl State {
     /// Normalize a raw value; phone numbers go through a cache of their
     /// digits, since parsing one is far slower than a lookup.
     pub fn normalize(&mut self, info: &TypeInfo, raw: &str) -> Normalized {
-        let Normalizer::Phone { .. } = info.normalizer else {
-            return info.normalizer.normalize(raw, &info.spec.blocked);
-        };
-        let Some(key) = normalize::phone_cache_key(raw) else {
-            return info.normalizer.normalize(raw, &info.spec.blocked);
-        };
-        let cache = self.phone_cache.entry(info.spec.id).or_default();
-        if let Some(hit) = cache.get(&key) {
-            return hit.clone();
-        }
-        let outcome = info.normalizer.normalize(raw, &info.spec.blocked);
-        if cache.len() >= PHONE_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, outcome.clone());
-        outcome
+        normalize_cached(&mut self.phone_cache, info, raw)
     }
 
     /// Normalize a raw value of a type to its node, if the graph has it.
@@ -272,6 +345,14 @@ impl Identity {
     }
 
     /// A writer when the table has identifiers (`None` otherwise).
+    /// A preparer for rows of a table with identifiers (none otherwise).
+    pub(crate) fn preparer(&self, meta: &TableMeta) -> Result<Option<Preparer>> {
+        let Some(ti) = TableIdentity::of(meta)? else { return Ok(None) };
+        let state = self.state.read();
+        let infos = ti.slots.iter().map(|s| state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
+        Ok(Some(Preparer { value_columns: ti.slots.iter().map(|s| s.value_index).collect(), infos, phone_cache: HashMap::new() }))
+    }
+
     pub fn writer_for(&self, txn: &WriteTxn, meta: &TableMeta) -> Result<Option<IdWriter>> {
         if meta.options.contains_key(spec::IDENTIFIERS_OPTION) {
             Ok(Some(self.writer(txn)?))
@@ -575,6 +656,19 @@ impl IdWriter {
     /// table with identifiers (`batch` in the table's append schema; rows
     /// get ids from `first_row_id`). Other tables pass through.
     pub fn resolve(&mut self, meta: &TableMeta, batch: RecordBatch, first_row_id: u64) -> Result<RecordBatch> {
+        self.resolve_prepared(meta, batch, first_row_id, None)
+    }
+
+    /// [`IdWriter::resolve`] with the batch's values possibly normalized
+    /// already; `prepared` is ignored unless it was made for this batch
+    /// with the identifier types in force now.
+    pub(crate) fn resolve_prepared(
+        &mut self,
+        meta: &TableMeta,
+        batch: RecordBatch,
+        first_row_id: u64,
+        prepared: Option<PreparedBatch>,
+    ) -> Result<RecordBatch> {
         let Some(ti) = TableIdentity::of(meta)? else { return Ok(batch) };
         self.touched = true;
         let mut settle_events = Vec::new();
@@ -585,6 +679,14 @@ impl IdWriter {
             ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
         let values: Vec<Texts> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
         self.state.graph.check_headroom(n, ti.slots.len()).map_err(Error::ResourcesExhausted)?;
+        let prepared = prepared.filter(|p| {
+            p.rows == n && p.infos.len() == infos.len() && p.infos.iter().zip(&infos).all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        // Per slot, the outcome of each distinct prepared value once known.
+        let mut known: Vec<Vec<Option<Result<Option<NodeId>, (&'static str, String)>>>> = match &prepared {
+            Some(p) => p.slots.iter().map(|(_, outcomes)| vec![None; outcomes.len()]).collect(),
+            None => Vec::new(),
+        };
         let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
@@ -601,6 +703,24 @@ impl IdWriter {
                 let raw = (!values[i].is_null(row)).then(|| values[i].value(row));
                 let outcome = match raw {
                     None => Ok(None),
+                    Some(_) if prepared.is_some() => {
+                        let (rows, outcomes) = prepared.as_ref().map(|p| &p.slots[i]).ok_or_else(|| Error::internal("prepared values vanished"))?;
+                        let d = rows[row] as usize;
+                        match &known[i][d] {
+                            Some(done) => done.clone(),
+                            None => {
+                                let done = match &outcomes[d] {
+                                    Prepared::Absent => Ok(None),
+                                    Prepared::Key(key) => {
+                                        Ok(Some(self.state.graph.intern(infos[i].spec.id, *key).map_err(Error::ResourcesExhausted)?))
+                                    }
+                                    Prepared::Refused(reason, detail) => Err((*reason, detail.clone())),
+                                };
+                                known[i][d] = Some(done.clone());
+                                done
+                            }
+                        }
+                    }
                     Some(raw) => match seen[i].get(raw) {
                         Some(known) => known.clone(),
                         None => {
