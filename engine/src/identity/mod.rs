@@ -127,28 +127,35 @@ pub(crate) struct Preparer {
 
 impl Preparer {
     pub(crate) fn prepare(&mut self, batch: &RecordBatch) -> Result<PreparedBatch> {
-        let mut slots = Vec::with_capacity(self.infos.len());
-        for (info, &column) in self.infos.iter().zip(&self.value_columns) {
-            let values = strings(batch.column(column))?;
-            let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
-            let mut outcomes: Vec<Prepared> = Vec::new();
-            let mut rows = Vec::with_capacity(batch.num_rows());
-            for row in 0..batch.num_rows() {
-                if values.is_null(row) {
-                    rows.push(NULL_VALUE);
-                    continue;
-                }
-                let raw = values.value(row);
-                let index = *distinct.entry(raw).or_insert_with(|| {
-                    outcomes.push(Prepared::of(normalize_cached(&mut self.phone_cache, info, raw), info.spec.id));
-                    (outcomes.len() - 1) as u32
-                });
-                rows.push(index);
-            }
-            slots.push((rows, outcomes));
-        }
-        Ok(PreparedBatch { infos: self.infos.clone(), rows: batch.num_rows(), slots })
+        prepare_batch(&self.infos, &self.value_columns, batch, &mut self.phone_cache)
     }
+}
+
+/// Normalize and hash a batch's identifier values (`value_columns`, one per
+/// type in `infos`), each distinct value of a slot once: a cookie repeated
+/// on every event is normalized once per batch.
+fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &mut PhoneCache) -> Result<PreparedBatch> {
+    let mut slots = Vec::with_capacity(infos.len());
+    for (info, &column) in infos.iter().zip(value_columns) {
+        let values = strings(batch.column(column))?;
+        let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
+        let mut outcomes: Vec<Prepared> = Vec::new();
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            if values.is_null(row) {
+                rows.push(NULL_VALUE);
+                continue;
+            }
+            let raw = values.value(row);
+            let index = *distinct.entry(raw).or_insert_with(|| {
+                outcomes.push(Prepared::of(normalize_cached(phone_cache, info, raw), info.spec.id));
+                (outcomes.len() - 1) as u32
+            });
+            rows.push(index);
+        }
+        slots.push((rows, outcomes));
+    }
+    Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots })
 }
 
 /// Phone numbers remembered per type before the cache starts over.
@@ -679,23 +686,25 @@ impl IdWriter {
             ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
         let values: Vec<Texts> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
         self.state.graph.check_headroom(n, ti.slots.len()).map_err(Error::ResourcesExhausted)?;
-        let prepared = prepared.filter(|p| {
+        let current = |p: &PreparedBatch| {
             p.rows == n && p.infos.len() == infos.len() && p.infos.iter().zip(&infos).all(|(a, b)| Arc::ptr_eq(a, b))
-        });
-        // Per slot, the outcome of each distinct prepared value once known.
-        let mut known: Vec<Vec<Option<Result<Option<NodeId>, (&'static str, String)>>>> = match &prepared {
-            Some(p) => p.slots.iter().map(|(_, outcomes)| vec![None; outcomes.len()]).collect(),
-            None => Vec::new(),
         };
+        let prepared = match prepared.filter(current) {
+            Some(p) => p,
+            None => {
+                let columns: Vec<usize> = ti.slots.iter().map(|s| s.value_index).collect();
+                prepare_batch(&infos, &columns, &batch, &mut self.state.phone_cache)?
+            }
+        };
+        // Per slot, the node (or refusal) of each distinct value once known;
+        // a refused value is still recorded for every row carrying it.
+        let mut known: Vec<Vec<Option<Result<Option<NodeId>, (&'static str, String)>>>> =
+            prepared.slots.iter().map(|(_, outcomes)| vec![None; outcomes.len()]).collect();
         let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
         let now_secs = secs(self.now);
-        // Repeated values (a cookie on every event) are normalized once;
-        // a refused one is still recorded for every row carrying it.
-        let mut seen: Vec<hashbrown::HashMap<&str, Result<Option<NodeId>, (&'static str, String)>>> =
-            vec![hashbrown::HashMap::new(); ti.slots.len()];
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
@@ -703,8 +712,8 @@ impl IdWriter {
                 let raw = (!values[i].is_null(row)).then(|| values[i].value(row));
                 let outcome = match raw {
                     None => Ok(None),
-                    Some(_) if prepared.is_some() => {
-                        let (rows, outcomes) = prepared.as_ref().map(|p| &p.slots[i]).ok_or_else(|| Error::internal("prepared values vanished"))?;
+                    Some(_) => {
+                        let (rows, outcomes) = &prepared.slots[i];
                         let d = rows[row] as usize;
                         match &known[i][d] {
                             Some(done) => done.clone(),
@@ -721,22 +730,6 @@ impl IdWriter {
                             }
                         }
                     }
-                    Some(raw) => match seen[i].get(raw) {
-                        Some(known) => known.clone(),
-                        None => {
-                            let info = &infos[i];
-                            let outcome = match self.state.normalize(info, raw) {
-                                Normalized::Absent => Ok(None),
-                                Normalized::Value(v) => Ok(Some(
-                                    self.state.graph.intern(info.spec.id, key_of(info.spec.id, &v)).map_err(Error::ResourcesExhausted)?,
-                                )),
-                                Normalized::Blocked => Err(("blocked", "value is on the blocked list".to_string())),
-                                Normalized::Invalid(why) => Err(("invalid", why)),
-                            };
-                            seen[i].insert(raw, outcome.clone());
-                            outcome
-                        }
-                    },
                 };
                 let node = match outcome {
                     Ok(node) => node,

@@ -1,0 +1,323 @@
+//! The identity graph against a brute-force model, and each rule with
+//! its recorded reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn open_rules(types: usize) -> Rules {
+    let r = TypeRules { max_per_profile: u32::MAX, priority: 1, generic_limit: u32::MAX };
+    Rules { types: vec![Some(r); types], max_identifiers: u32::MAX }
+}
+
+fn key(v: u32) -> Key {
+    [u64::from(v), 7]
+}
+
+/// A distinct key per pair (the graph keeps a key's first 96 bits).
+fn pair(a: u64, b: u64) -> Key {
+    [(a << 32) | b, 0]
+}
+
+#[test]
+fn keys_keep_96_bits_through_the_dictionary() {
+    let mut g = Graph::new();
+    let k: Key = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+    let n = g.intern(0, k).unwrap();
+    // The low 32 bits are not kept: the same value is found, and the
+    // saved dictionary holds the key without them.
+    assert_eq!(g.lookup(&[k[0], 0xfedc_ba98_0000_0000]), Some(n));
+    assert_eq!(g.dictionary()[n as usize], (0, [k[0], 0xfedc_ba98_0000_0000]));
+    assert_eq!(g.lookup(&[k[0], 0xfedc_ba99_7654_3210]), None);
+}
+
+#[test]
+fn profile_events_outside_the_id_range_are_refused() {
+    let mut g = Graph::new();
+    assert!(g.replay(&ProfileEvent::Created { pid: MAX_PROFILE_ID + 1, anchor: 0 }, 1).is_err());
+    assert!(g.replay(&ProfileEvent::Deleted { pid: 0 }, 1).is_err());
+    assert!(g.replay(&ProfileEvent::Moved { pid: 1, anchor: u32::MAX }, 1).is_err());
+    assert!(g.replay(&ProfileEvent::Created { pid: 3, anchor: 0 }, 1).is_ok());
+    assert_eq!(g.profile_ids_left(), MAX_PROFILE_ID - 3);
+    assert!(g.check_headroom(1, 2).is_ok());
+    g.reserve_pid(MAX_PROFILE_ID);
+    assert_eq!(g.profile_ids_left(), 0);
+    assert!(g.check_headroom(1, 2).is_err());
+    assert!(g.check_headroom(0, 2).is_ok());
+}
+
+#[test]
+fn a_generic_limit_beyond_the_merge_counter_acts_as_its_largest_value() {
+    let r = rules(&[(100, 1), (100, 2)], u32::MAX - 1);
+    assert_eq!(r.generic_limit(0), Some(MAX_GENERIC_LIMIT));
+    let mut g = Graph::new();
+    let hub = g.intern(1, key(1)).unwrap();
+    g.add_merges(hub, MAX_GENERIC_LIMIT - 1);
+    assert!(!g.count_conflict(hub, &r), "at the limit: not yet generic");
+    assert!(g.count_conflict(hub, &r), "past the largest limit in force: generic");
+}
+
+#[test]
+fn merge_counts_saturate_without_touching_the_generic_flag() {
+    let mut g = Graph::new();
+    let n = g.intern(0, key(1)).unwrap();
+    g.add_merges(n, u32::MAX);
+    assert_eq!(g.merges_of(n), u32::from(MAX_MERGES));
+    assert!(!g.is_generic(n));
+    g.mark_generic(n);
+    g.add_merges(n, 5);
+    assert!(g.is_generic(n));
+    assert_eq!(g.merges_of(n), u32::from(MAX_MERGES));
+}
+
+/// Connected components of the live rows, brute force.
+fn model_components(rows: &BTreeMap<u64, Vec<NodeId>>) -> BTreeSet<BTreeSet<NodeId>> {
+    let mut adj: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
+    for nodes in rows.values() {
+        for &a in nodes {
+            adj.entry(a).or_default();
+            for &b in nodes {
+                if a != b {
+                    adj.entry(a).or_default().insert(b);
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = BTreeSet::new();
+    for &start in adj.keys() {
+        if seen.contains(&start) {
+            continue;
+        }
+        let mut comp = BTreeSet::new();
+        let mut stack = vec![start];
+        while let Some(n) = stack.pop() {
+            if comp.insert(n) {
+                seen.insert(n);
+                stack.extend(adj[&n].iter().copied());
+            }
+        }
+        out.insert(comp);
+    }
+    out
+}
+
+fn graph_components(g: &Graph) -> BTreeMap<BTreeSet<NodeId>, ProfileId> {
+    g.anchors()
+        .map(|(pid, a)| (g.ring_of(g.root(a.node)).into_iter().collect::<BTreeSet<_>>(), pid))
+        .collect()
+}
+
+/// What a reopen does: relink the live rows, replay the event log.
+fn rebuild(rows: &BTreeMap<u64, Vec<NodeId>>, log: &[ProfileEvent], live: &Graph) -> Graph {
+    let mut g = Graph::new();
+    for n in 0..live.node_count() as NodeId {
+        g.insert_at(n, 0, live.key_of(n)).unwrap();
+    }
+    for linked in rows.values() {
+        g.relink(linked, 1).unwrap();
+    }
+    for e in log {
+        g.replay(e, 1).unwrap();
+    }
+    g.finish_rebuild().unwrap();
+    g
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Insert(Vec<u32>),
+    Delete(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => proptest::collection::vec(0u32..24, 1..4).prop_map(Step::Insert),
+        1 => (0usize..64).prop_map(Step::Delete),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Components match brute force after every insert and delete,
+    /// profile ids follow the stable-id rules, and a rebuild from the
+    /// rows and the event log gives the same graph.
+    #[test]
+    fn matches_connected_components(steps in proptest::collection::vec(step(), 1..60)) {
+        let rules = open_rules(1);
+        let mut g = Graph::new();
+        let mut rows: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+        let mut log: Vec<ProfileEvent> = Vec::new();
+        let mut issued: BTreeSet<ProfileId> = BTreeSet::new();
+        let mut next_row = 0u64;
+        for s in steps {
+            let before = graph_components(&g);
+            let mut events = Vec::new();
+            match s {
+                Step::Insert(values) => {
+                    let mut row = Vec::new();
+                    for (slot, v) in values.iter().enumerate() {
+                        row.push((slot as u8, g.intern(0, key(*v)).unwrap()));
+                    }
+                    let out = g.link(&row, 5, &rules, &mut events);
+                    let mut linked: Vec<NodeId> = Vec::new();
+                    for (slot, n) in &row {
+                        if out.mask & (1 << slot) != 0 && !linked.contains(n) {
+                            linked.push(*n);
+                        }
+                    }
+                    prop_assert!(out.refused.is_empty());
+                    // Merge rule: the oldest (smallest) id survives.
+                    let touched: BTreeSet<ProfileId> = before
+                        .iter()
+                        .filter(|(c, _)| linked.iter().any(|n| c.contains(n)))
+                        .map(|(_, p)| *p)
+                        .collect();
+                    rows.insert(next_row, linked.clone());
+                    next_row += 1;
+                    let now = g.profile_of(linked[0]).unwrap();
+                    match touched.iter().next() {
+                        Some(oldest) => prop_assert_eq!(now, *oldest),
+                        None => prop_assert!(!issued.contains(&now)),
+                    }
+                }
+                Step::Delete(i) => {
+                    let Some(&id) = rows.keys().nth(i % rows.len().max(1)) else { continue };
+                    let linked = rows.remove(&id).unwrap();
+                    g.unlink(&linked);
+                    g.settle(6, &mut events).unwrap();
+                    // Split rule: the largest part keeps the id; the
+                    // others get ids never issued before.
+                    let old = before.iter().find(|(c, _)| c.contains(&linked[0])).map(|(c, p)| (c.clone(), *p)).unwrap();
+                    let after = graph_components(&g);
+                    let parts: Vec<(&BTreeSet<NodeId>, &ProfileId)> = after.iter().filter(|(c, _)| c.is_subset(&old.0)).collect();
+                    if let Some(largest) = parts.iter().map(|(c, _)| c.len()).max() {
+                        prop_assert!(parts.iter().any(|(c, p)| c.len() == largest && **p == old.1));
+                        for (_, p) in &parts {
+                            prop_assert!(**p == old.1 || !issued.contains(p));
+                        }
+                    }
+                }
+            }
+            for e in &events {
+                match e {
+                    ProfileEvent::Created { pid, .. } | ProfileEvent::Split { pid, .. } => {
+                        prop_assert!(issued.insert(*pid), "id {} issued twice", pid);
+                    }
+                    _ => {}
+                }
+            }
+            log.extend(events);
+            g.check().map_err(TestCaseError::fail)?;
+            let model = model_components(&rows);
+            let actual: BTreeSet<BTreeSet<NodeId>> = graph_components(&g).into_keys().collect();
+            prop_assert_eq!(&actual, &model);
+            let rebuilt = rebuild(&rows, &log, &g);
+            prop_assert_eq!(rebuilt.partition(), g.partition());
+        }
+    }
+}
+
+fn rules(max: &[(u32, i64)], generic: u32) -> Rules {
+    Rules {
+        types: max
+            .iter()
+            .map(|(m, p)| Some(TypeRules { max_per_profile: *m, priority: *p, generic_limit: generic }))
+            .collect(),
+        max_identifiers: 1000,
+    }
+}
+
+#[test]
+fn limit_drops_the_lowest_priority_identifier() {
+    // Type 0 = email (max 2, priority 1), type 1 = phone (max 5, priority 2).
+    let r = rules(&[(2, 1), (5, 2)], 25);
+    let mut g = Graph::new();
+    let mut ev = Vec::new();
+    let phone = g.intern(1, pair(1, 1)).unwrap();
+    let e1 = g.intern(0, pair(0, 1)).unwrap();
+    let e2 = g.intern(0, pair(0, 2)).unwrap();
+    let e3 = g.intern(0, pair(0, 3)).unwrap();
+    assert_eq!(g.link(&[(0, e1), (1, phone)], 1, &r, &mut ev).mask, 0b11);
+    assert_eq!(g.link(&[(0, e2), (1, phone)], 1, &r, &mut ev).mask, 0b11);
+    // A third email would break the limit of 2: the phone (lower
+    // priority) stops linking, the email starts a profile of its own.
+    let out = g.link(&[(0, e3), (1, phone)], 1, &r, &mut ev);
+    assert_eq!(out.mask, 0b01);
+    assert_eq!(out.refused.len(), 1);
+    assert_eq!(out.refused[0].reason, Refusal::Limit);
+    assert_eq!(out.refused[0].node, phone);
+    assert_ne!(g.profile_of(e3), g.profile_of(phone));
+    assert_eq!(g.profile_of(e1), g.profile_of(e2));
+}
+
+#[test]
+fn a_value_linking_too_many_profiles_becomes_generic() {
+    let r = rules(&[(100, 1), (100, 2)], 3);
+    let mut g = Graph::new();
+    let mut ev = Vec::new();
+    let hub = g.intern(1, pair(1, 0)).unwrap();
+    let people: Vec<NodeId> = (1..=6).map(|i| g.intern(0, pair(0, i)).unwrap()).collect();
+    for p in &people {
+        g.link(&[(0, *p)], 1, &r, &mut ev);
+    }
+    let mut refused = Vec::new();
+    for p in &people {
+        let out = g.link(&[(0, *p), (1, hub)], 1, &r, &mut ev);
+        refused.extend(out.refused);
+    }
+    // The hub merged people into its profile until it would link more
+    // than 3; then it is flagged and links nothing more.
+    assert!(g.is_generic(hub));
+    assert!(refused.iter().all(|x| x.reason == Refusal::Generic && x.node == hub));
+    let merged: BTreeSet<ProfileId> = people.iter().filter_map(|p| g.profile_of(*p)).collect();
+    assert!(merged.len() >= 3, "{merged:?}");
+    assert!(g.merges_of(hub) <= 3);
+}
+
+#[test]
+fn a_shared_value_kept_out_by_limits_becomes_generic() {
+    // Type 0 = loyalty id (max 1, priority 1), type 1 = phone (priority 2,
+    // generic limit 3): a store's phone on every receipt.
+    let r = Rules {
+        types: vec![
+            Some(TypeRules { max_per_profile: 1, priority: 1, generic_limit: 25 }),
+            Some(TypeRules { max_per_profile: 5, priority: 2, generic_limit: 3 }),
+        ],
+        max_identifiers: 1000,
+    };
+    let mut g = Graph::new();
+    let mut ev = Vec::new();
+    let store = g.intern(1, pair(1, 0)).unwrap();
+    let mut flagged = false;
+    for i in 1..=6u64 {
+        let member = g.intern(0, pair(0, i)).unwrap();
+        let out = g.link(&[(0, member), (1, store)], 1, &r, &mut ev);
+        flagged |= out.refused.iter().any(|x| x.reason == Refusal::Generic);
+    }
+    assert!(flagged && g.is_generic(store));
+    // A receipt with only the store's phone belongs to no one.
+    assert_eq!(g.link(&[(1, store)], 1, &r, &mut ev).mask, 0);
+    assert_eq!(g.profile_of_identifier(store), None);
+}
+
+#[test]
+fn retired_ids_find_the_survivor() {
+    let r = open_rules(1);
+    let mut g = Graph::new();
+    let mut ev = Vec::new();
+    let a = g.intern(0, pair(0, 1)).unwrap();
+    let b = g.intern(0, pair(0, 2)).unwrap();
+    g.link(&[(0, a)], 1, &r, &mut ev);
+    g.link(&[(0, b)], 1, &r, &mut ev);
+    let (pa, pb) = (g.profile_of(a).unwrap(), g.profile_of(b).unwrap());
+    g.link(&[(0, a), (1, b)], 2, &r, &mut ev);
+    assert_eq!(g.profile_of(b), Some(pa));
+    assert_eq!(g.resolve_alias(pb), Some(pa));
+    assert!(ev.contains(&ProfileEvent::Merged { retired: pb, survivor: pa, via: vec![a, b] }));
+}
