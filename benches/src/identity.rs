@@ -119,6 +119,18 @@ pub(crate) async fn load_all(db: &Database, data: &Path, with_identifiers: bool)
     Ok(rows)
 }
 
+/// CPU time (user and system) this process has used so far, in seconds:
+/// a steadier measure of work done than the wall clock on a busy machine.
+pub(crate) fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or(0.0)
@@ -151,8 +163,10 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     let _ = std::fs::remove_dir_all(&plain);
     let db = Database::open(&plain)?;
     let started = Instant::now();
+    let cpu = cpu_seconds();
     load_all(&db, &data, false).await?;
     let load_s = started.elapsed().as_secs_f64();
+    out.num("load_only_cpu_s", cpu_seconds() - cpu);
     db.close().await?;
     out.num("load_only_s", load_s);
 
@@ -161,9 +175,11 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(&dir)?;
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let rows = load_all(&db, &data, true).await?;
     let profiles = int(&db.session().sql("SELECT count(*) FROM profiles").await?, 0);
     let end_to_end_s = started.elapsed().as_secs_f64();
+    out.num("end_to_end_cpu_s", cpu_seconds() - cpu);
     out.num("rows", rows as f64);
     out.num("end_to_end_s", end_to_end_s);
     out.num("profiles", profiles as f64);

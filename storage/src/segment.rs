@@ -366,32 +366,49 @@ fn encode_chunk(format: SegmentFormat, path: &Path, field: &Field, column: &Arra
     while start < column.len() {
         let rows = format.page_rows.min(column.len() - start);
         let slice = column.slice(start, rows);
-        let (page, raw_len) = encode_page(format, path, field, &slice)?;
-        pages.push(PageMeta {
-            rows: rows as u64,
-            len: page.len() as u64,
-            raw_len,
-            crc: crc32fast::hash(&page),
-            stats: compute_stats(&slice),
-        });
+        let (page, raw_len, stats) = encode_page(format, path, field, &slice)?;
+        pages.push(PageMeta { rows: rows as u64, len: page.len() as u64, raw_len, crc: crc32fast::hash(&page), stats });
         bytes.push(page);
         start += rows;
     }
     Ok(EncodedChunk { bytes, pages })
 }
 
-/// The stored bytes of one page and its decoded length.
-fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64)> {
+/// The stored bytes of one page, its decoded length and its statistics.
+fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64, ChunkStats)> {
     let stored = stored_form(column);
+    // From the stored form: comparing plain strings is cheaper than
+    // comparing views, and it holds the same values.
+    let stats = compute_stats(&stored);
     let field = field.clone().with_data_type(stored.data_type().clone());
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
     let raw = encode_batch(&batch)?;
     let raw_len = raw.len() as u64;
     if format.zstd_level == 0 {
-        return Ok((raw, raw_len));
+        return Ok((raw, raw_len, stats));
     }
-    let compressed = zstd::bulk::compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
-    Ok((compressed, raw_len))
+    let compressed = compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
+    Ok((compressed, raw_len, stats))
+}
+
+thread_local! {
+    /// One compression context per thread and level: creating one per
+    /// page (tens of thousands per large load) showed in profiles.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, compressor)) => compressor.compress(raw),
+            None => zstd::bulk::compress(raw, level),
+        }
+    })
 }
 
 /// How a page stores a column. String and binary views with values

@@ -49,7 +49,13 @@ impl KeyIndex {
     }
 
     /// The node whose key has `hash` and satisfies `is_key`.
-    pub fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub fn find(&self, hash: u64, is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.probe(hash, is_key)
+    }
+
+    /// Walk `hash`'s probe sequence, offering `accept` each node whose tag
+    /// matches, until it accepts one or an empty slot ends the probe.
+    fn probe(&self, hash: u64, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
         let slots = self.tags.len();
         if slots == 0 {
             return None;
@@ -60,7 +66,7 @@ impl KeyIndex {
         loop {
             match self.tags[i] {
                 EMPTY => return None,
-                t if t == want && is_key(self.nodes[i]) => return Some(self.nodes[i]),
+                t if t == want && accept(self.nodes[i]) => return Some(self.nodes[i]),
                 _ => {}
             }
             i += 1;
@@ -68,6 +74,26 @@ impl KeyIndex {
                 i = 0;
             }
         }
+    }
+
+    /// Start loading the slots a probe for `hash` reads first, so that a
+    /// batch of lookups overlaps its cache misses instead of taking them
+    /// one after another.
+    pub fn prefetch(&self, hash: u64) {
+        let slots = self.tags.len();
+        if slots == 0 {
+            return;
+        }
+        let i = home(hash, slots);
+        prefetch(&self.tags[i]);
+        prefetch(&self.nodes[i]);
+    }
+
+    /// The node in the first slot of `hash`'s probe whose tag matches, if
+    /// that comes before an empty slot: where [`KeyIndex::find`] will
+    /// most likely compare keys (to prefetch the key).
+    pub fn likely(&self, hash: u64) -> Option<u32> {
+        self.probe(hash, |_| true)
     }
 
     /// Add a node whose key is not in the index yet. `hash_of` gives the
@@ -106,6 +132,20 @@ impl KeyIndex {
             }
         }
     }
+}
+
+/// Hint the processor to load the cache line holding `value`.
+#[inline]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and changes no
+    // memory; the pointer comes from a reference anyway.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 #[cfg(test)]

@@ -11,8 +11,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::dict::KeyIndex;
+use super::dict::{self, KeyIndex};
 use smallvec::SmallVec;
+
+mod repeat;
+pub use repeat::RepeatMemo;
 
 pub type NodeId = u32;
 pub type ProfileId = u64;
@@ -234,6 +237,10 @@ pub struct Graph {
     next_pid: ProfileId,
     /// Components whose edges or members shrank, to recompute in `settle`.
     dirty: BTreeSet<NodeId>,
+    /// Bumped by every change that could make a row link differently from
+    /// an identical earlier one: a value flagged generic, rows unlinked
+    /// ([`RepeatMemo`]).
+    epoch: u64,
 }
 
 /// The order in which union links roots: a fixed permutation of node ids
@@ -352,6 +359,43 @@ impl Graph {
         Ok(n as NodeId)
     }
 
+    /// [`Graph::intern`] for many keys of one type, in order: the lookups
+    /// run as a pipeline, each prefetching the index slots of a key
+    /// `AHEAD` places on and the stored key of the one `AHEAD / 2` on, so
+    /// their cache misses overlap (the dictionary is far larger than the
+    /// caches). Keys not found are then added in order.
+    pub fn intern_all(&mut self, t: TypeId, keys: &[Key]) -> Result<Vec<NodeId>, String> {
+        const AHEAD: usize = 16;
+        let packed: Vec<PackedKey> = keys.iter().map(pack).collect();
+        let hashes: Vec<u64> = packed.iter().map(key_hash).collect();
+        let mut found: Vec<Option<NodeId>> = Vec::with_capacity(keys.len());
+        for j in 0..keys.len() + AHEAD {
+            if let Some(h) = hashes.get(j) {
+                self.dict.prefetch(*h);
+            }
+            if let Some(h) = j.checked_sub(AHEAD / 2).and_then(|k| hashes.get(k)) {
+                if let Some(n) = self.dict.likely(*h) {
+                    dict::prefetch(&self.keys[n as usize]);
+                }
+            }
+            if let Some(k) = j.checked_sub(AHEAD).filter(|k| *k < keys.len()) {
+                let key = &packed[k];
+                found.push(self.dict.find(hashes[k], |n| self.keys[n as usize] == *key));
+            }
+        }
+        debug_assert_eq!(found.len(), keys.len());
+        let mut nodes = Vec::with_capacity(keys.len());
+        for (k, node) in found.into_iter().enumerate() {
+            nodes.push(match node {
+                Some(n) => n,
+                // Two keys of one batch may be equal (values that normalize
+                // alike): intern looks again before adding.
+                None => self.intern(t, keys[k])?,
+            });
+        }
+        Ok(nodes)
+    }
+
     /// Insert a node with a given id (rebuilding from stored node ids).
     /// Ids in between stay unused (holes no row refers to).
     pub fn insert_at(&mut self, node: NodeId, t: TypeId, key: Key) -> Result<(), String> {
@@ -421,6 +465,7 @@ impl Graph {
     }
 
     pub fn mark_generic(&mut self, node: NodeId) {
+        self.epoch += 1;
         self.merges[node as usize] |= GENERIC;
     }
 
@@ -616,7 +661,7 @@ impl Graph {
             return;
         }
         if let Some(e) = self.find_edge(a, b) {
-            self.edges[e].rows += 1;
+            self.edges[e].rows = self.edges[e].rows.saturating_add(1);
             return;
         }
         grow(&mut self.edges, 1);
@@ -625,6 +670,14 @@ impl Graph {
         self.edges.push(Edge { ends: a ^ b, next: [self.adj_head[lo as usize], self.adj_head[hi as usize]], rows: 1 });
         self.adj_head[lo as usize] = k;
         self.adj_head[hi as usize] = k;
+    }
+
+    /// Count `rows` more rows asserting an edge that exists.
+    fn add_edge_rows(&mut self, a: NodeId, b: NodeId, rows: u32) {
+        match self.find_edge(a, b) {
+            Some(e) => self.edges[e].rows = self.edges[e].rows.saturating_add(rows),
+            None => debug_assert!(a == b, "counting rows of an edge that does not exist"),
+        }
     }
 
     /// Returns true when the edge's last row went away.
@@ -854,6 +907,7 @@ impl Graph {
     /// Take back one row's links (`linked`: the nodes it linked, in slot
     /// order). Components are recomputed in [`Graph::settle`].
     pub fn unlink(&mut self, linked: &[NodeId]) {
+        self.epoch += 1;
         let Some(&first) = linked.first() else { return };
         for &n in linked {
             let i = n as usize;
@@ -879,6 +933,9 @@ impl Graph {
     /// fails and the graph is rebuilt from the rows.
     pub fn settle(&mut self, now: u32, events: &mut Vec<ProfileEvent>) -> Result<(), String> {
         let dirty: BTreeSet<NodeId> = std::mem::take(&mut self.dirty).into_iter().map(|n| self.root(n)).collect();
+        if !dirty.is_empty() {
+            self.epoch += 1;
+        }
         for root in dirty {
             let members = self.ring_of(root);
             if members.len() as u64 > self.profile_ids_left() {

@@ -32,7 +32,7 @@ use parking_lot::{ArcRwLockWriteGuard, RawRwLock, RwLock};
 use tessera_storage::{ColumnDef, PendingCommit, Snapshot, Store, TableMeta, WriteTxn, ROW_ID_COLUMN};
 
 use crate::error::{Error, Result};
-use graph::{Graph, NodeId, ProfileEvent, ProfileId, Rules, TypeId};
+use graph::{Graph, NodeId, ProfileEvent, ProfileId, RepeatMemo, Rules, TypeId};
 use normalize::{key_of, Normalized, Normalizer};
 use spec::{IdentifierSpec, TableIdentity, MAX_IDENTIFIERS_PER_PROFILE, NEXT_TYPE_ID_KEY, TYPE_KEY_PREFIX};
 
@@ -156,6 +156,29 @@ fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &Recor
         slots.push((rows, outcomes));
     }
     Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots })
+}
+
+/// The node of each distinct value of a slot (`outcomes`, of type `t`):
+/// found or added for all of them at once ([`Graph::intern_all`]); None
+/// for values absent or refused before linking.
+fn intern_distinct(graph: &mut Graph, t: TypeId, outcomes: &[Prepared]) -> Result<Vec<Option<NodeId>>> {
+    let keys: Vec<graph::Key> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Prepared::Key(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    let mut nodes = graph.intern_all(t, &keys).map_err(Error::ResourcesExhausted)?.into_iter();
+    let of: Vec<Option<NodeId>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Prepared::Key(_) => nodes.next(),
+            _ => None,
+        })
+        .collect();
+    debug_assert!(nodes.next().is_none(), "a node for every key");
+    Ok(of)
 }
 
 /// Phone numbers remembered per type before the cache starts over.
@@ -696,70 +719,59 @@ impl IdWriter {
                 prepare_batch(&infos, &columns, &batch, &mut self.state.phone_cache)?
             }
         };
-        // Per slot, the node (or refusal) of each distinct value once known;
-        // a refused value is still recorded for every row carrying it.
-        let mut known: Vec<Vec<Option<Result<Option<NodeId>, (&'static str, String)>>>> =
-            prepared.slots.iter().map(|(_, outcomes)| vec![None; outcomes.len()]).collect();
-        let mut nodes: Vec<Vec<Option<u64>>> = vec![Vec::with_capacity(n); ti.slots.len()];
+        // Per slot, the node of each distinct value (None when absent or
+        // refused before linking), found for the whole batch at once.
+        let mut distinct_nodes: Vec<Vec<Option<NodeId>>> = Vec::with_capacity(prepared.slots.len());
+        for (info, (_, outcomes)) in infos.iter().zip(&prepared.slots) {
+            distinct_nodes.push(intern_distinct(&mut self.state.graph, info.spec.id, outcomes)?);
+        }
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
         let now_secs = secs(self.now);
+        let mut repeats = RepeatMemo::default();
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
-            for (i, slot) in ti.slots.iter().enumerate() {
-                let raw = (!values[i].is_null(row)).then(|| values[i].value(row));
-                let outcome = match raw {
-                    None => Ok(None),
-                    Some(_) => {
-                        let (rows, outcomes) = &prepared.slots[i];
-                        let d = rows[row] as usize;
-                        match &known[i][d] {
-                            Some(done) => done.clone(),
-                            None => {
-                                let done = match &outcomes[d] {
-                                    Prepared::Absent => Ok(None),
-                                    Prepared::Key(key) => {
-                                        Ok(Some(self.state.graph.intern(infos[i].spec.id, *key).map_err(Error::ResourcesExhausted)?))
-                                    }
-                                    Prepared::Refused(reason, detail) => Err((*reason, detail.clone())),
-                                };
-                                known[i][d] = Some(done.clone());
-                                done
-                            }
-                        }
-                    }
-                };
-                let node = match outcome {
-                    Ok(node) => node,
-                    Err((reason, detail)) => {
-                        let raw = raw.unwrap_or_default();
-                        self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, raw, reason, detail, None);
-                        None
-                    }
-                };
-                nodes[i].push(node.map(u64::from));
-                if let Some(node) = node {
+            for (i, (rows, outcomes)) in prepared.slots.iter().enumerate() {
+                let d = rows[row];
+                if d == NULL_VALUE {
+                    continue;
+                }
+                if let Some(node) = distinct_nodes[i][d as usize] {
                     row_nodes.push((i as u8, node));
+                } else if let Prepared::Refused(reason, detail) = &outcomes[d as usize] {
+                    // A refused value is recorded for every row carrying it.
+                    let slot = &ti.slots[i];
+                    self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), reason, detail.clone(), None);
                 }
             }
             let outcome = {
                 let State { graph, rules, .. } = &mut *self.state;
-                graph.link(&row_nodes, now_secs, rules, &mut events)
+                graph.link_repeating(&mut repeats, &row_nodes, now_secs, rules, &mut events)
             };
             for r in &outcome.refused {
                 let i = r.slot as usize;
                 let slot = &ti.slots[i];
                 self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), r.reason.as_str(), r.detail.clone(), Some(r.node));
             }
-            let logged = std::mem::take(&mut events);
-            self.log(logged, Some(&meta.name), Some(row_id));
+            if !events.is_empty() {
+                let logged = std::mem::take(&mut events);
+                self.log(logged, Some(&meta.name), Some(row_id));
+            }
             masks.push(outcome.mask);
         }
+        self.state.graph.flush_repeats(&mut repeats);
+        // Every row keeps the node of each value it carries, linked or not.
+        let nodes: Vec<UInt64Array> = prepared
+            .slots
+            .iter()
+            .zip(&distinct_nodes)
+            .map(|((rows, _), of)| rows.iter().map(|&d| of.get(d as usize).copied().flatten().map(u64::from)).collect())
+            .collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for (i, slot) in ti.slots.iter().enumerate() {
-            columns[slot.node_index] = Arc::new(UInt64Array::from(std::mem::take(&mut nodes[i])));
+        for (slot, column) in ti.slots.iter().zip(nodes) {
+            columns[slot.node_index] = Arc::new(column);
         }
         columns[ti.link_index] = Arc::new(UInt32Array::from(masks));
         columns[ti.seen_index] = Arc::new(Int64Array::from(vec![self.now; n]));

@@ -321,3 +321,121 @@ fn retired_ids_find_the_survivor() {
     assert_eq!(g.resolve_alias(pb), Some(pa));
     assert!(ev.contains(&ProfileEvent::Merged { retired: pb, survivor: pa, via: vec![a, b] }));
 }
+
+#[derive(Clone, Debug)]
+enum RepeatStep {
+    /// A row of (type, value) per slot.
+    Insert(Vec<(u16, u32)>),
+    /// Insert the row inserted `n` rows ago again.
+    Again(usize),
+    Delete(usize),
+    /// The batch ends: the memo is flushed.
+    Flush,
+}
+
+fn repeat_step() -> impl Strategy<Value = RepeatStep> {
+    prop_oneof![
+        3 => proptest::collection::vec((0u16..2, 0u32..10), 1..4).prop_map(RepeatStep::Insert),
+        4 => (0usize..4).prop_map(RepeatStep::Again),
+        1 => (0usize..64).prop_map(RepeatStep::Delete),
+        1 => Just(RepeatStep::Flush),
+    ]
+}
+
+/// Everything a repeat could change: row counts of nodes and edges,
+/// merge counts and generic flags, profile labels.
+fn counters(g: &Graph) -> (Vec<u32>, Vec<u16>, Vec<(u32, [u32; 2], u32)>, BTreeMap<NodeId, Option<ProfileId>>) {
+    let edges = g.edges.iter().map(|e| (e.ends, e.next, e.rows)).collect();
+    let labels = (0..g.parent.len() as NodeId).map(|n| (n, g.profile_of(n))).collect();
+    (g.occurrences.clone(), g.merges.clone(), edges, labels)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Linking through a [`RepeatMemo`] gives every row the outcome and
+    /// events of linking it alone, and the same graph once flushed, under
+    /// tight limits and generic limits (refusals, generic flags) and with
+    /// deletes in between.
+    #[test]
+    fn repeated_rows_link_as_they_would_alone(steps in proptest::collection::vec(repeat_step(), 1..80)) {
+        let r = rules(&[(2, 1), (3, 2)], 2);
+        let (mut plain, mut memoized) = (Graph::new(), Graph::new());
+        let mut memo = RepeatMemo::default();
+        let mut inserted: Vec<Vec<(u8, NodeId)>> = Vec::new();
+        let mut live: Vec<Vec<NodeId>> = Vec::new();
+        for s in steps {
+            let row = match s {
+                RepeatStep::Insert(values) => {
+                    let mut row = Vec::new();
+                    for (slot, (t, v)) in values.iter().enumerate() {
+                        let a = plain.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+                        let b = memoized.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+                        prop_assert_eq!(a, b);
+                        row.push((slot as u8, a));
+                    }
+                    row
+                }
+                RepeatStep::Again(n) => match inserted.len().checked_sub(n + 1) {
+                    Some(i) => inserted[i].clone(),
+                    None => continue,
+                },
+                RepeatStep::Delete(i) => {
+                    if live.is_empty() {
+                        continue;
+                    }
+                    let linked = live.remove(i % live.len());
+                    memoized.flush_repeats(&mut memo);
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    plain.unlink(&linked);
+                    plain.settle(6, &mut a).unwrap();
+                    memoized.unlink(&linked);
+                    memoized.settle(6, &mut b).unwrap();
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
+                RepeatStep::Flush => {
+                    memoized.flush_repeats(&mut memo);
+                    prop_assert_eq!(counters(&plain), counters(&memoized));
+                    continue;
+                }
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let alone = plain.link(&row, 5, &r, &mut a);
+            let repeated = memoized.link_repeating(&mut memo, &row, 5, &r, &mut b);
+            prop_assert_eq!(&alone, &repeated);
+            prop_assert_eq!(a, b);
+            let linked: Vec<NodeId> = row.iter().filter(|(s, _)| alone.mask & (1 << s) != 0).map(|(_, n)| *n).fold(Vec::new(), |mut v, n| {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+                v
+            });
+            if !linked.is_empty() {
+                live.push(linked);
+            }
+            inserted.push(row);
+        }
+        memoized.flush_repeats(&mut memo);
+        prop_assert_eq!(counters(&plain), counters(&memoized));
+        memoized.check().map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    /// Interning a batch at once gives the nodes interning its keys one by
+    /// one would, repeated keys and dictionary growth included.
+    #[test]
+    fn interning_a_batch_matches_one_by_one(batches in proptest::collection::vec(proptest::collection::vec(0u32..3000, 0..400), 1..6)) {
+        let (mut batched, mut single) = (Graph::new(), Graph::new());
+        for batch in batches {
+            let keys: Vec<Key> = batch.iter().map(|v| key(*v)).collect();
+            let got = batched.intern_all(0, &keys).unwrap();
+            let want: Vec<NodeId> = keys.iter().map(|k| single.intern(0, *k).unwrap()).collect();
+            prop_assert_eq!(got, want);
+        }
+        prop_assert_eq!(batched.dictionary(), single.dictionary());
+    }
+}

@@ -1,0 +1,124 @@
+//! Linking a row that repeats an earlier row's identifiers exactly.
+//!
+//! Event streams repeat themselves: a web session is a run of rows with
+//! the same cookie, an email campaign a run of rows with the same address.
+//! Once a row has linked cleanly (every identifier linked, nothing
+//! refused), its identifiers share one profile and every edge between
+//! them exists. A later row with the same identifiers in the same slots
+//! then changes nothing but counters: each node's live-row count and each
+//! edge's row count go up by one, and its link mask is the first row's.
+//! [`RepeatMemo`] recognizes such rows and adds their counts in one step
+//! when the batch is flushed, skipping the union-find, the edge lists and
+//! the limit checks.
+//!
+//! What could make a repeat link differently: one of its values flagged
+//! generic since (it would be refused), or rows deleted (edges and counts
+//! shrink, components split). Both bump [`Graph::epoch`]; a memo that
+//! sees a new epoch flushes what it holds and starts over. Merges of the
+//! profile with others do not matter: the values still share a profile.
+//! The time a node was last seen is the same for the whole batch, so it
+//! needs no update either (the memo remembers the time and only matches
+//! rows linked at that time).
+
+use hashbrown::HashMap;
+
+use super::{Graph, LinkOutcome, NodeId, ProfileEvent, RowNodes, Rules};
+
+/// One remembered clean link and the repeats not yet counted.
+struct Clean {
+    /// The row as given.
+    row: RowNodes,
+    /// The nodes that linked, in the order [`Graph::link`] took them (the
+    /// first is the end of every edge the row asserted).
+    linked: RowNodes,
+    mask: u32,
+    pending: u32,
+}
+
+/// Clean links of one batch, by the row's (slot, node) list. Flush it with
+/// [`Graph::flush_repeats`] before anything reads row counts.
+#[derive(Default)]
+pub struct RepeatMemo {
+    by_row: HashMap<RowNodes, usize>,
+    clean: Vec<Clean>,
+    /// The entry the previous row matched or made: runs of equal rows
+    /// (a session, a campaign) are recognized without hashing.
+    last: Option<usize>,
+    epoch: u64,
+    now: u32,
+}
+
+/// Distinct rows a memo remembers before it flushes and starts over (a
+/// bound on its memory; batches hold far fewer distinct rows).
+const MAX_REMEMBERED: usize = 1 << 16;
+
+impl Graph {
+    /// [`Graph::link`], or for a row repeating a clean link remembered in
+    /// `memo` (same nodes in the same slots, same `now`, nothing changed
+    /// since that could refuse one), the same outcome with only its counts
+    /// left to add.
+    pub fn link_repeating(
+        &mut self,
+        memo: &mut RepeatMemo,
+        row: &[(u8, NodeId)],
+        now: u32,
+        rules: &Rules,
+        events: &mut Vec<ProfileEvent>,
+    ) -> LinkOutcome {
+        if memo.epoch != self.epoch || memo.now != now || memo.clean.len() >= MAX_REMEMBERED {
+            self.flush_repeats(memo);
+            memo.epoch = self.epoch;
+            memo.now = now;
+        }
+        let same_as_last = memo.last.filter(|&i| memo.clean[i].row.as_slice() == row);
+        if let Some(i) = same_as_last.or_else(|| memo.by_row.get(row).copied()) {
+            let clean = &mut memo.clean[i];
+            clean.pending += 1;
+            memo.last = Some(i);
+            return LinkOutcome { mask: clean.mask, refused: Vec::new() };
+        }
+        memo.last = None;
+        let outcome = self.link(row, now, rules, events);
+        if outcome.refused.is_empty() && outcome.mask != 0 && memo.epoch == self.epoch {
+            let linked: RowNodes = linked_nodes(row, outcome.mask);
+            debug_assert!(!linked.is_empty() && linked.len() <= row.len());
+            let row: RowNodes = row.iter().copied().collect();
+            memo.by_row.insert(row.clone(), memo.clean.len());
+            memo.last = Some(memo.clean.len());
+            memo.clean.push(Clean { row, linked, mask: outcome.mask, pending: 0 });
+        }
+        outcome
+    }
+
+    /// Add the counts of every repeat `memo` holds and empty it.
+    pub fn flush_repeats(&mut self, memo: &mut RepeatMemo) {
+        for clean in memo.clean.drain(..) {
+            if clean.pending == 0 {
+                continue;
+            }
+            let Some(&(_, first)) = clean.linked.first() else { continue };
+            for &(_, n) in &clean.linked {
+                let i = n as usize;
+                self.occurrences[i] = self.occurrences[i].saturating_add(clean.pending);
+            }
+            for &(_, n) in &clean.linked[1..] {
+                self.add_edge_rows(first, n, clean.pending);
+            }
+        }
+        memo.by_row.clear();
+        memo.last = None;
+    }
+}
+
+/// The nodes `Graph::link` linked for `row` given its outcome's mask: the
+/// first occurrence of each node whose slot bit is set, in row order (the
+/// order `link` keeps them in).
+fn linked_nodes(row: &[(u8, NodeId)], mask: u32) -> RowNodes {
+    let mut out = RowNodes::new();
+    for &(slot, node) in row {
+        if mask & (1 << slot) != 0 && !out.iter().any(|(_, n)| *n == node) {
+            out.push((slot, node));
+        }
+    }
+    out
+}
