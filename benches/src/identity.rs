@@ -245,6 +245,26 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     Ok(out.finish())
 }
 
+/// One load of the generated files (already generated) into a new
+/// database, timed: wall and CPU seconds.
+pub async fn load_once(work: &Path, people: u64, with_identifiers: bool) -> anyhow::Result<String> {
+    let data = work.join(format!("data-{people}"));
+    anyhow::ensure!(data.join("web_events.parquet").exists(), "no data set in {}; run the identity benchmark once", data.display());
+    let dir = work.join("tessera-load-once");
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(&dir)?;
+    let started = Instant::now();
+    let cpu = cpu_seconds();
+    let rows = load_all(&db, &data, with_identifiers).await?;
+    let mut out = super::serde_like::Obj::new();
+    out.num("rows", rows as f64);
+    out.num("load_s", started.elapsed().as_secs_f64());
+    out.num("load_cpu_s", cpu_seconds() - cpu);
+    db.close().await?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(out.finish())
+}
+
 /// The raw emails both sides look up (`duckdb_identity.py` asks the same).
 async fn lookup_emails(s: &tessera::Session) -> anyhow::Result<Vec<String>> {
     let batches = s.sql("SELECT email FROM crm_contacts WHERE email LIKE '%_@_%.%' ORDER BY email LIMIT 200").await?;

@@ -173,7 +173,7 @@ mod serde_like {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench segments WORK_DIR PEOPLE";
+    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench identity-load WORK_DIR PEOPLE [plain] | tessera-bench segments WORK_DIR PEOPLE";
     match args.get(1).map(String::as_str) {
         Some("foundation") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
@@ -185,6 +185,15 @@ async fn main() -> anyhow::Result<()> {
             let work = PathBuf::from(args.get(2).context(usage)?);
             let people = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
             println!("{}", identity::run(&work, people).await?);
+            Ok(())
+        }
+        // The identity benchmark's timed load alone (with identifiers, or
+        // `plain` without), for profiling and repeated runs.
+        Some("identity-load") => {
+            let work = PathBuf::from(args.get(2).context(usage)?);
+            let people: u64 = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
+            let with_identifiers = args.get(4).map(String::as_str) != Some("plain");
+            println!("{}", identity::load_once(&work, people, with_identifiers).await?);
             Ok(())
         }
         Some("segments") => {

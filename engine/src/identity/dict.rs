@@ -98,9 +98,10 @@ impl KeyIndex {
 
     /// Add a node whose key is not in the index yet. `hash_of` gives the
     /// hash of any node already in it (for growing).
-    pub fn insert_unique(&mut self, hash: u64, node: u32, hash_of: impl Fn(u32) -> u64) {
+    /// `prefetch_key` starts loading a node's key (growing reads them all).
+    pub fn insert_unique(&mut self, hash: u64, node: u32, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
         if (self.len + 1) * LOAD_DEN > self.tags.len() * LOAD_NUM {
-            self.grow(hash_of);
+            self.grow(hash_of, prefetch_key);
         }
         self.place(hash, node);
         self.len += 1;
@@ -121,15 +122,20 @@ impl KeyIndex {
     }
 
     /// Rebuild with a quarter more slots than the load limit needs.
-    fn grow(&mut self, hash_of: impl Fn(u32) -> u64) {
+    fn grow(&mut self, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
         let needed = (self.len + 1) * LOAD_DEN / LOAD_NUM + 1;
         let slots = (needed + needed / 4).max(MIN_SLOTS);
         let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; slots]);
         let old_nodes = std::mem::replace(&mut self.nodes, vec![0; slots]);
-        for (t, n) in old_tags.into_iter().zip(old_nodes) {
-            if t != EMPTY {
-                self.place(hash_of(n), n);
+        let members: Vec<u32> = old_tags.into_iter().zip(old_nodes).filter(|(t, _)| *t != EMPTY).map(|(_, n)| n).collect();
+        // Each hash reads a key at random in a large array: start those
+        // reads `AHEAD` members early so they overlap.
+        const AHEAD: usize = 16;
+        for (i, &n) in members.iter().enumerate() {
+            if let Some(&next) = members.get(i + AHEAD) {
+                prefetch_key(next);
             }
+            self.place(hash_of(n), n);
         }
     }
 }
@@ -176,7 +182,7 @@ mod tests {
                 if found.is_none() {
                     let node = by_node.len() as u32;
                     by_node.push(k);
-                    index.insert_unique(hash(k), node, |n| hash(by_node[n as usize]));
+                    index.insert_unique(hash(k), node, |n| hash(by_node[n as usize]), |_| {});
                     model.insert(k, node);
                 }
             }
@@ -193,7 +199,7 @@ mod tests {
         let mut index = KeyIndex::default();
         let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for n in 0..100_000u32 {
-            index.insert_unique(hash(n), n, hash);
+            index.insert_unique(hash(n), n, hash, |_| {});
             assert!(index.len() * LOAD_DEN <= index.tags.len() * LOAD_NUM);
         }
         // Just after a growth the load is about 0.64; never below 0.6 for

@@ -351,6 +351,11 @@ impl Graph {
         if let Some(n) = self.lookup_packed(&key) {
             return Ok(n);
         }
+        self.add_node(t, key)
+    }
+
+    /// A new node for a key not in the dictionary.
+    fn add_node(&mut self, t: TypeId, key: PackedKey) -> Result<NodeId, String> {
         let n = self.keys.len();
         if n >= MAX_NODES {
             return Err(format!("the identity graph holds its limit of {MAX_NODES} identifiers"));
@@ -384,13 +389,21 @@ impl Graph {
             }
         }
         debug_assert_eq!(found.len(), keys.len());
+        // Two keys of one batch may be equal (values that normalize alike):
+        // the ones added here are remembered rather than probed for again.
+        let mut added: hashbrown::HashMap<PackedKey, NodeId> = hashbrown::HashMap::new();
         let mut nodes = Vec::with_capacity(keys.len());
         for (k, node) in found.into_iter().enumerate() {
             nodes.push(match node {
                 Some(n) => n,
-                // Two keys of one batch may be equal (values that normalize
-                // alike): intern looks again before adding.
-                None => self.intern(t, keys[k])?,
+                None => match added.get(&packed[k]) {
+                    Some(n) => *n,
+                    None => {
+                        let n = self.add_node(t, packed[k])?;
+                        added.insert(packed[k], n);
+                        n
+                    }
+                },
             });
         }
         Ok(nodes)
@@ -417,7 +430,7 @@ impl Graph {
             self.keys[k] = key;
             self.node_type[k] = t;
             let keys = &self.keys;
-            self.dict.insert_unique(key_hash(&key), node, |n| key_hash(&keys[n as usize]));
+            self.dict.insert_unique(key_hash(&key), node, |n| key_hash(&keys[n as usize]), |n| dict::prefetch(&keys[n as usize]));
             return Ok(());
         }
         while self.keys.len() < node as usize {
@@ -432,7 +445,7 @@ impl Graph {
     fn insert_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
         self.push_node(n, t, key);
         let keys = &self.keys;
-        self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[m as usize]));
+        self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[m as usize]), |m| dict::prefetch(&keys[m as usize]));
     }
 
     fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {

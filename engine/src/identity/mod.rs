@@ -59,11 +59,16 @@ pub(crate) struct State {
     /// Set when the graph could not be rebuilt after a failed commit;
     /// queries that need it fail until the database is reopened.
     pub broken: Option<String>,
-    /// Normalized phone numbers by type, keyed by their digits.
-    phone_cache: PhoneCache,
+    /// Normalized phone numbers by type, keyed by their digits; shared
+    /// with the preparers of loads (each table of a multi-source load
+    /// mostly repeats the phones of the others). Replaced, not cleared,
+    /// when the types change: a preparer still holding the old one
+    /// prepares batches the writer will not use.
+    phone_cache: SharedPhoneCache,
 }
 
 type PhoneCache = HashMap<TypeId, hashbrown::HashMap<String, Normalized>>;
+type SharedPhoneCache = Arc<parking_lot::Mutex<PhoneCache>>;
 
 /// Normalize a raw value; phone numbers go through a cache of their
 /// digits, since parsing one is far slower than a lookup.
@@ -122,12 +127,12 @@ pub(crate) struct PreparedBatch {
 pub(crate) struct Preparer {
     value_columns: Vec<usize>,
     infos: Vec<Arc<TypeInfo>>,
-    phone_cache: PhoneCache,
+    phone_cache: SharedPhoneCache,
 }
 
 impl Preparer {
     pub(crate) fn prepare(&mut self, batch: &RecordBatch) -> Result<PreparedBatch> {
-        prepare_batch(&self.infos, &self.value_columns, batch, &mut self.phone_cache)
+        prepare_batch(&self.infos, &self.value_columns, batch, &mut self.phone_cache.lock())
     }
 }
 
@@ -138,7 +143,9 @@ fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &Recor
     let mut slots = Vec::with_capacity(infos.len());
     for (info, &column) in infos.iter().zip(value_columns) {
         let values = strings(batch.column(column))?;
-        let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
+        // Sized for a batch of repeated values (events); one of distinct
+        // values (contacts) grows it twice.
+        let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::with_capacity(batch.num_rows() / 4);
         let mut outcomes: Vec<Prepared> = Vec::new();
         let mut rows = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
@@ -147,6 +154,13 @@ fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &Recor
                 continue;
             }
             let raw = values.value(row);
+            // Runs of one value (a session's cookie) skip the hashing.
+            if let Some(&previous) = rows.last() {
+                if previous != NULL_VALUE && values.value(row - 1) == raw {
+                    rows.push(previous);
+                    continue;
+                }
+            }
             let index = *distinct.entry(raw).or_insert_with(|| {
                 outcomes.push(Prepared::of(normalize_cached(phone_cache, info, raw), info.spec.id));
                 (outcomes.len() - 1) as u32
@@ -201,7 +215,7 @@ impl State {
             by_id: HashMap::new(),
             rules: Rules { types: Vec::new(), max_identifiers: MAX_IDENTIFIERS_PER_PROFILE },
             broken: None,
-            phone_cache: HashMap::new(),
+            phone_cache: SharedPhoneCache::default(),
         }
     }
 
@@ -213,7 +227,7 @@ impl State {
     }
 
     fn set_types(&mut self, specs: Vec<IdentifierSpec>) -> Result<()> {
-        self.phone_cache.clear();
+        self.phone_cache = SharedPhoneCache::default();
         self.types.clear();
         self.by_id.clear();
         self.rules.types.clear();
@@ -239,7 +253,7 @@ impl State {
     /// Normalize a raw value; phone numbers go through a cache of their
     /// digits, since parsing one is far slower than a lookup.
     pub fn normalize(&mut self, info: &TypeInfo, raw: &str) -> Normalized {
-        normalize_cached(&mut self.phone_cache, info, raw)
+        normalize_cached(&mut self.phone_cache.lock(), info, raw)
     }
 
     /// Normalize a raw value of a type to its node, if the graph has it.
@@ -362,6 +376,8 @@ impl Identity {
             notice: CommitNotice::default(),
             kept_rows: 0,
             notices: self.notices.clone(),
+            repeats: RepeatMemo::default(),
+            last_table: None,
         })
     }
 
@@ -380,7 +396,7 @@ impl Identity {
         let Some(ti) = TableIdentity::of(meta)? else { return Ok(None) };
         let state = self.state.read();
         let infos = ti.slots.iter().map(|s| state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
-        Ok(Some(Preparer { value_columns: ti.slots.iter().map(|s| s.value_index).collect(), infos, phone_cache: HashMap::new() }))
+        Ok(Some(Preparer { value_columns: ti.slots.iter().map(|s| s.value_index).collect(), infos, phone_cache: state.phone_cache.clone() }))
     }
 
     pub fn writer_for(&self, txn: &WriteTxn, meta: &TableMeta) -> Result<Option<IdWriter>> {
@@ -661,7 +677,7 @@ impl Rejections {
 /// A profile event with the row that caused it.
 pub(crate) struct LoggedEvent {
     pub event: ProfileEvent,
-    pub table: Option<String>,
+    pub table: Option<Arc<str>>,
     pub row: Option<u64>,
 }
 
@@ -679,6 +695,10 @@ pub(crate) struct IdWriter {
     notice: CommitNotice,
     kept_rows: usize,
     notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
+    /// Kept across batches for its memory; flushed after each.
+    repeats: RepeatMemo,
+    /// The table of the last logged event, shared by the events after it.
+    last_table: Option<Arc<str>>,
 }
 
 impl IdWriter {
@@ -716,7 +736,7 @@ impl IdWriter {
             Some(p) => p,
             None => {
                 let columns: Vec<usize> = ti.slots.iter().map(|s| s.value_index).collect();
-                prepare_batch(&infos, &columns, &batch, &mut self.state.phone_cache)?
+                prepare_batch(&infos, &columns, &batch, &mut self.state.phone_cache.lock())?
             }
         };
         // Per slot, the node of each distinct value (None when absent or
@@ -729,7 +749,7 @@ impl IdWriter {
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
         let now_secs = secs(self.now);
-        let mut repeats = RepeatMemo::default();
+        let mut repeats = std::mem::take(&mut self.repeats);
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
@@ -762,6 +782,7 @@ impl IdWriter {
             masks.push(outcome.mask);
         }
         self.state.graph.flush_repeats(&mut repeats);
+        self.repeats = repeats;
         // Every row keeps the node of each value it carries, linked or not.
         let nodes: Vec<UInt64Array> = prepared
             .slots
@@ -866,7 +887,16 @@ impl IdWriter {
             }
         }
         for event in events {
-            self.events.push(LoggedEvent { event, table: table.map(str::to_string), row });
+            let table = match (&self.last_table, table) {
+                (Some(last), Some(t)) if &**last == t => Some(last.clone()),
+                (_, Some(t)) => {
+                    let name: Arc<str> = Arc::from(t);
+                    self.last_table = Some(name.clone());
+                    Some(name)
+                }
+                (_, None) => None,
+            };
+            self.events.push(LoggedEvent { event, table, row });
         }
     }
 

@@ -91,7 +91,7 @@ impl Normalizer {
         if trimmed.len() > MAX_VALUE_BYTES {
             return Normalized::Invalid(format!("longer than {MAX_VALUE_BYTES} bytes"));
         }
-        let lower = trimmed.to_lowercase();
+        let lower = lowercase(trimmed);
         if is_blocked(&lower, extra_blocked) {
             return Normalized::Blocked;
         }
@@ -114,11 +114,21 @@ impl Normalizer {
             Normalizer::Text { fold_case: true } => lower,
             Normalizer::Text { fold_case: false } => trimmed.to_string(),
         };
-        let lowered_value = value.to_lowercase();
-        if is_blocked(&lowered_value, extra_blocked) {
+        // Emails and text were checked above (as `lower`); a phone number
+        // is checked again in its E.164 form (digits, no case).
+        if matches!(self, Normalizer::Phone { .. }) && is_blocked(&value, extra_blocked) {
             return Normalized::Blocked;
         }
         Normalized::Value(value)
+    }
+}
+
+/// Lower case, without Unicode tables for ASCII text (nearly all values).
+fn lowercase(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_lowercase()
     }
 }
 

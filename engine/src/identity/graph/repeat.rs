@@ -7,9 +7,11 @@
 //! them exists. A later row with the same identifiers in the same slots
 //! then changes nothing but counters: each node's live-row count and each
 //! edge's row count go up by one, and its link mask is the first row's.
-//! [`RepeatMemo`] recognizes such rows and adds their counts in one step
-//! when the batch is flushed, skipping the union-find, the edge lists and
-//! the limit checks.
+//! [`RepeatMemo`] recognizes such rows (a run of equal rows by comparing
+//! with the previous one, others by a hash of the row) and adds their
+//! counts in one step when the batch is flushed, skipping the union-find,
+//! the edge lists and the limit checks. It remembers clean links across
+//! the batches of one transaction.
 //!
 //! What could make a repeat link differently: one of its values flagged
 //! generic since (it would be refused), or rows deleted (edges and counts
@@ -20,27 +22,33 @@
 //! needs no update either (the memo remembers the time and only matches
 //! rows linked at that time).
 
-use hashbrown::HashMap;
+use hashbrown::HashTable;
+
+use smallvec::SmallVec;
 
 use super::{Graph, LinkOutcome, NodeId, ProfileEvent, RowNodes, Rules};
+
+/// A remembered row: tables rarely declare more than four identifiers.
+type MemoRow = SmallVec<[(u8, NodeId); 4]>;
 
 /// One remembered clean link and the repeats not yet counted.
 struct Clean {
     /// The row as given.
-    row: RowNodes,
-    /// The nodes that linked, in the order [`Graph::link`] took them (the
-    /// first is the end of every edge the row asserted).
-    linked: RowNodes,
+    row: MemoRow,
     mask: u32,
     pending: u32,
 }
 
-/// Clean links of one batch, by the row's (slot, node) list. Flush it with
-/// [`Graph::flush_repeats`] before anything reads row counts.
+/// Clean links, by the row's (slot, node) list. Flush it with
+/// [`Graph::flush_repeats`] before anything reads row counts (the end of
+/// each batch).
 #[derive(Default)]
 pub struct RepeatMemo {
-    by_row: HashMap<RowNodes, usize>,
+    /// Indexes into `clean`, by [`row_hash`] of their rows.
+    by_row: HashTable<usize>,
     clean: Vec<Clean>,
+    /// Entries with repeats not yet counted.
+    pending: Vec<usize>,
     /// The entry the previous row matched or made: runs of equal rows
     /// (a session, a campaign) are recognized without hashing.
     last: Option<usize>,
@@ -67,12 +75,20 @@ impl Graph {
     ) -> LinkOutcome {
         if memo.epoch != self.epoch || memo.now != now || memo.clean.len() >= MAX_REMEMBERED {
             self.flush_repeats(memo);
+            memo.by_row.clear();
+            memo.clean.clear();
             memo.epoch = self.epoch;
             memo.now = now;
         }
         let same_as_last = memo.last.filter(|&i| memo.clean[i].row.as_slice() == row);
-        if let Some(i) = same_as_last.or_else(|| memo.by_row.get(row).copied()) {
+        let hash = || row_hash(row);
+        let clean = &memo.clean;
+        let seen = || memo.by_row.find(hash(), |&i| clean[i].row.as_slice() == row).copied();
+        if let Some(i) = same_as_last.or_else(seen) {
             let clean = &mut memo.clean[i];
+            if clean.pending == 0 {
+                memo.pending.push(i);
+            }
             clean.pending += 1;
             memo.last = Some(i);
             return LinkOutcome { mask: clean.mask, refused: Vec::new() };
@@ -80,34 +96,44 @@ impl Graph {
         memo.last = None;
         let outcome = self.link(row, now, rules, events);
         if outcome.refused.is_empty() && outcome.mask != 0 && memo.epoch == self.epoch {
-            let linked: RowNodes = linked_nodes(row, outcome.mask);
-            debug_assert!(!linked.is_empty() && linked.len() <= row.len());
-            let row: RowNodes = row.iter().copied().collect();
-            memo.by_row.insert(row.clone(), memo.clean.len());
+            let clean = &memo.clean;
+            memo.by_row.insert_unique(hash(), clean.len(), |&i| row_hash(&clean[i].row));
             memo.last = Some(memo.clean.len());
-            memo.clean.push(Clean { row, linked, mask: outcome.mask, pending: 0 });
+            memo.clean.push(Clean { row: row.iter().copied().collect(), mask: outcome.mask, pending: 0 });
         }
         outcome
     }
 
-    /// Add the counts of every repeat `memo` holds and empty it.
+    /// Add the counts of every repeat `memo` holds. It goes on
+    /// remembering its clean links (for the next batch of the same
+    /// transaction) until something bumps the epoch.
     pub fn flush_repeats(&mut self, memo: &mut RepeatMemo) {
-        for clean in memo.clean.drain(..) {
-            if clean.pending == 0 {
-                continue;
-            }
-            let Some(&(_, first)) = clean.linked.first() else { continue };
-            for &(_, n) in &clean.linked {
+        for i in memo.pending.drain(..) {
+            let clean = &mut memo.clean[i];
+            let repeats = std::mem::take(&mut clean.pending);
+            debug_assert!(repeats > 0, "an entry listed as pending has repeats");
+            // The nodes the row linked, in the order `link` took them: the
+            // first is the end of every edge the row asserted.
+            let linked = linked_nodes(&clean.row, clean.mask);
+            let Some(&(_, first)) = linked.first() else { continue };
+            for &(_, n) in &linked {
                 let i = n as usize;
-                self.occurrences[i] = self.occurrences[i].saturating_add(clean.pending);
+                self.occurrences[i] = self.occurrences[i].saturating_add(repeats);
             }
-            for &(_, n) in &clean.linked[1..] {
-                self.add_edge_rows(first, n, clean.pending);
+            for &(_, n) in &linked[1..] {
+                self.add_edge_rows(first, n, repeats);
             }
         }
-        memo.by_row.clear();
         memo.last = None;
     }
+}
+
+/// A row's hash: its (slot, node) pairs mixed by multiplication (rows are
+/// short; a general-purpose hasher costs more than the lookup).
+fn row_hash(row: &[(u8, NodeId)]) -> u64 {
+    row.iter().fold(row.len() as u64, |h, &(slot, node)| {
+        (h ^ (u64::from(slot) << 32 | u64::from(node))).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+    })
 }
 
 /// The nodes `Graph::link` linked for `row` given its outcome's mask: the
