@@ -100,6 +100,11 @@ async fn labelled_rows(dir: &Path, data: &Path) -> anyhow::Result<Vec<(i64, u64)
 }
 
 pub(crate) async fn load_all(db: &Database, data: &Path, with_identifiers: bool) -> anyhow::Result<u64> {
+    Ok(load_tables(db, data, with_identifiers).await?.iter().map(|(_, rows, _)| rows).sum())
+}
+
+/// Create the tables and `COPY` each file: (table, rows, seconds) per table.
+async fn load_tables(db: &Database, data: &Path, with_identifiers: bool) -> anyhow::Result<Vec<(&'static str, u64, f64)>> {
     let s = db.session();
     if with_identifiers {
         for statement in tessera_server::demo::setup_statements() {
@@ -110,13 +115,14 @@ pub(crate) async fn load_all(db: &Database, data: &Path, with_identifiers: bool)
             s.sql(&tessera_datagen::create_table_sql(spec)).await?;
         }
     }
-    let mut rows = 0;
+    let mut loaded = Vec::new();
     for spec in tessera_datagen::tables() {
         let file = data.join(format!("{}.parquet", spec.name));
+        let started = Instant::now();
         let r = s.sql(&format!("COPY {} FROM '{}'", spec.name, file.display())).await?;
-        rows += int(&r, 0) as u64;
+        loaded.push((spec.name, int(&r, 0) as u64, started.elapsed().as_secs_f64()));
     }
-    Ok(rows)
+    Ok(loaded)
 }
 
 /// CPU time (user and system) this process has used so far, in seconds:
@@ -255,11 +261,14 @@ pub async fn load_once(work: &Path, people: u64, with_identifiers: bool) -> anyh
     let db = Database::open(&dir)?;
     let started = Instant::now();
     let cpu = cpu_seconds();
-    let rows = load_all(&db, &data, with_identifiers).await?;
+    let tables = load_tables(&db, &data, with_identifiers).await?;
     let mut out = super::serde_like::Obj::new();
-    out.num("rows", rows as f64);
+    out.num("rows", tables.iter().map(|(_, rows, _)| *rows).sum::<u64>() as f64);
     out.num("load_s", started.elapsed().as_secs_f64());
     out.num("load_cpu_s", cpu_seconds() - cpu);
+    for (table, _, seconds) in &tables {
+        out.num(&format!("{table}_s"), *seconds);
+    }
     db.close().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(out.finish())
