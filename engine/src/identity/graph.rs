@@ -747,6 +747,11 @@ impl Graph {
         events: &mut Vec<ProfileEvent>,
     ) -> LinkOutcome {
         debug_assert!(row.len() <= MAX_ROW_IDENTIFIERS);
+        if let [(slot, node)] = row {
+            if let Some(mask) = self.link_known_alone(*slot, *node, now) {
+                return LinkOutcome { mask, refused: Vec::new() };
+            }
+        }
         let mut out = LinkOutcome::default();
         let mut live: RowNodes = RowNodes::new();
         for &(slot, node) in row {
@@ -796,6 +801,23 @@ impl Graph {
             out.mask = live.iter().fold(0u32, |m, (slot, _)| m | (1 << slot));
             return out;
         }
+    }
+
+    /// The most common row of an event stream: one identifier, already in
+    /// a profile, not generic. Linking it changes only its counts (what
+    /// the general path does for it, without building its lists).
+    fn link_known_alone(&mut self, slot: u8, node: NodeId, now: u32) -> Option<u32> {
+        let i = node as usize;
+        if self.is_generic(node) || self.occurrences[i] == 0 {
+            return None;
+        }
+        let root = self.find(node);
+        if self.pid_at[root as usize] == 0 {
+            return None;
+        }
+        self.occurrences[i] += 1;
+        self.last_seen[i] = self.last_seen[i].max(now);
+        Some(1 << slot)
     }
 
     fn distinct_roots(&self, live: &[(u8, NodeId)]) -> Nodes {
