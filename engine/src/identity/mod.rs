@@ -76,6 +76,11 @@ fn normalize_cached(cache: &mut PhoneCache, info: &TypeInfo, raw: &str) -> Norma
     let Normalizer::Phone { .. } = info.normalizer else {
         return info.normalizer.normalize(raw, &info.spec.blocked);
     };
+    // What depends on the text as typed is decided before the cache,
+    // which knows only the digits.
+    if let Some(refused) = normalize::refused_as_typed(raw.trim(), &info.spec.blocked) {
+        return refused;
+    }
     let Some(key) = normalize::phone_cache_key(raw) else {
         return info.normalizer.normalize(raw, &info.spec.blocked);
     };
@@ -1123,4 +1128,38 @@ pub(crate) fn declare_on_existing(store: &Store, identity: &Identity, table: &st
     }
     commit(store, txn, Some(writer))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone_type(blocked: &str) -> TypeInfo {
+        let options: BTreeMap<String, String> =
+            [("normalize", "phone"), ("blocked", blocked)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let spec = IdentifierSpec::from_options("phone", 3, &options).expect("spec");
+        TypeInfo { normalizer: spec.normalizer().expect("normalizer"), spec }
+    }
+
+    /// The phone cache knows only digits: what depends on the text as
+    /// typed (blocked spellings, nothing typed at all) must not depend on
+    /// which spelling the cache saw first.
+    #[test]
+    fn the_phone_cache_does_not_carry_text_decisions_between_spellings() {
+        let info = phone_type("650-253-0000");
+        let spellings = ["(650) 253-0000", "650-253-0000", "6502530000", "  ", "()", "-1", "1", "+1 650 253 0000", "0"];
+        let uncached: Vec<Normalized> = spellings.iter().map(|raw| info.normalizer.normalize(raw, &info.spec.blocked)).collect();
+        assert_eq!(uncached[1], Normalized::Blocked, "the type's own blocked spelling");
+        assert!(matches!(uncached[0], Normalized::Value(_)), "another spelling of it is not blocked");
+        for reversed in [false, true] {
+            let mut order: Vec<usize> = (0..spellings.len()).collect();
+            if reversed {
+                order.reverse();
+            }
+            let mut cache = PhoneCache::new();
+            for i in order {
+                assert_eq!(normalize_cached(&mut cache, &info, spellings[i]), uncached[i], "{:?} (reversed: {reversed})", spellings[i]);
+            }
+        }
+    }
 }
