@@ -686,11 +686,13 @@ impl Graph {
     }
 
     /// Count `rows` more rows asserting an edge that exists.
-    fn add_edge_rows(&mut self, a: NodeId, b: NodeId, rows: u32) {
+    fn add_edge_rows(&mut self, a: NodeId, b: NodeId, rows: u32) -> Result<(), String> {
         match self.find_edge(a, b) {
             Some(e) => self.edges[e].rows = self.edges[e].rows.saturating_add(rows),
-            None => debug_assert!(a == b, "counting rows of an edge that does not exist"),
+            None if a == b => {}
+            None => return Err(format!("counting rows of a link between identifier nodes {a} and {b} that does not exist")),
         }
+        Ok(())
     }
 
     /// Returns true when the edge's last row went away.

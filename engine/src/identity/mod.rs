@@ -137,16 +137,21 @@ pub(crate) struct Preparer {
 
 impl Preparer {
     pub(crate) fn prepare(&mut self, batch: &RecordBatch) -> Result<PreparedBatch> {
-        prepare_batch(&self.infos, &self.value_columns, batch, &mut self.phone_cache.lock())
+        prepare_batch(&self.infos, &self.value_columns, batch, &self.phone_cache)
     }
 }
 
 /// Normalize and hash a batch's identifier values (`value_columns`, one per
 /// type in `infos`), each distinct value of a slot once: a cookie repeated
 /// on every event is normalized once per batch.
-fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &mut PhoneCache) -> Result<PreparedBatch> {
+fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &SharedPhoneCache) -> Result<PreparedBatch> {
     let mut slots = Vec::with_capacity(infos.len());
     for (info, &column) in infos.iter().zip(value_columns) {
+        // The shared cache is locked only for a phone slot (another load
+        // preparing its batches need not wait on emails and cookies).
+        let mut locked = matches!(info.normalizer, Normalizer::Phone { .. }).then(|| phone_cache.lock());
+        let mut unused = PhoneCache::new();
+        let phone_cache: &mut PhoneCache = locked.as_deref_mut().unwrap_or(&mut unused);
         let values = strings(batch.column(column))?;
         // Sized for a batch of repeated values (events); one of distinct
         // values (contacts) grows it twice.
@@ -741,7 +746,7 @@ impl IdWriter {
             Some(p) => p,
             None => {
                 let columns: Vec<usize> = ti.slots.iter().map(|s| s.value_index).collect();
-                prepare_batch(&infos, &columns, &batch, &mut self.state.phone_cache.lock())?
+                prepare_batch(&infos, &columns, &batch, &self.state.phone_cache)?
             }
         };
         // Per slot, the node of each distinct value (None when absent or
@@ -773,7 +778,7 @@ impl IdWriter {
             }
             let outcome = {
                 let State { graph, rules, .. } = &mut *self.state;
-                graph.link_repeating(&mut repeats, &row_nodes, now_secs, rules, &mut events)
+                graph.link_repeating(&mut repeats, &row_nodes, now_secs, rules, &mut events).map_err(Error::Internal)?
             };
             for r in &outcome.refused {
                 let i = r.slot as usize;
@@ -786,7 +791,7 @@ impl IdWriter {
             }
             masks.push(outcome.mask);
         }
-        self.state.graph.flush_repeats(&mut repeats);
+        self.state.graph.flush_repeats(&mut repeats).map_err(Error::Internal)?;
         self.repeats = repeats;
         // Every row keeps the node of each value it carries, linked or not.
         let nodes: Vec<UInt64Array> = prepared

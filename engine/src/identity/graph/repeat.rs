@@ -72,9 +72,9 @@ impl Graph {
         now: u32,
         rules: &Rules,
         events: &mut Vec<ProfileEvent>,
-    ) -> LinkOutcome {
+    ) -> Result<LinkOutcome, String> {
         if memo.epoch != self.epoch || memo.now != now || memo.clean.len() >= MAX_REMEMBERED {
-            self.flush_repeats(memo);
+            self.flush_repeats(memo)?;
             memo.by_row.clear();
             memo.clean.clear();
             memo.epoch = self.epoch;
@@ -91,7 +91,7 @@ impl Graph {
             }
             clean.pending += 1;
             memo.last = Some(i);
-            return LinkOutcome { mask: clean.mask, refused: Vec::new() };
+            return Ok(LinkOutcome { mask: clean.mask, refused: Vec::new() });
         }
         memo.last = None;
         let outcome = self.link(row, now, rules, events);
@@ -101,13 +101,14 @@ impl Graph {
             memo.last = Some(memo.clean.len());
             memo.clean.push(Clean { row: row.iter().copied().collect(), mask: outcome.mask, pending: 0 });
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Add the counts of every repeat `memo` holds. It goes on
     /// remembering its clean links (for the next batch of the same
     /// transaction) until something bumps the epoch.
-    pub fn flush_repeats(&mut self, memo: &mut RepeatMemo) {
+    /// Errors (a bug) if an edge a remembered row asserted is gone.
+    pub fn flush_repeats(&mut self, memo: &mut RepeatMemo) -> Result<(), String> {
         for i in memo.pending.drain(..) {
             let clean = &mut memo.clean[i];
             let repeats = std::mem::take(&mut clean.pending);
@@ -121,10 +122,11 @@ impl Graph {
                 self.occurrences[i] = self.occurrences[i].saturating_add(repeats);
             }
             for &(_, n) in &linked[1..] {
-                self.add_edge_rows(first, n, repeats);
+                self.add_edge_rows(first, n, repeats)?;
             }
         }
         memo.last = None;
+        Ok(())
     }
 }
 

@@ -387,7 +387,7 @@ proptest! {
                         continue;
                     }
                     let linked = live.remove(i % live.len());
-                    memoized.flush_repeats(&mut memo);
+                    memoized.flush_repeats(&mut memo).unwrap();
                     let (mut a, mut b) = (Vec::new(), Vec::new());
                     plain.unlink(&linked);
                     plain.settle(6, &mut a).unwrap();
@@ -397,14 +397,14 @@ proptest! {
                     continue;
                 }
                 RepeatStep::Flush => {
-                    memoized.flush_repeats(&mut memo);
+                    memoized.flush_repeats(&mut memo).unwrap();
                     prop_assert_eq!(counters(&plain), counters(&memoized));
                     continue;
                 }
             };
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let alone = plain.link(&row, 5, &r, &mut a);
-            let repeated = memoized.link_repeating(&mut memo, &row, 5, &r, &mut b);
+            let repeated = memoized.link_repeating(&mut memo, &row, 5, &r, &mut b).unwrap();
             prop_assert_eq!(&alone, &repeated);
             prop_assert_eq!(a, b);
             let linked: Vec<NodeId> = row.iter().filter(|(s, _)| alone.mask & (1 << s) != 0).map(|(_, n)| *n).fold(Vec::new(), |mut v, n| {
@@ -418,7 +418,7 @@ proptest! {
             }
             inserted.push(row);
         }
-        memoized.flush_repeats(&mut memo);
+        memoized.flush_repeats(&mut memo).unwrap();
         prop_assert_eq!(counters(&plain), counters(&memoized));
         memoized.check().map_err(TestCaseError::fail)?;
     }
