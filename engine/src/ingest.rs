@@ -327,6 +327,7 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
                 return Err(Error::Unsupported("Parquet from STDIN".into()));
             };
             let builder = ParquetRecordBatchReaderBuilder::try_new(open(&file)?).map_err(|e| in_file(e.to_string()))?;
+            let builder = decode_strings_as_views(builder, &file, &columns)?;
             let reader = builder.with_batch_size(FILE_BATCH_ROWS).build().map_err(|e| in_file(e.to_string()))?;
             let (meta, columns) = (meta.clone(), columns.clone());
             Box::new(reader.map(move |b| {
@@ -335,6 +336,45 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
             }))
         }
     })
+}
+
+/// A Parquet reader that decodes the file's string and binary columns
+/// straight into the view types the table stores them as (decoding to
+/// offsets and converting afterwards copies every value twice), when the
+/// file's schema allows it; the reader as given otherwise.
+fn decode_strings_as_views(
+    builder: datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>,
+    file: &str,
+    columns: &SchemaRef,
+) -> Result<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    use arrow::datatypes::DataType;
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    let wanted = |name: &str| columns.field_with_name(name).ok().map(|f| f.data_type().clone());
+    let mut changed = false;
+    let fields: Vec<Field> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let view = match (f.data_type(), wanted(f.name())) {
+                (DataType::Utf8 | DataType::LargeUtf8, Some(DataType::Utf8View)) => Some(DataType::Utf8View),
+                (DataType::Binary | DataType::LargeBinary, Some(DataType::BinaryView)) => Some(DataType::BinaryView),
+                _ => None,
+            };
+            changed |= view.is_some();
+            f.as_ref().clone().with_data_type(view.unwrap_or_else(|| f.data_type().clone()))
+        })
+        .collect();
+    if !changed {
+        return Ok(builder);
+    }
+    let hinted = Arc::new(Schema::new_with_metadata(fields, builder.schema().metadata().clone()));
+    let options = ArrowReaderOptions::new().with_schema(hinted);
+    match ArrowReaderMetadata::try_new(builder.metadata().clone(), options) {
+        Ok(metadata) => Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(open(file)?, metadata)),
+        // A schema the reader cannot decode to: the plain decode and a cast.
+        Err(_) => Ok(builder),
+    }
 }
 
 /// Lines of a COPY text stream in chunks of at most one batch of rows, each
