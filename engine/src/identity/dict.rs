@@ -121,18 +121,31 @@ impl KeyIndex {
         self.nodes[i] = node;
     }
 
+    /// Room for `additional` more nodes without growing on the way.
+    pub fn reserve(&mut self, additional: usize, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
+        if (self.len + additional) * LOAD_DEN > self.tags.len() * LOAD_NUM {
+            self.rebuild_for(self.len + additional, hash_of, prefetch_key);
+        }
+    }
+
     /// Rebuild with a quarter more slots than the load limit needs.
     fn grow(&mut self, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
-        let needed = (self.len + 1) * LOAD_DEN / LOAD_NUM + 1;
+        self.rebuild_for(self.len + 1, hash_of, prefetch_key);
+    }
+
+    /// Rebuild with a quarter more slots than `members` need at the load
+    /// limit.
+    fn rebuild_for(&mut self, members: usize, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
+        let needed = members * LOAD_DEN / LOAD_NUM + 1;
         let slots = (needed + needed / 4).max(MIN_SLOTS);
         let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; slots]);
         let old_nodes = std::mem::replace(&mut self.nodes, vec![0; slots]);
-        let members: Vec<u32> = old_tags.into_iter().zip(old_nodes).filter(|(t, _)| *t != EMPTY).map(|(_, n)| n).collect();
+        let old: Vec<u32> = old_tags.into_iter().zip(old_nodes).filter(|(t, _)| *t != EMPTY).map(|(_, n)| n).collect();
         // Each hash reads a key at random in a large array: start those
         // reads `AHEAD` members early so they overlap.
         const AHEAD: usize = 16;
-        for (i, &n) in members.iter().enumerate() {
-            if let Some(&next) = members.get(i + AHEAD) {
+        for (i, &n) in old.iter().enumerate() {
+            if let Some(&next) = old.get(i + AHEAD) {
                 prefetch_key(next);
             }
             self.place(hash_of(n), n);
@@ -191,6 +204,24 @@ mod tests {
                 prop_assert_eq!(index.find(hash(*k), |m| by_node[m as usize] == *k), Some(*n));
             }
             prop_assert_eq!(index.find(hash(u64::MAX - 1), |m| by_node[m as usize] == u64::MAX - 1), model.get(&(u64::MAX - 1)).copied());
+        }
+    }
+
+    #[test]
+    fn reserving_keeps_every_member_and_avoids_growth() {
+        let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut index = KeyIndex::default();
+        for n in 0..1000u32 {
+            index.insert_unique(hash(n), n, hash, |_| {});
+        }
+        index.reserve(50_000, hash, |_| {});
+        let slots = index.tags.len();
+        for n in 1000..51_000u32 {
+            index.insert_unique(hash(n), n, hash, |_| {});
+        }
+        assert_eq!(index.tags.len(), slots, "no growth after reserving");
+        for n in 0..51_000u32 {
+            assert_eq!(index.find(hash(n), |m| m == n), Some(n));
         }
     }
 

@@ -448,6 +448,23 @@ impl Graph {
         self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[m as usize]), |m| dict::prefetch(&keys[m as usize]));
     }
 
+    /// Make room for `nodes` more nodes at once (loading a saved
+    /// dictionary): no growth steps, no rehashing of the index on the way.
+    pub fn reserve_nodes(&mut self, nodes: usize) {
+        self.keys.reserve_exact(nodes);
+        let room = self.keys.capacity() - self.keys.len();
+        self.node_type.reserve_exact(room);
+        self.parent.reserve_exact(room);
+        self.ring.reserve_exact(room);
+        self.occurrences.reserve_exact(room);
+        self.merges.reserve_exact(room);
+        self.last_seen.reserve_exact(room);
+        self.pid_at.reserve_exact(room);
+        self.adj_head.reserve_exact(room);
+        let keys = &self.keys;
+        self.dict.reserve(nodes, |n| key_hash(&keys[n as usize]), |n| dict::prefetch(&keys[n as usize]));
+    }
+
     fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
         debug_assert_eq!(n as usize, self.keys.len());
         if self.keys.len() == self.keys.capacity() {

@@ -567,12 +567,25 @@ impl Texts {
 /// saved dictionary, identifiers it already knows are not normalized again
 /// (and their values are not even read).
 fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> Result<State> {
+    // The event log is read and decoded while the rows are relinked (it is
+    // replayed after them).
+    std::thread::scope(|scope| {
+        let events = scope.spawn(|| system::read_events(snap));
+        let state = link_rows(snap, dictionary)?;
+        let events = events.join().map_err(|_| Error::Internal("reading the profile event log panicked".into()))??;
+        replay(snap, state, events)
+    })
+}
+
+/// The graph of a snapshot's rows: dictionary and links, before the logs.
+fn link_rows(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> Result<State> {
     let mut state = State::empty();
     state.set_types(stored_specs(snap)?)?;
     let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
     let mut known: Vec<bool> = Vec::new();
     if let Some(entries) = dictionary {
         known = vec![false; entries.len()];
+        state.graph.reserve_nodes(entries.len());
         for (node, (t, key)) in entries.into_iter().enumerate() {
             if t != TypeId::MAX {
                 state.graph.insert_at(node as NodeId, t, key).map_err(corrupt)?;
@@ -647,8 +660,15 @@ fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -
             }
         }
     }
+    Ok(state)
+}
+
+/// Replay the refusals and the profile events (`events`, read by
+/// `system::read_events`) into the linked graph of `link_rows`.
+fn replay(snap: &Snapshot, mut state: State, events: Option<RecordBatch>) -> Result<State> {
     system::replay_rejections(snap, &mut state)?;
-    system::replay_events(snap, &mut state.graph)?;
+    system::replay_events(events, &mut state.graph)?;
+    let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
     state.graph.finish_rebuild().map_err(corrupt)?;
     Ok(state)
 }

@@ -131,13 +131,27 @@ fn read_table(snap: &Snapshot, table: &str, columns: &[&str]) -> Result<Option<R
     }
     let Some(first) = batches.first() else { return Ok(None) };
     let all = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    // Units come in row-id order as a rule; sorting is for when they do not.
+    let ordered = all
+        .column(0)
+        .as_primitive_opt::<arrow::datatypes::UInt64Type>()
+        .is_some_and(|ids| ids.null_count() == 0 && ids.values().windows(2).all(|w| w[0] <= w[1]));
+    if ordered {
+        return Ok(Some(all));
+    }
     let order = arrow::compute::sort_to_indices(all.column(0), None, None)?;
     Ok(Some(arrow::compute::take_record_batch(&all, &order)?))
 }
 
-/// Replay the event log into a graph whose rows are already linked.
-pub(crate) fn replay_events(snap: &Snapshot, graph: &mut Graph) -> Result<()> {
-    let Some(b) = read_table(snap, EVENTS_TABLE, &["profile_id", "event", "other_profile_id", "node", "via", "at"])? else {
+/// The event log as `replay_events` reads it (rows in log order).
+pub(crate) fn read_events(snap: &Snapshot) -> Result<Option<RecordBatch>> {
+    read_table(snap, EVENTS_TABLE, &["profile_id", "event", "other_profile_id", "node", "via", "at"])
+}
+
+/// Replay the event log (`read_events`) into a graph whose rows are
+/// already linked.
+pub(crate) fn replay_events(events: Option<RecordBatch>, graph: &mut Graph) -> Result<()> {
+    let Some(b) = events else {
         return Ok(());
     };
     let pid = b.column(1).as_primitive::<Int64Type>();
