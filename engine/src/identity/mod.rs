@@ -387,7 +387,6 @@ impl Identity {
             kept_rows: 0,
             notices: self.notices.clone(),
             repeats: RepeatMemo::default(),
-            last_table: None,
         })
     }
 
@@ -577,11 +576,15 @@ fn build_state(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -
     })
 }
 
+/// The graph's own data contradicts itself (a bug or a damaged file).
+fn corrupt(what: String) -> Error {
+    Error::Internal(format!("identity data disagrees with itself: {what}"))
+}
+
 /// The graph of a snapshot's rows: dictionary and links, before the logs.
 fn link_rows(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> Result<State> {
     let mut state = State::empty();
     state.set_types(stored_specs(snap)?)?;
-    let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
     let mut known: Vec<bool> = Vec::new();
     if let Some(entries) = dictionary {
         known = vec![false; entries.len()];
@@ -668,7 +671,6 @@ fn link_rows(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> 
 fn replay(snap: &Snapshot, mut state: State, events: Option<RecordBatch>) -> Result<State> {
     system::replay_rejections(snap, &mut state)?;
     system::replay_events(events, &mut state.graph)?;
-    let corrupt = |what: String| Error::Internal(format!("identity data disagrees with itself: {what}"));
     state.graph.finish_rebuild().map_err(corrupt)?;
     Ok(state)
 }
@@ -727,8 +729,6 @@ pub(crate) struct IdWriter {
     notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
     /// Kept across batches for its memory; flushed after each.
     repeats: RepeatMemo,
-    /// The table of the last logged event, shared by the events after it.
-    last_table: Option<Arc<str>>,
 }
 
 impl IdWriter {
@@ -780,6 +780,8 @@ impl IdWriter {
         let mut events = Vec::new();
         let now_secs = secs(self.now);
         let mut repeats = std::mem::take(&mut self.repeats);
+        // Shared by the events of the batch's rows.
+        let table_name: Arc<str> = meta.name.as_str().into();
         for row in 0..n {
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
@@ -807,7 +809,7 @@ impl IdWriter {
             }
             if !events.is_empty() {
                 let logged = std::mem::take(&mut events);
-                self.log(logged, Some(&meta.name), Some(row_id));
+                self.log(logged, Some(&table_name), Some(row_id));
             }
             masks.push(outcome.mask);
         }
@@ -875,7 +877,7 @@ impl IdWriter {
         }
         let mut events = Vec::new();
         self.state.graph.settle(secs(self.now), &mut events).map_err(Error::ResourcesExhausted)?;
-        self.log(events, Some(&meta.name), None);
+        self.log(events, Some(&meta.name.as_str().into()), None);
         Ok(())
     }
 
@@ -898,7 +900,7 @@ impl IdWriter {
         Ok(())
     }
 
-    fn log(&mut self, events: Vec<ProfileEvent>, table: Option<&str>, row: Option<u64>) {
+    fn log(&mut self, events: Vec<ProfileEvent>, table: Option<&Arc<str>>, row: Option<u64>) {
         for event in &events {
             let n = &mut self.notice;
             match event {
@@ -917,16 +919,7 @@ impl IdWriter {
             }
         }
         for event in events {
-            let table = match (&self.last_table, table) {
-                (Some(last), Some(t)) if &**last == t => Some(last.clone()),
-                (_, Some(t)) => {
-                    let name: Arc<str> = Arc::from(t);
-                    self.last_table = Some(name.clone());
-                    Some(name)
-                }
-                (_, None) => None,
-            };
-            self.events.push(LoggedEvent { event, table, row });
+            self.events.push(LoggedEvent { event, table: table.cloned(), row });
         }
     }
 
