@@ -216,7 +216,7 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
 
     // Read-your-writes: a single-row insert, then a lookup of its new email.
     let mut latencies = Vec::new();
-    for i in 0..200 {
+    for i in 0..1_000 {
         let email = format!("bench{i}@example.com");
         let t = Instant::now();
         s.sql(&format!(
@@ -270,8 +270,50 @@ pub async fn load_once(work: &Path, people: u64, with_identifiers: bool) -> anyh
         out.num(&format!("{table}_s"), *seconds);
     }
     db.close().await?;
+    out.num("disk_bytes", super::dir_size(&dir)? as f64);
     std::fs::remove_dir_all(&dir)?;
     Ok(out.finish())
+}
+
+/// `count` single-row inserts into `crm_contacts` of the database in
+/// `dir`, each followed by a lookup of its email; prints each pair's
+/// times (milliseconds since the first, insert, lookup) and percentiles.
+pub async fn insert_series(dir: &Path, count: usize) -> anyhow::Result<()> {
+    let db = Database::open(dir)?;
+    let s = db.session();
+    let (mut inserts, mut lookups) = (Vec::new(), Vec::new());
+    let first = Instant::now();
+    let tag = std::process::id();
+    for i in 0..count {
+        let email = format!("series{tag}x{i}@example.com");
+        let t = Instant::now();
+        s.sql(&format!(
+            "INSERT INTO crm_contacts (contact_id, first_name, email, phone, created_at, updated_at) VALUES ('S{tag}x{i}', 'Series', '{email}', '+1 415 555 {:04}', now(), now())",
+            i % 10_000
+        ))
+        .await?;
+        let inserted = t.elapsed().as_secs_f64() * 1000.0;
+        let found = s.sql(&format!("SELECT profile_id FROM profile_lookup('email', '{email}')")).await?;
+        let looked = t.elapsed().as_secs_f64() * 1000.0 - inserted;
+        anyhow::ensure!(found.iter().map(|b| b.num_rows()).sum::<usize>() == 1, "inserted identifier not found");
+        println!("{i} {:.1} {inserted:.3} {looked:.3}", t.duration_since(first).as_secs_f64() * 1000.0);
+        inserts.push(inserted);
+        lookups.push(looked);
+    }
+    inserts.sort_by(f64::total_cmp);
+    lookups.sort_by(f64::total_cmp);
+    println!(
+        "insert p50 {:.2} p99 {:.2} max {:.2}; lookup p50 {:.2} p99 {:.2} max {:.2} (ms)",
+        percentile(&inserts, 0.5),
+        percentile(&inserts, 0.99),
+        inserts.last().copied().unwrap_or(0.0),
+        percentile(&lookups, 0.5),
+        percentile(&lookups, 0.99),
+        lookups.last().copied().unwrap_or(0.0)
+    );
+    drop(s);
+    db.close().await?;
+    Ok(())
 }
 
 /// The raw emails both sides look up (`duckdb_identity.py` asks the same).

@@ -97,7 +97,7 @@ fn generate(path: &Path, rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> anyhow::Result<u64> {
+pub(crate) fn dir_size(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -173,7 +173,7 @@ mod serde_like {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench identity-load WORK_DIR PEOPLE [plain] | tessera-bench segments WORK_DIR PEOPLE";
+    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench identity-load WORK_DIR PEOPLE [plain] | tessera-bench identity-insert DB_DIR [COUNT] | tessera-bench segments WORK_DIR PEOPLE";
     match args.get(1).map(String::as_str) {
         Some("foundation") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
@@ -195,6 +195,13 @@ async fn main() -> anyhow::Result<()> {
             let with_identifiers = args.get(4).map(String::as_str) != Some("plain");
             println!("{}", identity::load_once(&work, people, with_identifiers).await?);
             Ok(())
+        }
+        // Single-row inserts, each followed by a lookup of its email, on a
+        // copy of a database: one line per pair, for latency outliers.
+        Some("identity-insert") => {
+            let dir = PathBuf::from(args.get(2).context(usage)?);
+            let count: usize = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(600);
+            identity::insert_series(&dir, count).await
         }
         Some("segments") => {
             let work = PathBuf::from(args.get(2).context(usage)?);

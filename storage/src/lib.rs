@@ -11,6 +11,7 @@
 //! with string options, and the engine keeps whatever else it needs in the
 //! manifest's metadata map.
 
+mod buffer;
 mod cache;
 mod codec;
 mod dictionary;

@@ -9,6 +9,7 @@ use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, RecordBatch}
 use arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
 use roaring::RoaringTreemap;
 
+use crate::buffer::RowBuffer;
 use crate::error::{Result, StorageError};
 use crate::manifest::{SegmentRef, TableMeta};
 use crate::segment::{ChunkStats, SegmentReader};
@@ -28,8 +29,7 @@ pub struct TableSnapshot {
     pub(crate) segments: Vec<Arc<Segment>>,
     /// Committed rows not yet flushed, in the storage schema (`_row_id`
     /// first).
-    pub(crate) buffer: Vec<RecordBatch>,
-    pub(crate) buffer_bytes: usize,
+    pub(crate) buffer: RowBuffer,
     /// Deleted row ids whose bytes are still in a segment or the buffer.
     pub(crate) deleted: Arc<RoaringTreemap>,
     pub(crate) next_row_id: RowId,
@@ -40,8 +40,7 @@ impl TableSnapshot {
         TableSnapshot {
             meta: Arc::new(meta),
             segments: Vec::new(),
-            buffer: Vec::new(),
-            buffer_bytes: 0,
+            buffer: RowBuffer::default(),
             deleted: Arc::new(RoaringTreemap::new()),
             next_row_id,
         }
@@ -64,7 +63,7 @@ impl TableSnapshot {
     /// Rows visible in this snapshot.
     pub fn row_count(&self) -> u64 {
         let stored: u64 = self.segments.iter().map(|s| s.sref.rows).sum::<u64>()
-            + self.buffer.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            + self.buffer.rows() as u64;
         stored.saturating_sub(self.deleted.len())
     }
 
@@ -73,7 +72,7 @@ impl TableSnapshot {
     }
 
     pub fn buffered_rows(&self) -> usize {
-        self.buffer.iter().map(|b| b.num_rows()).sum()
+        self.buffer.rows()
     }
 
     pub fn deleted_count(&self) -> u64 {

@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use parking_lot::{Mutex, RawMutex, RwLock};
 use roaring::RoaringTreemap;
 
+use crate::buffer::RowBuffer;
 use crate::codec::{decode_batch, encode_batch};
 use crate::error::{Result, StorageError};
 use crate::io;
@@ -386,7 +387,7 @@ impl Store {
     ) -> Result<Option<Arc<Segment>>> {
         let schema = t.meta.storage_schema();
         let mut deleted = (*t.deleted).clone();
-        let mut live = Vec::with_capacity(t.buffer.len());
+        let mut live = Vec::with_capacity(t.buffer.batch_count());
         for batch in &t.buffer {
             let batch = conform(batch, &schema)?;
             let (lo, hi) = row_id_range(&batch)?;
@@ -397,7 +398,6 @@ impl Store {
             }
         }
         t.buffer.clear();
-        t.buffer_bytes = 0;
         t.deleted = Arc::new(deleted);
         if live.is_empty() {
             return Ok(None);
@@ -472,7 +472,7 @@ impl Store {
                     kept.push(b);
                 }
             }
-            t.buffer = kept;
+            t.buffer = RowBuffer::of(kept);
             t.deleted = Arc::new(RoaringTreemap::new());
             *table = Arc::new(t);
         }
@@ -594,7 +594,7 @@ impl Store {
         if self.inner.dir.is_none() {
             return Ok(());
         }
-        let buffered: usize = self.inner.writer.lock().latest.tables().map(|t| t.buffer_bytes).sum();
+        let buffered: usize = self.inner.writer.lock().latest.tables().map(|t| t.buffer.bytes()).sum();
         if buffered >= self.inner.options.flush_threshold_bytes {
             self.flush()?;
         }
@@ -889,8 +889,7 @@ fn apply_record(snap: &mut Snapshot, record: &TxnRecord) -> std::result::Result<
                 let stored = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
                     .map_err(|e| e.to_string())?;
                 let stored = conform(&stored, &nt.meta.storage_schema()).map_err(|e| e.to_string())?;
-                nt.buffer_bytes += stored.get_array_memory_size();
-                nt.buffer.push(stored);
+                nt.buffer.push(stored).map_err(|e| e.to_string())?;
                 nt.next_row_id = nt.next_row_id.max(first_row_id + n);
                 *t = Arc::new(nt);
             }
