@@ -180,53 +180,95 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     let meta_for_reader = meta.clone();
     blocking(move || {
         let batches = read_source(&meta, source, format, &file_columns, &copy)?;
-        // Identifier values are normalized and hashed on the reader thread
-        // too, leaving the writer the dictionary and the links.
-        let mut preparer = identity.preparer(&meta)?;
-        let full = batches.map(move |b| {
-            let b = b.and_then(|b| conform_by_name(&meta_for_reader, &b))?;
-            let prepared = preparer.as_mut().map(|p| p.prepare(&b)).transpose()?;
+        // Identifier values are normalized and hashed ahead of the writer,
+        // on as many threads as there are cores, leaving the writer the
+        // dictionary and the links.
+        let preparer = identity.preparer(&meta)?;
+        let workers = if preparer.is_some() { prepare_workers() } else { 1 };
+        let prepare = move |b: RecordBatch| -> Result<(RecordBatch, Option<PreparedBatch>)> {
+            let b = conform_by_name(&meta_for_reader, &b)?;
+            let prepared = preparer.as_ref().map(|p| p.prepare(&b)).transpose()?;
             Ok((b, prepared))
-        });
-        read_ahead(full, |batches| commit_stream(&store, &identity, &meta, batches))
+        };
+        read_ahead(batches, prepare, workers, |batches| commit_stream(&store, &identity, &meta, batches))
     })
     .await
 }
 
-/// Batches a reader thread keeps parsed ahead of the writer.
+/// Batches each preparing thread keeps ready ahead of the writer.
 const READ_AHEAD_BATCHES: usize = 2;
 
-/// Drive `source` on a thread of its own, `READ_AHEAD_BATCHES` ahead of
-/// `consume`: parsing and converting the next batch overlaps with
-/// resolving and appending this one. When `consume` stops early (an
-/// error), the reader stops at its next batch. A panic while reading ends
-/// the stream with an error item, never like its end: `consume` would
-/// otherwise commit the rows read so far.
-fn read_ahead<T: Send, R>(
+/// Most threads preparing batches of one load.
+const MAX_PREPARE_WORKERS: usize = 4;
+
+fn prepare_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_PREPARE_WORKERS)
+}
+
+/// Drive `source` on a thread of its own and `map` its items on `workers`
+/// more threads (item i on thread i mod workers), delivering the mapped
+/// items to `consume` in source order: parsing and preparing the next
+/// batches overlaps with resolving and appending this one. When `consume`
+/// stops early (an error), the threads stop at their next item. A panic
+/// while reading or mapping ends the stream with an error item, never
+/// like its end: `consume` would otherwise commit the rows read so far.
+fn read_ahead<T: Send, U: Send, R>(
     source: impl Iterator<Item = Result<T>> + Send,
-    consume: impl FnOnce(&mut dyn Iterator<Item = Result<T>>) -> R,
+    map: impl Fn(T) -> Result<U> + Sync,
+    workers: usize,
+    consume: impl FnOnce(&mut dyn Iterator<Item = Result<U>>) -> R,
 ) -> R {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::mpsc::sync_channel;
+    let workers = workers.clamp(1, MAX_PREPARE_WORKERS);
     std::thread::scope(|scope| {
+        let mut inputs = Vec::with_capacity(workers);
+        let mut outputs = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (to_worker, from_reader) = sync_channel::<Result<T>>(1);
+            let (to_consumer, from_worker) = sync_channel::<Result<U>>(READ_AHEAD_BATCHES);
+            let map = &map;
+            scope.spawn(move || {
+                for item in from_reader {
+                    let mapped = item.and_then(|t| {
+                        catch_unwind(AssertUnwindSafe(|| map(t)))
+                            .unwrap_or_else(|_| Err(Error::Internal("preparing a batch panicked".into())))
+                    });
+                    if to_consumer.send(mapped).is_err() {
+                        break;
+                    }
+                }
+            });
+            inputs.push(to_worker);
+            outputs.push(from_worker);
+        }
         scope.spawn(move || {
             let mut source = source;
-            loop {
-                let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.next())) {
+            for i in 0.. {
+                let worker = &inputs[i % workers];
+                let item = match catch_unwind(AssertUnwindSafe(|| source.next())) {
                     Ok(Some(item)) => item,
                     Ok(None) => break,
                     Err(_) => {
-                        let _ = sender.send(Err(Error::Internal("reading the source panicked".into())));
+                        let _ = worker.send(Err(Error::Internal("reading the source panicked".into())));
                         break;
                     }
                 };
-                if sender.send(item).is_err() {
+                if worker.send(item).is_err() {
                     break;
                 }
             }
         });
-        let mut received = receiver.into_iter();
-        // `received` (the receiver) is dropped before the scope joins the
-        // reader, so a reader blocked on a full channel wakes and stops.
+        let mut next = 0;
+        let mut received = std::iter::from_fn(|| {
+            // Item i comes from worker i mod workers; a worker that hung
+            // up has delivered everything before the source's end.
+            let item = outputs[next % workers].recv().ok();
+            next += 1;
+            item
+        });
+        // `received` and the receivers are dropped before the scope joins
+        // the threads, so a thread blocked on a full channel wakes and stops.
         consume(&mut received)
     })
 }
@@ -478,14 +520,42 @@ mod tests {
     #[test]
     fn read_ahead_delivers_every_batch_in_order() {
         let source = (0..10).map(|i| if i == 7 { Err(Error::user("bad row 7")) } else { batch() });
-        let seen: Vec<bool> = read_ahead(source, |items| items.map(|b| b.is_ok()).collect());
+        let seen: Vec<bool> = read_ahead(source, Ok, 1, |items| items.map(|b| b.is_ok()).collect());
         assert_eq!(seen, (0..10).map(|i| i != 7).collect::<Vec<_>>());
+    }
+
+    /// Items mapped on several threads, each taking its own time, arrive
+    /// in source order; a failing or panicking map is an error item in
+    /// its place.
+    #[test]
+    fn mapped_items_arrive_in_order_from_every_worker() {
+        let source = (0..200u64).map(Ok);
+        let map = |i: u64| -> Result<u64> {
+            std::thread::sleep(std::time::Duration::from_micros((i * 7919) % 300));
+            match i {
+                50 => Err(Error::user("bad batch 50")),
+                120 => panic!("preparer bug"),
+                _ => Ok(i * 2),
+            }
+        };
+        for workers in [1, 2, 3] {
+            let seen: Vec<Result<u64>> = read_ahead(source.clone(), map, workers, |items| items.collect());
+            assert_eq!(seen.len(), 200, "{workers} workers");
+            for (i, item) in seen.iter().enumerate() {
+                match (i, item) {
+                    (50, Err(e)) => assert!(e.to_string().contains("bad batch 50")),
+                    (120, Err(e)) => assert!(e.to_string().contains("panicked")),
+                    (_, Ok(v)) => assert_eq!(*v, i as u64 * 2),
+                    (_, Err(e)) => panic!("item {i}: {e}"),
+                }
+            }
+        }
     }
 
     #[test]
     fn a_panicking_reader_ends_the_stream_with_an_error() {
         let source = (0..5).map(|i| if i == 3 { panic!("parser bug") } else { batch() });
-        let seen: Vec<Result<RecordBatch>> = read_ahead(source, |items| items.collect());
+        let seen: Vec<Result<RecordBatch>> = read_ahead(source, Ok, 2, |items| items.collect());
         assert_eq!(seen.len(), 4);
         assert!(seen[..3].iter().all(|b| b.is_ok()));
         assert!(matches!(&seen[3], Err(e) if e.to_string().contains("panicked")));
@@ -494,7 +564,7 @@ mod tests {
     #[test]
     fn a_consumer_that_stops_early_stops_the_reader() {
         let source = (0..1_000_000).map(|_| batch());
-        let taken = read_ahead(source, |items| items.take(3).count());
+        let taken = read_ahead(source, Ok, 2, |items| items.take(3).count());
         assert_eq!(taken, 3);
     }
 }

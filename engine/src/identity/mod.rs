@@ -71,8 +71,10 @@ type PhoneCache = HashMap<TypeId, hashbrown::HashMap<String, Normalized>>;
 type SharedPhoneCache = Arc<parking_lot::Mutex<PhoneCache>>;
 
 /// Normalize a raw value; phone numbers go through a cache of their
-/// digits, since parsing one is far slower than a lookup.
-fn normalize_cached(cache: &mut PhoneCache, info: &TypeInfo, raw: &str) -> Normalized {
+/// digits, since parsing one is far slower than a lookup. The cache is
+/// locked for the lookup and the insert only, not while parsing: loads
+/// prepare batches on several threads.
+fn normalize_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &str) -> Normalized {
     let Normalizer::Phone { .. } = info.normalizer else {
         return info.normalizer.normalize(raw, &info.spec.blocked);
     };
@@ -84,15 +86,16 @@ fn normalize_cached(cache: &mut PhoneCache, info: &TypeInfo, raw: &str) -> Norma
     let Some(key) = normalize::phone_cache_key(raw) else {
         return info.normalizer.normalize(raw, &info.spec.blocked);
     };
-    let cache = cache.entry(info.spec.id).or_default();
-    if let Some(hit) = cache.get(&key) {
+    if let Some(hit) = cache.lock().get(&info.spec.id).and_then(|numbers| numbers.get(&key)) {
         return hit.clone();
     }
     let outcome = info.normalizer.normalize(raw, &info.spec.blocked);
-    if cache.len() >= PHONE_CACHE_ENTRIES {
-        cache.clear();
+    let mut all = cache.lock();
+    let numbers = all.entry(info.spec.id).or_default();
+    if numbers.len() >= PHONE_CACHE_ENTRIES {
+        numbers.clear();
     }
-    cache.insert(key, outcome.clone());
+    numbers.insert(key, outcome.clone());
     outcome
 }
 
@@ -136,7 +139,7 @@ pub(crate) struct Preparer {
 }
 
 impl Preparer {
-    pub(crate) fn prepare(&mut self, batch: &RecordBatch) -> Result<PreparedBatch> {
+    pub(crate) fn prepare(&self, batch: &RecordBatch) -> Result<PreparedBatch> {
         prepare_batch(&self.infos, &self.value_columns, batch, &self.phone_cache)
     }
 }
@@ -147,11 +150,6 @@ impl Preparer {
 fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &SharedPhoneCache) -> Result<PreparedBatch> {
     let mut slots = Vec::with_capacity(infos.len());
     for (info, &column) in infos.iter().zip(value_columns) {
-        // The shared cache is locked only for a phone slot (another load
-        // preparing its batches need not wait on emails and cookies).
-        let mut locked = matches!(info.normalizer, Normalizer::Phone { .. }).then(|| phone_cache.lock());
-        let mut unused = PhoneCache::new();
-        let phone_cache: &mut PhoneCache = locked.as_deref_mut().unwrap_or(&mut unused);
         let values = strings(batch.column(column))?;
         // Sized for a batch of repeated values (events); one of distinct
         // values (contacts) grows it twice.
@@ -263,7 +261,7 @@ impl State {
     /// Normalize a raw value; phone numbers go through a cache of their
     /// digits, since parsing one is far slower than a lookup.
     pub fn normalize(&mut self, info: &TypeInfo, raw: &str) -> Normalized {
-        normalize_cached(&mut self.phone_cache.lock(), info, raw)
+        normalize_cached(&self.phone_cache, info, raw)
     }
 
     /// Normalize a raw value of a type to its node, if the graph has it.
@@ -782,9 +780,20 @@ impl IdWriter {
         let mut repeats = std::mem::take(&mut self.repeats);
         // Shared by the events of the batch's rows.
         let table_name: Arc<str> = meta.name.as_str().into();
+        // Whether the previous row linked cleanly with nothing refused
+        // before linking either: a row with the same values in every slot
+        // is then just one more repeat (sessions and campaigns are runs).
+        let mut previous_clean = false;
         for row in 0..n {
+            if previous_clean && prepared.slots.iter().all(|(rows, _)| rows[row] == rows[row - 1]) {
+                if let Some(mask) = self.state.graph.repeat_previous(&mut repeats, now_secs) {
+                    masks.push(mask);
+                    continue;
+                }
+            }
             row_nodes.clear();
             let row_id = first_row_id + row as u64;
+            let mut refused_before_linking = false;
             for (i, (rows, outcomes)) in prepared.slots.iter().enumerate() {
                 let d = rows[row];
                 if d == NULL_VALUE {
@@ -796,6 +805,7 @@ impl IdWriter {
                     // A refused value is recorded for every row carrying it.
                     let slot = &ti.slots[i];
                     self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), reason, detail.clone(), None);
+                    refused_before_linking = true;
                 }
             }
             let outcome = {
@@ -811,6 +821,7 @@ impl IdWriter {
                 let logged = std::mem::take(&mut events);
                 self.log(logged, Some(&table_name), Some(row_id));
             }
+            previous_clean = !refused_before_linking && outcome.refused.is_empty() && outcome.mask != 0;
             masks.push(outcome.mask);
         }
         self.state.graph.flush_repeats(&mut repeats).map_err(Error::Internal)?;
@@ -1174,9 +1185,9 @@ mod tests {
             if reversed {
                 order.reverse();
             }
-            let mut cache = PhoneCache::new();
+            let cache = SharedPhoneCache::default();
             for i in order {
-                assert_eq!(normalize_cached(&mut cache, &info, spellings[i]), uncached[i], "{:?} (reversed: {reversed})", spellings[i]);
+                assert_eq!(normalize_cached(&cache, &info, spellings[i]), uncached[i], "{:?} (reversed: {reversed})", spellings[i]);
             }
         }
     }

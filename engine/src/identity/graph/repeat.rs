@@ -104,6 +104,25 @@ impl Graph {
         Ok(outcome)
     }
 
+    /// The row just linked (by [`Graph::link_repeating`] or this) again,
+    /// which the caller knows carries the same values in the same slots:
+    /// its mask, with one more repeat to count, without building or
+    /// comparing the row. None when that row is not a clean link the memo
+    /// holds or something changed since that could make a repeat link
+    /// differently; link the row in full then.
+    pub fn repeat_previous(&mut self, memo: &mut RepeatMemo, now: u32) -> Option<u32> {
+        if memo.epoch != self.epoch || memo.now != now {
+            return None;
+        }
+        let i = memo.last?;
+        let clean = memo.clean.get_mut(i)?;
+        if clean.pending == 0 {
+            memo.pending.push(i);
+        }
+        clean.pending += 1;
+        Some(clean.mask)
+    }
+
     /// Add the counts of every repeat `memo` holds. It goes on
     /// remembering its clean links (for the next batch of the same
     /// transaction) until something bumps the epoch.
