@@ -69,31 +69,33 @@ impl RowBuffer {
     }
 
     /// Append a batch of stored rows (`_row_id` first, ids ascending),
-    /// merging the tail as described in the module documentation.
-    pub(crate) fn push(&mut self, batch: RecordBatch) -> Result<()> {
+    /// merging the tail as described in the module documentation. Merging
+    /// is only an optimization: a batch it cannot handle (a type the Arrow
+    /// kernels cannot concatenate) is kept as it came.
+    pub(crate) fn push(&mut self, batch: RecordBatch) {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return;
         }
         let rows_before = self.rows;
         self.rows += batch.num_rows();
         self.bytes += batch.get_array_memory_size();
         let batches = Arc::make_mut(&mut self.batches);
         batches.push(batch);
-        let first = merge_start(batches)?;
         let last = batches.len() - 1;
+        let first = merge_start(batches).unwrap_or(last);
         if first < last || batches[last].num_rows() < COALESCED_ROWS {
             // A small batch alone is copied too: its buffers may be sized
             // for far more rows than it holds.
-            let merged = merge(&batches[first..])?;
-            for b in batches.drain(first..) {
-                self.bytes = self.bytes.saturating_sub(b.get_array_memory_size());
+            if let Ok(merged) = merge(&batches[first..]) {
+                for b in batches.drain(first..) {
+                    self.bytes = self.bytes.saturating_sub(b.get_array_memory_size());
+                }
+                self.bytes += merged.get_array_memory_size();
+                batches.push(merged);
             }
-            self.bytes += merged.get_array_memory_size();
-            batches.push(merged);
         }
         debug_assert_eq!(self.rows, batches.iter().map(|b| b.num_rows()).sum::<usize>());
         debug_assert!(self.rows > rows_before);
-        Ok(())
     }
 }
 
@@ -194,7 +196,7 @@ mod tests {
     fn single_rows_coalesce_into_few_batches() {
         let mut buffer = RowBuffer::default();
         for i in 0..20_000u64 {
-            buffer.push(batch(i..i + 1)).expect("push");
+            buffer.push(batch(i..i + 1));
             assert!(buffer.batch_count() <= 2 + (i + 1).ilog2() as usize + (i as usize + 1) / COALESCED_ROWS);
         }
         assert_eq!(ids(&buffer), (0..20_000).collect::<Vec<_>>());
@@ -216,13 +218,13 @@ mod tests {
     #[test]
     fn gaps_large_batches_and_old_clones_are_respected() {
         let mut buffer = RowBuffer::default();
-        buffer.push(batch(0..1)).expect("push");
+        buffer.push(batch(0..1));
         let before = buffer.clone();
-        buffer.push(batch(5..6)).expect("push");
+        buffer.push(batch(5..6));
         assert_eq!(buffer.batch_count(), 2, "ids 1..5 missing: no merge");
-        buffer.push(batch(6..6 + COALESCED_ROWS as u64)).expect("push");
+        buffer.push(batch(6..6 + COALESCED_ROWS as u64));
         assert_eq!(buffer.batch_count(), 3, "a full batch stays as it is");
-        buffer.push(batch(3..4)).expect("push");
+        buffer.push(batch(3..4));
         assert_eq!(ids(&buffer).len(), 3 + COALESCED_ROWS);
         assert_eq!(ids(&before), vec![0]);
         assert_eq!(before.rows(), 1);

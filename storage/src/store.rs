@@ -889,7 +889,7 @@ fn apply_record(snap: &mut Snapshot, record: &TxnRecord) -> std::result::Result<
                 let stored = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
                     .map_err(|e| e.to_string())?;
                 let stored = conform(&stored, &nt.meta.storage_schema()).map_err(|e| e.to_string())?;
-                nt.buffer.push(stored).map_err(|e| e.to_string())?;
+                nt.buffer.push(stored);
                 nt.next_row_id = nt.next_row_id.max(first_row_id + n);
                 *t = Arc::new(nt);
             }

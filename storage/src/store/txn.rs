@@ -254,7 +254,7 @@ impl WriteTxn {
         for (table, first, batch) in &self.appends {
             let t = snap.tables.get_mut(table).ok_or_else(|| StorageError::Internal("table vanished".into()))?;
             let mut nt = (**t).clone();
-            nt.buffer.push(batch.clone())?;
+            nt.buffer.push(batch.clone());
             nt.next_row_id = nt.next_row_id.max(first + batch.num_rows() as u64);
             *t = Arc::new(nt);
         }
