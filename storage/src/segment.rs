@@ -330,6 +330,9 @@ struct EncodedChunk {
     pages: Vec<PageMeta>,
 }
 
+/// A page's stored bytes and what the footer says of it.
+type EncodedPage = (Vec<u8>, PageMeta);
+
 /// Most threads one row group's columns are encoded on.
 const MAX_ENCODE_THREADS: usize = 4;
 
@@ -349,17 +352,17 @@ fn encode_columns(format: SegmentFormat, path: &Path, fields: &[Arc<Field>], col
             (0..len).step_by(format.page_rows.max(1)).map(move |start| (c, start, format.page_rows.min(len - start)))
         })
         .collect();
-    let encode = |&(c, start, rows): &(usize, usize, usize)| -> Result<(Vec<u8>, PageMeta)> {
+    let encode = |&(c, start, rows): &(usize, usize, usize)| -> Result<EncodedPage> {
         let (page, raw_len, stats) = encode_page(format, path, &fields[c], &columns[c].slice(start, rows))?;
         let meta = PageMeta { rows: rows as u64, len: page.len() as u64, raw_len, crc: crc32fast::hash(&page), stats };
         Ok((page, meta))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_ENCODE_THREADS).min(tasks.len().max(1));
-    let encoded: Vec<Result<(Vec<u8>, PageMeta)>> = if threads <= 1 {
+    let encoded: Vec<Result<EncodedPage>> = if threads <= 1 {
         tasks.iter().map(encode).collect()
     } else {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut slots: Vec<Option<Result<(Vec<u8>, PageMeta)>>> = (0..tasks.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<Result<EncodedPage>>> = (0..tasks.len()).map(|_| None).collect();
         std::thread::scope(|scope| -> Result<()> {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
