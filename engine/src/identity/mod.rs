@@ -751,7 +751,7 @@ impl IdWriter {
         self.touched = true;
         let mut settle_events = Vec::new();
         self.state.graph.settle(secs(self.now), &mut settle_events).map_err(Error::ResourcesExhausted)?;
-        self.log(settle_events, None, None);
+        self.log(&mut settle_events, None, None);
         let n = batch.num_rows();
         let infos: Vec<Arc<TypeInfo>> =
             ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
@@ -818,8 +818,7 @@ impl IdWriter {
                 self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), r.reason.as_str(), r.detail.clone(), Some(r.node));
             }
             if !events.is_empty() {
-                let logged = std::mem::take(&mut events);
-                self.log(logged, Some(&table_name), Some(row_id));
+                self.log(&mut events, Some(&table_name), Some(row_id));
             }
             previous_clean = !refused_before_linking && outcome.refused.is_empty() && outcome.mask != 0;
             masks.push(outcome.mask);
@@ -888,7 +887,7 @@ impl IdWriter {
         }
         let mut events = Vec::new();
         self.state.graph.settle(secs(self.now), &mut events).map_err(Error::ResourcesExhausted)?;
-        self.log(events, Some(&meta.name.as_str().into()), None);
+        self.log(&mut events, Some(&meta.name.as_str().into()), None);
         Ok(())
     }
 
@@ -911,8 +910,10 @@ impl IdWriter {
         Ok(())
     }
 
-    fn log(&mut self, events: Vec<ProfileEvent>, table: Option<&Arc<str>>, row: Option<u64>) {
-        for event in &events {
+    /// Record `events` (drained, so a caller's vector keeps its capacity
+    /// from row to row).
+    fn log(&mut self, events: &mut Vec<ProfileEvent>, table: Option<&Arc<str>>, row: Option<u64>) {
+        for event in events.iter() {
             let n = &mut self.notice;
             match event {
                 ProfileEvent::Merged { retired, survivor, .. } => {
@@ -929,7 +930,7 @@ impl IdWriter {
                 ProfileEvent::Created { .. } | ProfileEvent::Moved { .. } => {}
             }
         }
-        for event in events {
+        for event in events.drain(..) {
             self.events.push(LoggedEvent { event, table: table.cloned(), row });
         }
     }
