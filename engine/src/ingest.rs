@@ -195,8 +195,10 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     .await
 }
 
-/// Batches each preparing thread keeps ready ahead of the writer.
-const READ_AHEAD_BATCHES: usize = 2;
+/// Batches each preparing thread keeps ready ahead of the writer. With the
+/// one it is preparing and the one being read, a load holds at most
+/// `workers * (1 + READ_AHEAD_BATCHES) + 1` batches beyond the writer's.
+const READ_AHEAD_BATCHES: usize = 1;
 
 /// Most threads preparing batches of one load.
 const MAX_PREPARE_WORKERS: usize = 4;
@@ -225,7 +227,8 @@ fn read_ahead<T: Send, U: Send, R>(
         let mut inputs = Vec::with_capacity(workers);
         let mut outputs = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (to_worker, from_reader) = sync_channel::<Result<T>>(1);
+            // A hand-over, not a queue: the worker's output is the queue.
+            let (to_worker, from_reader) = sync_channel::<Result<T>>(0);
             let (to_consumer, from_worker) = sync_channel::<Result<U>>(READ_AHEAD_BATCHES);
             let map = &map;
             scope.spawn(move || {
