@@ -991,7 +991,15 @@ pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> 
         }
     }
     info.rows_appended -= logged.min(info.rows_appended);
-    store.maybe_flush()?;
+    // The commit is durable whatever the flush does. A failed flush
+    // poisons the store (the next write is refused until reopen), but it
+    // must not report this statement's rows as lost: a client would
+    // retry and insert them twice.
+    if let Err(e) = store.maybe_flush() {
+        eprintln!(
+            "tessera: writing buffered rows to segments failed; they are safe in the log, and writes are refused until the database is reopened: {e}"
+        );
+    }
     Ok(info)
 }
 
