@@ -372,7 +372,7 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
                 return Err(Error::Unsupported("Parquet from STDIN".into()));
             };
             let builder = ParquetRecordBatchReaderBuilder::try_new(open(&file)?).map_err(|e| in_file(e.to_string()))?;
-            let builder = decode_strings_as_views(builder, &file, &columns)?;
+            let builder = decode_strings_as_views(builder, &file, columns)?;
             let reader = builder.with_batch_size(FILE_BATCH_ROWS).build().map_err(|e| in_file(e.to_string()))?;
             let (meta, columns) = (meta.clone(), columns.clone());
             Box::new(reader.map(move |b| {

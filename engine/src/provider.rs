@@ -834,6 +834,6 @@ fn updated_rows(
         };
         arrays[storage_col] = value;
     }
-    Ok(RecordBatch::try_new(meta.append_schema(), arrays).map_err(|e| Error::user(e.to_string()))?)
+    RecordBatch::try_new(meta.append_schema(), arrays).map_err(|e| Error::user(e.to_string()))
 }
 

@@ -525,9 +525,9 @@ impl SystemTable {
                             let e = seen.entry(n).or_insert((t, t));
                             *e = (e.0.min(t), e.1.max(t));
                         }
-                        if !values.contains_key(&n) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = values.entry(n) {
                             if let Normalized::Value(v) = info.normalizer.normalize(raw.value(row), &info.spec.blocked) {
-                                values.insert(n, v);
+                                slot.insert(v);
                             }
                         }
                     }
@@ -746,9 +746,13 @@ fn shortest_path(graph: &Graph, from: NodeId, to: NodeId) -> Option<Vec<NodeId>>
     None
 }
 
+/// A row that links two identifiers: its table, its row id and the
+/// normalized values it holds for both.
+type LinkingRow = (String, u64, Option<String>, Option<String>);
+
 /// A live row that links nodes `a` and `b`, with the normalized values it
 /// holds for both.
-fn row_linking(snap: &Snapshot, state: &State, a: NodeId, b: NodeId) -> Result<Option<(String, u64, Option<String>, Option<String>)>> {
+fn row_linking(snap: &Snapshot, state: &State, a: NodeId, b: NodeId) -> Result<Option<LinkingRow>> {
     let mut pair = [a, b];
     pair.sort_unstable();
     for (table, ti) in identity_tables(snap)? {
