@@ -125,6 +125,12 @@ async fn load_tables(db: &Database, data: &Path, with_identifiers: bool) -> anyh
     Ok(loaded)
 }
 
+/// A new, empty database in `dir` (whatever was there is removed).
+fn fresh_database(dir: &Path) -> anyhow::Result<Database> {
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(Database::open(dir)?)
+}
+
 /// CPU time (user and system) this process has used so far, in seconds:
 /// a steadier measure of work done than the wall clock on a busy machine.
 pub(crate) fn cpu_seconds() -> f64 {
@@ -166,8 +172,7 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
 
     // The load alone (no identifiers declared).
     let plain = work.join("tessera-plain");
-    let _ = std::fs::remove_dir_all(&plain);
-    let db = Database::open(&plain)?;
+    let db = fresh_database(&plain)?;
     let started = Instant::now();
     let cpu = cpu_seconds();
     load_all(&db, &data, false).await?;
@@ -178,8 +183,7 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
 
     // Load and resolve: files to queryable profiles.
     let dir = work.join("tessera-identity");
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(&dir)?;
+    let db = fresh_database(&dir)?;
     let started = Instant::now();
     let cpu = cpu_seconds();
     let rows = load_all(&db, &data, true).await?;
@@ -257,8 +261,7 @@ pub async fn load_once(work: &Path, people: u64, with_identifiers: bool) -> anyh
     let data = work.join(format!("data-{people}"));
     anyhow::ensure!(data.join("web_events.parquet").exists(), "no data set in {}; run the identity benchmark once", data.display());
     let dir = work.join("tessera-load-once");
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(&dir)?;
+    let db = fresh_database(&dir)?;
     let started = Instant::now();
     let cpu = cpu_seconds();
     let tables = load_tables(&db, &data, with_identifiers).await?;

@@ -107,15 +107,16 @@ fn merge_start(batches: &[RecordBatch]) -> Result<usize> {
     let mut range = contiguous_ids(last)?;
     while first > 0 {
         let prev = &batches[first - 1];
-        let Some((lo, hi)) = range else { break };
-        let follows = matches!(contiguous_ids(prev)?, Some((_, prev_hi)) if prev_hi.checked_add(1) == Some(lo));
+        let Some((lo, _)) = range else { break };
+        let prev_range = contiguous_ids(prev)?;
+        let follows = matches!(prev_range, Some((_, prev_hi)) if prev_hi.checked_add(1) == Some(lo));
         let fits = prev.num_rows() <= rows && prev.num_rows() + rows <= COALESCED_ROWS;
         if !(follows && fits && prev.schema() == last.schema()) {
             break;
         }
         first -= 1;
         rows += prev.num_rows();
-        range = contiguous_ids(prev)?.map(|(prev_lo, _)| (prev_lo, hi));
+        range = prev_range;
     }
     Ok(first)
 }

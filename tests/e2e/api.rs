@@ -157,10 +157,7 @@ async fn write_failure_child() -> anyhow::Result<()> {
 async fn write_failures_refuse_writes() -> anyhow::Result<()> {
     for which in ["storage::fsync", "storage::write"] {
         let dir = tempfile::tempdir()?;
-        let child = child::spawn("api::write_failure_child", which, dir.path())?;
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && stdout.contains("child ok"), "{which}: child failed: {stdout}");
+        child::run_to_completion("api::write_failure_child", which, dir.path())?;
         // After reopen: writes work again, the acknowledged row is there,
         // the refused one is not.
         let db = Database::open(dir.path())?;
@@ -203,10 +200,7 @@ async fn flush_failure_child() -> anyhow::Result<()> {
 async fn a_failed_flush_does_not_fail_a_durable_insert() -> anyhow::Result<()> {
     let which = "storage::before_manifest_rename";
     let dir = tempfile::tempdir()?;
-    let child = child::spawn("api::flush_failure_child", which, dir.path())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("child ok"), "child failed: {stdout}");
+    child::run_to_completion("api::flush_failure_child", which, dir.path())?;
     // After reopen: both acknowledged rows are there, the refused one is
     // not, and writes work again.
     let db = Database::open(dir.path())?;

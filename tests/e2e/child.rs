@@ -21,6 +21,15 @@ pub fn spawn(test_name: &str, scenario: &str, dir: &std::path::Path) -> anyhow::
     Ok(child)
 }
 
+/// Run a child scenario to its end; it must exit cleanly having printed
+/// `child ok` (its last step).
+pub fn run_to_completion(test_name: &str, scenario: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let out = spawn(test_name, scenario, dir)?.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success() && stdout.contains("child ok"), "{test_name} ({scenario}): child failed: {stdout}");
+    Ok(())
+}
+
 /// The scenario this process was started for, if any.
 pub fn scenario() -> Option<(String, std::path::PathBuf)> {
     let s = std::env::var(SCENARIO).ok()?;

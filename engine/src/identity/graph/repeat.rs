@@ -56,6 +56,19 @@ pub struct RepeatMemo {
     now: u32,
 }
 
+impl RepeatMemo {
+    /// One more repeat of entry `i` (an index into `clean`), counted at
+    /// the next flush; its mask.
+    fn count_repeat(&mut self, i: usize) -> u32 {
+        let clean = &mut self.clean[i];
+        if clean.pending == 0 {
+            self.pending.push(i);
+        }
+        clean.pending += 1;
+        clean.mask
+    }
+}
+
 /// Distinct rows a memo remembers before it flushes and starts over. Small
 /// enough to stay in a core's cache (about 300 KB): most repeats are runs
 /// or near them, and a memo of 65,536 rows spent more on cache misses
@@ -88,13 +101,9 @@ impl Graph {
         let clean = &memo.clean;
         let seen = || memo.by_row.find(hash(), |&i| clean[i].row.as_slice() == row).copied();
         if let Some(i) = same_as_last.or_else(seen) {
-            let clean = &mut memo.clean[i];
-            if clean.pending == 0 {
-                memo.pending.push(i);
-            }
-            clean.pending += 1;
+            let mask = memo.count_repeat(i);
             memo.last = Some(i);
-            return Ok(LinkOutcome { mask: clean.mask, refused: Vec::new() });
+            return Ok(LinkOutcome { mask, refused: Vec::new() });
         }
         memo.last = None;
         let outcome = self.link(row, now, rules, events);
@@ -118,12 +127,7 @@ impl Graph {
             return None;
         }
         let i = memo.last?;
-        let clean = memo.clean.get_mut(i)?;
-        if clean.pending == 0 {
-            memo.pending.push(i);
-        }
-        clean.pending += 1;
-        Some(clean.mask)
+        Some(memo.count_repeat(i))
     }
 
     /// Add the counts of every repeat `memo` holds. It goes on
