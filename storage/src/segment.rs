@@ -91,6 +91,28 @@ pub(crate) struct PageMeta {
     pub raw_len: u64,
     pub crc: u32,
     pub stats: ChunkStats,
+    #[serde(default, skip_serializing_if = "PageEncoding::is_ipc")]
+    pub encoding: PageEncoding,
+}
+
+/// How a page's bytes hold its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PageEncoding {
+    /// An Arrow IPC stream of a single-column batch, compressed as its
+    /// chunk says.
+    #[default]
+    Ipc,
+    /// No bytes at all: value `i` of the page is `start + i * step`
+    /// (wrapping, in the column's own 64-bit integer type; `start` holds
+    /// its bits). Integer pages without nulls whose values step evenly,
+    /// such as row ids, which every page has.
+    Sequence { start: u64, step: u64 },
+}
+
+impl PageEncoding {
+    fn is_ipc(&self) -> bool {
+        *self == PageEncoding::Ipc
+    }
 }
 
 /// Where a page lies and how to check and decode it.
@@ -100,6 +122,7 @@ struct PageLocation {
     raw_len: u64,
     crc: u32,
     rows: u64,
+    encoding: PageEncoding,
 }
 
 /// How segments are written.
@@ -167,11 +190,19 @@ impl RowGroupMeta {
                 raw_len: chunk.raw_len,
                 crc: chunk.crc,
                 rows: self.rows,
+                encoding: PageEncoding::Ipc,
             });
         }
         let p = chunk.pages.get(page)?;
         let before: u64 = chunk.pages[..page].iter().map(|p| p.len).sum();
-        Some(PageLocation { offset: chunk.offset + before, len: p.len, raw_len: p.raw_len, crc: p.crc, rows: p.rows })
+        Some(PageLocation {
+            offset: chunk.offset + before,
+            len: p.len,
+            raw_len: p.raw_len,
+            crc: p.crc,
+            rows: p.rows,
+            encoding: p.encoding,
+        })
     }
 }
 
@@ -353,8 +384,8 @@ fn encode_columns(format: SegmentFormat, path: &Path, fields: &[Arc<Field>], col
         })
         .collect();
     let encode = |&(c, start, rows): &(usize, usize, usize)| -> Result<EncodedPage> {
-        let (page, raw_len, stats) = encode_page(format, path, &fields[c], &columns[c].slice(start, rows))?;
-        let meta = PageMeta { rows: rows as u64, len: page.len() as u64, raw_len, crc: crc32fast::hash(&page), stats };
+        let (page, raw_len, stats, encoding) = encode_page(format, path, &fields[c], &columns[c].slice(start, rows))?;
+        let meta = PageMeta { rows: rows as u64, len: page.len() as u64, raw_len, crc: crc32fast::hash(&page), stats, encoding };
         Ok((page, meta))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_ENCODE_THREADS).min(tasks.len().max(1));
@@ -399,8 +430,12 @@ fn encode_columns(format: SegmentFormat, path: &Path, fields: &[Arc<Field>], col
     Ok(chunks)
 }
 
-/// The stored bytes of one page, its decoded length and its statistics.
-fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64, ChunkStats)> {
+/// The stored bytes of one page, its decoded length, its statistics and
+/// how the bytes hold the values.
+fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64, ChunkStats, PageEncoding)> {
+    if let Some(encoding) = sequence_form(column) {
+        return Ok((Vec::new(), 0, compute_stats(column), encoding));
+    }
     let stored = stored_form(column);
     // From the stored form: comparing plain strings is cheaper than
     // comparing views, and it holds the same values.
@@ -410,10 +445,46 @@ fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &Array
     let raw = encode_batch(&batch)?;
     let raw_len = raw.len() as u64;
     if format.zstd_level == 0 {
-        return Ok((raw, raw_len, stats));
+        return Ok((raw, raw_len, stats, PageEncoding::Ipc));
     }
     let compressed = compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
-    Ok((compressed, raw_len, stats))
+    Ok((compressed, raw_len, stats, PageEncoding::Ipc))
+}
+
+/// The sequence a 64-bit integer page without nulls steps through, if its
+/// values step evenly (row ids always do within a commit; compressing
+/// them cost a tenth of a load's compression).
+fn sequence_form(column: &ArrayRef) -> Option<PageEncoding> {
+    fn evenly<T: Copy + PartialEq>(values: &[T], as_bits: impl Fn(T) -> u64) -> Option<PageEncoding> {
+        let start = as_bits(*values.first()?);
+        let step = values.get(1).map_or(0, |&second| as_bits(second).wrapping_sub(start));
+        let fits = values.iter().enumerate().all(|(i, &v)| as_bits(v) == sequence_value(start, step, i));
+        fits.then_some(PageEncoding::Sequence { start, step })
+    }
+    if column.null_count() > 0 {
+        return None;
+    }
+    match column.data_type() {
+        DataType::UInt64 => evenly(column.as_primitive::<UInt64Type>().values(), |v| v),
+        DataType::Int64 => evenly(column.as_primitive::<Int64Type>().values(), |v| v as u64),
+        _ => None,
+    }
+}
+
+/// Value `i` of a sequence page, as the bits of the column's type (the
+/// same wrapping arithmetic for signed and unsigned: two's complement).
+fn sequence_value(start: u64, step: u64, i: usize) -> u64 {
+    start.wrapping_add(step.wrapping_mul(i as u64))
+}
+
+/// The values of a sequence page of `rows` rows, in the column's type.
+fn decode_sequence(start: u64, step: u64, rows: u64, ty: &DataType) -> std::result::Result<ArrayRef, String> {
+    let values = (0..rows as usize).map(|i| sequence_value(start, step, i));
+    match ty {
+        DataType::UInt64 => Ok(Arc::new(arrow::array::UInt64Array::from_iter_values(values))),
+        DataType::Int64 => Ok(Arc::new(arrow::array::Int64Array::from_iter_values(values.map(|v| v as i64)))),
+        other => Err(format!("a sequence page in a column of type {other}")),
+    }
 }
 
 thread_local! {
@@ -445,6 +516,9 @@ fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 /// view array references every data buffer of the array it was cut from,
 /// and the IPC writer would write them all.
 fn stored_form(column: &ArrayRef) -> ArrayRef {
+    if let Some(dictionary) = dictionary_form(column) {
+        return dictionary;
+    }
     let plain = match column.data_type() {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
@@ -457,6 +531,78 @@ fn stored_form(column: &ArrayRef) -> ArrayRef {
         return cast;
     }
     compact_views(column)
+}
+
+/// Rows sampled before a string page is judged too varied for a
+/// dictionary, and the distinct values among them that judge it so.
+const DICTIONARY_SAMPLE_ROWS: usize = 256;
+const DICTIONARY_SAMPLE_MAX_DISTINCT: usize = 224;
+
+/// A string page as a dictionary of its distinct values (in order of
+/// first appearance) and one key per row, when it has few enough distinct
+/// values: at most half its rows, and clearly fewer than its first rows
+/// among the first rows. Categories, URLs and session cookies repeat, and
+/// a page of 1- or 2-byte keys compresses in a fraction of the time of
+/// the values themselves; a page of unique values (emails of contacts) is
+/// given up on after its first rows.
+fn dictionary_form(column: &ArrayRef) -> Option<ArrayRef> {
+    match column.data_type() {
+        DataType::Utf8View => dictionary_of(column.as_string_view(), column.nulls()),
+        DataType::Utf8 => dictionary_of(column.as_string::<i32>(), column.nulls()),
+        _ => None,
+    }
+}
+
+fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = &'a str>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
+    use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
+    use arrow::datatypes::{UInt16Type, UInt8Type};
+    let rows = values.len();
+    let most = (rows / 2).min(usize::from(u16::MAX));
+    let mut index: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::with_capacity(256);
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut keys: Vec<u16> = Vec::with_capacity(rows);
+    let mut previous: Option<(&str, u16)> = None;
+    for row in 0..rows {
+        if row == DICTIONARY_SAMPLE_ROWS && distinct.len() > DICTIONARY_SAMPLE_MAX_DISTINCT {
+            return None;
+        }
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            keys.push(0);
+            continue;
+        }
+        let value = values.value(row);
+        // Runs of one value (a session's cookie) skip the hashing.
+        if let Some((last, key)) = previous.filter(|(last, _)| *last == value) {
+            debug_assert_eq!(last, value);
+            keys.push(key);
+            continue;
+        }
+        let key = match index.entry(value) {
+            hashbrown::hash_map::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                if distinct.len() >= most {
+                    return None;
+                }
+                distinct.push(value);
+                // `most` keeps every key within u16.
+                *slot.insert((distinct.len() - 1) as u16)
+            }
+        };
+        keys.push(key);
+        previous = Some((value, key));
+    }
+    if distinct.is_empty() {
+        return None;
+    }
+    let dictionary: ArrayRef = Arc::new(StringArray::from_iter_values(distinct.iter()));
+    let nulls = nulls.cloned();
+    let array: ArrayRef = if distinct.len() <= usize::from(u8::MAX) + 1 {
+        let keys = PrimitiveArray::<UInt8Type>::new(keys.iter().map(|&k| k as u8).collect(), nulls);
+        Arc::new(DictionaryArray::try_new(keys, dictionary).ok()?)
+    } else {
+        Arc::new(DictionaryArray::try_new(PrimitiveArray::<UInt16Type>::new(keys.into(), nulls), dictionary).ok()?)
+    };
+    Some(array)
 }
 
 /// Longest value a view holds inline (in its 16 bytes).
@@ -524,7 +670,9 @@ fn stat_less(a: &StatValue, b: &StatValue) -> bool {
 
 fn compute_stats(column: &ArrayRef) -> ChunkStats {
     let null_count = column.null_count() as u64;
-    let (min, max) = min_max(column).unwrap_or((None, None));
+    // A dictionary page's dictionary holds exactly its distinct values.
+    let values = column.as_any_dictionary_opt().map_or(column, |d| d.values());
+    let (min, max) = min_max(values).unwrap_or((None, None));
     ChunkStats { null_count, min, max }
 }
 
@@ -792,6 +940,15 @@ impl SegmentReader {
 
     /// Decode the page at `at`, whose bytes were checked.
     fn decode_at(&self, at: &PageLocation, compression: u8, column: usize) -> Result<ArrayRef> {
+        // The page was located, and the footer was checked to have one
+        // chunk per column.
+        let (name, want) = &self.footer.columns[column];
+        if let PageEncoding::Sequence { start, step } = at.encoding {
+            if at.len != 0 {
+                return Err(StorageError::corruption(&self.path, at.offset, "a sequence page has bytes"));
+            }
+            return decode_sequence(start, step, at.rows, want).map_err(|detail| StorageError::corruption(&self.path, at.offset, detail));
+        }
         let bytes = &self.mmap[at.offset as usize..(at.offset + at.len) as usize];
         let decoded = match compression {
             COMPRESSION_NONE => decode_batch(bytes),
@@ -803,14 +960,14 @@ impl SegmentReader {
             return Err(StorageError::corruption(&self.path, at.offset, "page holds the wrong number of rows"));
         }
         let array = batch.column(0);
-        // The page was located, and the footer was checked to have one
-        // chunk per column.
-        let (name, want) = &self.footer.columns[column];
         if array.data_type() == want {
             return Ok(array.clone());
         }
         match (array.data_type(), want) {
             (DataType::Utf8, DataType::Utf8View) | (DataType::Binary, DataType::BinaryView) => {
+                Ok(arrow::compute::cast(array, want)?)
+            }
+            (DataType::Dictionary(_, values), DataType::Utf8View | DataType::Utf8) if **values == DataType::Utf8 => {
                 Ok(arrow::compute::cast(array, want)?)
             }
             (got, _) => Err(StorageError::corruption(
@@ -979,19 +1136,19 @@ mod tests {
             let pages: Vec<PageMeta> = (0..4)
                 .map(|p| {
                     let slice = column.slice(p * 10, 10);
-                    PageMeta { rows: 10, len: 0, raw_len: 0, crc: 0, stats: compute_stats(&slice) }
+                    PageMeta { rows: 10, len: 0, raw_len: 0, crc: 0, stats: compute_stats(&slice), encoding: PageEncoding::Ipc }
                 })
                 .collect();
             assert_eq!(merge_stats(&pages), compute_stats(&column), "{column:?}");
         }
     }
 
-    /// Short strings keep their views (they compress better so); longer
-    /// ones are stored as plain strings; both read back as views.
+    /// Short varied strings keep their views (they compress better so);
+    /// longer ones are stored as plain strings; both read back as views.
     #[test]
     fn short_view_pages_stay_views_and_long_ones_become_plain() {
         use arrow::array::StringViewArray;
-        let short: ArrayRef = Arc::new((0..100).map(|i| Some(["a", "bb", "twelve_chars"][i % 3])).collect::<StringViewArray>());
+        let short: ArrayRef = Arc::new((0..100).map(|i| Some(format!("twelve_ch{i:03}"))).collect::<StringViewArray>());
         let long: ArrayRef = Arc::new((0..100).map(|i| Some(format!("thirteen char{i}"))).collect::<StringViewArray>());
         assert_eq!(stored_form(&short).data_type(), &DataType::Utf8View);
         assert_eq!(stored_form(&long).data_type(), &DataType::Utf8);
@@ -1019,9 +1176,10 @@ mod tests {
             assert_eq!(chunk.pages.len(), 11);
             for (p, (bytes, meta)) in chunk.bytes.iter().zip(&chunk.pages).enumerate() {
                 let rows = if p == 10 { 50 } else { 100 };
-                let (alone, raw_len, stats) = encode_page(format, Path::new("test"), &fields[c], &columns[c].slice(p * 100, rows)).expect("page");
+                let (alone, raw_len, stats, encoding) =
+                    encode_page(format, Path::new("test"), &fields[c], &columns[c].slice(p * 100, rows)).expect("page");
                 assert_eq!(bytes, &alone, "column {c} page {p}");
-                assert_eq!((meta.rows, meta.raw_len, &meta.stats), (rows as u64, raw_len, &stats));
+                assert_eq!((meta.rows, meta.raw_len, &meta.stats, meta.encoding), (rows as u64, raw_len, &stats, encoding));
                 assert_eq!(meta.crc, crc32fast::hash(bytes));
             }
         }
@@ -1064,5 +1222,99 @@ mod tests {
         let mut group = reader.row_groups()[0].clone();
         group.chunks[0].pages[1].stats.min = None;
         assert!(check_pages(&group).expect_err("inconsistent").contains("row ids"));
+    }
+
+    /// A segment of one column beside the row ids, written with `page_rows`
+    /// rows per page, and its reader.
+    fn one_column(dir: &Path, column: ArrayRef, page_rows: usize) -> SegmentReader {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(ROW_ID_COLUMN, DataType::UInt64, false),
+            Field::new("c", column.data_type().clone(), true),
+        ]));
+        let ids = UInt64Array::from_iter_values(0..column.len() as u64);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), column]).expect("batch");
+        let path = dir.join("one");
+        let _ = std::fs::remove_file(&path);
+        let mut w = SegmentWriter::create(&path, schema, SegmentFormat { zstd_level: 1, page_rows }).expect("create");
+        w.write(batch).expect("write");
+        w.finish().expect("finish");
+        SegmentReader::open(&path, no_cache()).expect("open")
+    }
+
+    /// Row ids, and any 64-bit integer page without nulls that steps
+    /// evenly (down, by zero, wrapping), take no bytes and read back
+    /// exactly; an uneven or nullable page stays an IPC page.
+    #[test]
+    fn evenly_stepping_integer_pages_are_sequences_without_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: Vec<(ArrayRef, [bool; 3])> = vec![
+            (Arc::new(Int64Array::from_iter_values((0..3000).map(|i| 1000 - 7 * i))), [true; 3]),
+            (Arc::new(Int64Array::from_iter_values((0..3000).map(|_| -5))), [true; 3]),
+            (Arc::new(Int64Array::from_iter_values((0..3000i64).map(|i| i64::MAX.wrapping_add(i * 1_000_000_007)))), [true; 3]),
+            (Arc::new(UInt64Array::from_iter_values((0..3000u64).map(|i| u64::MAX - i))), [true; 3]),
+            // Only the page holding the break, or the null, is not one.
+            (Arc::new(Int64Array::from_iter_values((0..3000).map(|i| if i == 2500 { 0 } else { i }))), [true, true, false]),
+            (Arc::new((0..3000).map(|i| (i != 10).then_some(i)).collect::<Int64Array>()), [false, true, true]),
+        ];
+        for (column, expected) in cases {
+            let reader = one_column(dir.path(), column.clone(), 1000);
+            let group = &reader.row_groups()[0];
+            assert!(group.chunks[0].pages.iter().all(|p| matches!(p.encoding, PageEncoding::Sequence { .. }) && p.len == 0));
+            let sequences: Vec<bool> = group.chunks[1].pages.iter().map(|p| matches!(p.encoding, PageEncoding::Sequence { .. })).collect();
+            assert_eq!(sequences, expected, "{column:?}");
+            assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
+            for page in 0..3 {
+                let want = column.slice(page * 1000, 1000);
+                assert_eq!(reader.read_page(0, page, 1).expect("page").as_ref(), want.as_ref());
+                assert_eq!(group.page_stats(page, 1), Some(&compute_stats(&want)));
+            }
+            reader.verify().expect("verify");
+        }
+    }
+
+    /// String pages with few distinct values are stored as dictionaries
+    /// (1-byte keys up to 256 values, 2-byte beyond) and read back as the
+    /// column's own type, nulls included, with the statistics of the
+    /// values; varied pages are not.
+    #[test]
+    fn repetitive_string_pages_are_dictionaries_and_read_back_exactly() {
+        use arrow::array::StringViewArray;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = 4096;
+        let few: ArrayRef = Arc::new(
+            (0..rows).map(|i| (i % 13 != 0).then(|| ["click", "view", "a rather long page address /x/y/z"][i % 3])).collect::<StringViewArray>(),
+        );
+        let runs: ArrayRef = Arc::new((0..rows).map(|i| Some(format!("cookie-{:016}", i / 9))).collect::<StringViewArray>());
+        let varied: ArrayRef = Arc::new((0..rows).map(|i| Some(format!("user{i}@example.com"))).collect::<StringViewArray>());
+        let plain_text: ArrayRef = Arc::new((0..rows).map(|i| Some(format!("city {}", i % 40))).collect::<StringArray>());
+        for (column, key) in [(few, Some(DataType::UInt8)), (runs, Some(DataType::UInt16)), (varied, None), (plain_text, Some(DataType::UInt8))] {
+            let stored = stored_form(&column);
+            match (&key, stored.data_type()) {
+                (Some(k), DataType::Dictionary(got, values)) => assert_eq!((got.as_ref(), values.as_ref()), (k, &DataType::Utf8)),
+                (None, other) => assert!(!matches!(other, DataType::Dictionary(..)), "{other}"),
+                (_, other) => panic!("expected a dictionary page, got {other}"),
+            }
+            assert_eq!(compute_stats(&stored), compute_stats(&column));
+            let reader = one_column(dir.path(), column.clone(), 1024);
+            assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
+            let page = reader.read_page(0, 3, 1).expect("page");
+            assert_eq!(page.as_ref(), column.slice(3072, 1024).as_ref());
+            assert_eq!(reader.row_groups()[0].page_stats(3, 1), Some(&compute_stats(&column.slice(3072, 1024))));
+        }
+    }
+
+    /// A sequence page that claims bytes, or sits in a column that is not a
+    /// 64-bit integer, is corruption, not a panic or made-up values.
+    #[test]
+    fn impossible_sequence_pages_are_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reader = one_column(dir.path(), Arc::new(StringArray::from_iter_values((0..100).map(|i| format!("{i}")))), 100);
+        let mut at = reader.row_groups()[0].page_location(0, 1).expect("page");
+        at.encoding = PageEncoding::Sequence { start: 1, step: 1 };
+        let err = reader.decode_at(&at, COMPRESSION_ZSTD, 1).expect_err("bytes");
+        assert!(err.to_string().contains("sequence page has bytes"), "{err}");
+        at.len = 0;
+        let err = reader.decode_at(&at, COMPRESSION_ZSTD, 1).expect_err("type");
+        assert!(matches!(err, StorageError::Corruption { .. }) && err.to_string().contains("Utf8"), "{err}");
     }
 }
