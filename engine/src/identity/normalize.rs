@@ -85,10 +85,14 @@ impl Normalizer {
     /// type's own, already lower-cased).
     pub fn normalize(&self, raw: &str, extra_blocked: &[String]) -> Normalized {
         let trimmed = raw.trim();
-        if let Some(refused) = refused_as_typed(trimmed, extra_blocked) {
+        if let Some(refused) = refused_by_length(trimmed) {
             return refused;
         }
+        // Lower-cased once, for the blocked list and as the value.
         let lower = lowercase(trimmed);
+        if is_blocked(&lower, extra_blocked) {
+            return Normalized::Blocked;
+        }
         let value = match self {
             Normalizer::Email => {
                 let at = lower.matches('@').count();
@@ -98,12 +102,15 @@ impl Normalizer {
                 }
                 lower
             }
-            Normalizer::Phone { region } => match parse_phone(*region, trimmed) {
-                Ok(n) if rlibphonenumber::PHONE_NUMBER_UTIL.is_valid_number(&n) => {
-                    rlibphonenumber::PHONE_NUMBER_UTIL.format(&n, rlibphonenumber::PhoneNumberFormat::E164).into_owned()
-                }
-                Ok(_) => return Normalized::Invalid("not a valid phone number".into()),
-                Err(_) => return Normalized::Invalid("not a phone number".into()),
+            Normalizer::Phone { region } => match north_american(*region, trimmed) {
+                Some(e164) => e164,
+                None => match parse_phone(*region, trimmed) {
+                    Ok(n) if rlibphonenumber::PHONE_NUMBER_UTIL.is_valid_number(&n) => {
+                        rlibphonenumber::PHONE_NUMBER_UTIL.format(&n, rlibphonenumber::PhoneNumberFormat::E164).into_owned()
+                    }
+                    Ok(_) => return Normalized::Invalid("not a valid phone number".into()),
+                    Err(_) => return Normalized::Invalid("not a phone number".into()),
+                },
             },
             Normalizer::Text { fold_case: true } => lower,
             Normalizer::Text { fold_case: false } => trimmed.to_string(),
@@ -123,13 +130,15 @@ impl Normalizer {
 /// blocked list. The phone cache, keyed by digits, asks this first, since
 /// two spellings of one number can differ here.
 pub fn refused_as_typed(trimmed: &str, extra_blocked: &[String]) -> Option<Normalized> {
+    refused_by_length(trimmed).or_else(|| is_blocked(&lowercase(trimmed), extra_blocked).then_some(Normalized::Blocked))
+}
+
+/// Absent when empty, invalid when too long.
+fn refused_by_length(trimmed: &str) -> Option<Normalized> {
     if trimmed.is_empty() {
         return Some(Normalized::Absent);
     }
-    if trimmed.len() > MAX_VALUE_BYTES {
-        return Some(Normalized::Invalid(format!("longer than {MAX_VALUE_BYTES} bytes")));
-    }
-    is_blocked(&lowercase(trimmed), extra_blocked).then_some(Normalized::Blocked)
+    (trimmed.len() > MAX_VALUE_BYTES).then(|| Normalized::Invalid(format!("longer than {MAX_VALUE_BYTES} bytes")))
 }
 
 /// Lower case, without Unicode tables for ASCII text (nearly all values).
@@ -147,6 +156,44 @@ fn lowercase(s: &str) -> String {
 /// shared regular-expression cache dominated the resolution of a load).
 fn parse_phone(region: rlibphonenumber::Region, raw: &str) -> Result<rlibphonenumber::PhoneNumber, rlibphonenumber::ParseError> {
     rlibphonenumber::PHONE_NUMBER_UTIL.parse(raw, Some(region))
+}
+
+/// The E.164 form of a valid North American number written the common
+/// way (ten digits, optionally after `1` or `+1`, with only spaces,
+/// dashes, dots and brackets between them) in a region of country code 1,
+/// without libphonenumber's parse, which took most of a load's phone
+/// normalizing. None for anything else, valid or not: the full parse then
+/// decides (and says why a number is refused). A property test holds it
+/// to the full parse's answer.
+fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<String> {
+    const NATIONAL_DIGITS: usize = 10;
+    let (plus, rest) = match trimmed.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, trimmed),
+    };
+    let mut digits = [0u8; NATIONAL_DIGITS + 1];
+    let mut count = 0;
+    for c in rest.bytes() {
+        match c {
+            b'0'..=b'9' if count < digits.len() => {
+                digits[count] = c;
+                count += 1;
+            }
+            b' ' | b'-' | b'.' | b'(' | b')' => {}
+            _ => return None,
+        }
+    }
+    let national = match (plus, count) {
+        (false, NATIONAL_DIGITS) => &digits[..NATIONAL_DIGITS],
+        (_, 11) if digits[0] == b'1' => &digits[1..],
+        _ => return None,
+    };
+    if rlibphonenumber::PHONE_NUMBER_UTIL.get_country_code_for_region(region) != Some(1) {
+        return None;
+    }
+    let national = std::str::from_utf8(national).ok()?;
+    let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national.parse().ok()?, ..Default::default() };
+    rlibphonenumber::PHONE_NUMBER_UTIL.is_valid_number(&number).then(|| format!("+1{national}"))
 }
 
 fn is_blocked(lower: &str, extra: &[String]) -> bool {
@@ -218,5 +265,39 @@ mod tests {
     fn keys_differ_by_type() {
         assert_ne!(key_of(1, "x"), key_of(2, "x"));
         assert_eq!(key_of(1, "x"), key_of(1, "x"));
+    }
+
+    /// The full parse of a phone number, without the shortcut.
+    fn parsed(region: rlibphonenumber::Region, raw: &str) -> Option<String> {
+        let n = parse_phone(region, raw).ok()?;
+        rlibphonenumber::PHONE_NUMBER_UTIL
+            .is_valid_number(&n)
+            .then(|| rlibphonenumber::PHONE_NUMBER_UTIL.format(&n, rlibphonenumber::PhoneNumberFormat::E164).into_owned())
+    }
+
+    proptest::proptest! {
+        /// The North American shortcut answers only for numbers the full
+        /// parse finds valid, and then with the same E.164 form; it
+        /// answers for the common spellings of valid numbers.
+        #[test]
+        fn the_north_american_shortcut_agrees_with_the_full_parse(
+            prefix in proptest::sample::select(vec!["", "1", "+1", "+", "+44", "01", "001"]),
+            area in proptest::sample::select(vec!["650", "212", "415", "273", "123", "911", "555", "800", "049", "416", "604", "876", "44"]),
+            rest in "[0-9]{6,8}",
+            separators in proptest::collection::vec(proptest::sample::select(vec!["", " ", "-", ".", "(", ")", "  ", "/", "x"]), 5),
+            region in proptest::sample::select(vec!["US", "CA", "JM", "GB", "DE"]),
+        ) {
+            let raw = format!("{}{}{}{}{}{}{}{}", prefix, separators[0], area, separators[1], &rest[..3], separators[2], &rest[3..], separators[3]);
+            let region: rlibphonenumber::Region = region.parse().expect("region");
+            let shortcut = north_american(region, raw.trim());
+            let full = parsed(region, raw.trim());
+            if let Some(e164) = &shortcut {
+                proptest::prop_assert_eq!(Some(e164), full.as_ref(), "{:?}", raw);
+            }
+            let common = separators[..4].iter().all(|s| !matches!(*s, "/" | "x")) && rest.len() == 7 && matches!(prefix, "" | "1" | "+1");
+            if common && full.is_some() && region.to_string() != "GB" && region.to_string() != "DE" {
+                proptest::prop_assert!(shortcut.is_some(), "{:?} is valid ({:?}) but took the long way", raw, full);
+            }
+        }
     }
 }
