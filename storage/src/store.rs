@@ -227,7 +227,7 @@ impl Store {
             deletes: BTreeMap::new(),
             spilled: Vec::new(),
             spilled_files: Vec::new(),
-            in_flight: None,
+            in_flight: Default::default(),
         })
     }
 

@@ -17,11 +17,19 @@ pub struct WriteTxn {
     pub(super) spilled: Vec<(TableId, Arc<Segment>)>,
     /// Their files: removed if the transaction does not commit.
     pub(super) spilled_files: Vec<PathBuf>,
-    /// A spill still being written, by a thread of its own, while the
-    /// caller goes on appending (at most one: memory stays bounded by two
-    /// spills' worth of rows). Its file is already in `spilled_files`.
-    pub(super) in_flight: Option<SpillInFlight>,
+    /// Spills still being written, each by a thread of its own, while the
+    /// caller goes on appending, oldest first (at most
+    /// [`MAX_SPILLS_IN_FLIGHT`]: memory stays bounded by that many spills'
+    /// worth of rows plus the ones held). Their files are already in
+    /// `spilled_files`.
+    pub(super) in_flight: std::collections::VecDeque<SpillInFlight>,
 }
+
+/// Spills written at once. Two: encoding a spill alternates between
+/// compressing pages on every core and steps of one thread (assembling a
+/// row group, writing it), and a second spill fills those gaps instead
+/// of the load waiting for the first.
+const MAX_SPILLS_IN_FLIGHT: usize = 2;
 
 pub(super) struct SpillInFlight {
     table: TableId,
@@ -33,7 +41,7 @@ impl Drop for WriteTxn {
     fn drop(&mut self) {
         // The writer thread must be done with its file before the file is
         // removed, or it could create it again afterwards.
-        if let Some(spill) = self.in_flight.take() {
+        for spill in self.in_flight.drain(..) {
             let _ = spill.writer.join();
         }
         // Committed transactions have emptied the list; anything left was
@@ -66,13 +74,21 @@ impl WriteTxn {
     /// Rows this transaction appended to a table so far, spilled or not.
     fn rows_in_txn(&self, table: TableId) -> u64 {
         let spilled: u64 = self.spilled.iter().filter(|(id, _)| *id == table).map(|(_, s)| s.sref.rows).sum();
-        let in_flight = self.in_flight.as_ref().filter(|s| s.table == table).map_or(0, |s| s.rows);
+        let in_flight: u64 = self.in_flight.iter().filter(|s| s.table == table).map(|s| s.rows).sum();
         self.held_rows(table) + spilled + in_flight
     }
 
-    /// Wait for the spill in flight, if any, and take its segment.
-    fn finish_spill(&mut self) -> Result<()> {
-        let Some(spill) = self.in_flight.take() else { return Ok(()) };
+    /// Wait for every spill in flight and take their segments, in order.
+    fn finish_spills(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest_spill()?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the oldest spill in flight, if any, and take its segment.
+    fn finish_oldest_spill(&mut self) -> Result<()> {
+        let Some(spill) = self.in_flight.pop_front() else { return Ok(()) };
         let segment = spill
             .writer
             .join()
@@ -96,9 +112,17 @@ impl WriteTxn {
         if !self.deletes.is_empty() || held < self.store.inner.options.spill_rows as u64 {
             return Ok(());
         }
-        // Segments of a table stay in row-id order: the previous spill is
-        // taken before this one starts.
-        self.finish_spill()?;
+        while self.in_flight.len() >= MAX_SPILLS_IN_FLIGHT {
+            self.finish_oldest_spill()?;
+        }
+        self.start_spill(dir, table, schema)
+    }
+
+    /// Write a table's held appends to a new segment file on a thread of
+    /// its own. Segments of a table stay in row-id order: spills are
+    /// taken back oldest first.
+    fn start_spill(&mut self, dir: PathBuf, table: TableId, schema: SchemaRef) -> Result<()> {
+        let held = self.held_rows(table);
         let (batches, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.appends).into_iter().partition(|(id, _, _)| *id == table);
         self.appends = rest;
         // The id is taken from the writer's manifest now (ids are never
@@ -116,7 +140,30 @@ impl WriteTxn {
             .name("tessera-spill".into())
             .spawn(move || write_segment(&dir, id, &schema, batches, format, &cache, &mut Vec::new()))
             .map_err(|source| StorageError::Io { path: PathBuf::from("(spill writer thread)"), source })?;
-        self.in_flight = Some(SpillInFlight { table, rows, writer });
+        self.in_flight.push_back(SpillInFlight { table, rows, writer });
+        Ok(())
+    }
+
+    /// Once a transaction has spilled, spill what it still holds too
+    /// before it commits (it commits by naming segments): the last rows
+    /// are then encoded while the spills before them finish, not after.
+    fn spill_the_rest(&mut self) -> Result<()> {
+        let Some(dir) = self.store.inner.dir.clone() else { return Ok(()) };
+        if self.in_flight.is_empty() || !self.deletes.is_empty() {
+            return Ok(());
+        }
+        let mut tables: Vec<TableId> = self.appends.iter().map(|(id, _, _)| *id).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        for table in tables {
+            let schema = self
+                .base
+                .tables
+                .get(&table)
+                .map(|t| t.meta.storage_schema())
+                .ok_or_else(|| StorageError::Internal("a spilled table vanished".into()))?;
+            self.start_spill(dir.clone(), table, schema)?;
+        }
         Ok(())
     }
 
@@ -151,7 +198,7 @@ impl WriteTxn {
             .table(table)
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
-        if !self.spilled.is_empty() || self.in_flight.is_some() {
+        if !self.spilled.is_empty() || !self.in_flight.is_empty() {
             return Err(StorageError::Internal(format!(
                 "a transaction that has written more than {} rows to segments cannot also delete",
                 self.store.inner.options.spill_rows
@@ -183,7 +230,8 @@ impl WriteTxn {
     pub fn prepare(mut self) -> Result<PendingCommit> {
         let store = self.store.clone();
         store.check_poisoned()?;
-        self.finish_spill()?;
+        self.spill_the_rest()?;
+        self.finish_spills()?;
         let spilled_rows: u64 = self.spilled.iter().map(|(_, s)| s.sref.rows).sum();
         let rows_appended: u64 = self.appends.iter().map(|(_, _, b)| b.num_rows() as u64).sum::<u64>() + spilled_rows;
         let rows_deleted: u64 = self.deletes.values().map(|d| d.len()).sum();
