@@ -253,6 +253,29 @@ proptest! {
     }
 }
 
+/// A transaction that has spilled appended rows to segment files cannot
+/// also delete: the refusal names the limit (not a bug), and the
+/// transaction, abandoned, leaves nothing behind.
+#[test]
+fn deleting_after_a_spill_is_refused_as_a_limit() -> anyhow::Result<()> {
+    let mut h = Harness::new(true)?;
+    h.apply(&Op::Append { t: 0, n: 10, with_null: false })?;
+    let files_before = h.segment_files();
+    let ids = h.doomed(0, 2, 0);
+    let mut txn = h.store.begin_write()?;
+    for _ in 0..3 {
+        let (batch, _) = h.batch(60, false)?;
+        txn.append(TABLES[0], batch)?;
+    }
+    let err = txn.delete(TABLES[0], &ids).expect_err("refused");
+    assert!(matches!(err, tessera_storage::StorageError::LimitExceeded(_)), "{err}");
+    assert!(err.to_string().contains("cannot also delete; delete first"), "{err}");
+    drop(txn);
+    assert_eq!(h.segment_files(), files_before, "the abandoned transaction left segment files");
+    h.check()?;
+    Ok(())
+}
+
 /// Row ids survive flush and compaction unchanged.
 #[test]
 fn row_ids_are_stable() -> anyhow::Result<()> {

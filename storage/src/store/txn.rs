@@ -199,8 +199,11 @@ impl WriteTxn {
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
         if !self.spilled.is_empty() || !self.in_flight.is_empty() {
-            return Err(StorageError::Internal(format!(
-                "a transaction that has written more than {} rows to segments cannot also delete",
+            // A limit of the bulk path, not a bug: such a transaction
+            // commits by naming segments, which carry no deletes.
+            return Err(StorageError::LimitExceeded(format!(
+                "a transaction that has written more than {} appended rows to segment files cannot also delete; \
+                 delete first, or in a transaction of its own",
                 self.store.inner.options.spill_rows
             )));
         }
