@@ -158,16 +158,21 @@ async fn write_failures_refuse_writes() -> anyhow::Result<()> {
     for which in ["storage::fsync", "storage::write"] {
         let dir = tempfile::tempdir()?;
         child::run_to_completion("api::write_failure_child", which, dir.path())?;
-        // After reopen: writes work again, the acknowledged row is there,
-        // the refused one is not.
-        let db = Database::open(dir.path())?;
-        db.session().sql("INSERT INTO t VALUES (4)").await?;
-        assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a IN (1, 4)").await?, 2);
-        assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a IN (2, 3)").await?, 0);
+        reopened_after_failure(dir.path(), "1", "2, 3").await?;
     }
     Ok(())
 }
 
+/// After a child scenario's failure: reopened, the database takes writes
+/// again (row 4), keeps the acknowledged rows of `t` and not the refused.
+async fn reopened_after_failure(dir: &std::path::Path, acknowledged: &str, refused: &str) -> anyhow::Result<()> {
+    let db = Database::open(dir)?;
+    db.session().sql("INSERT INTO t VALUES (4)").await?;
+    let kept = acknowledged.split(',').count() as i64 + 1;
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM t WHERE a IN ({acknowledged}, 4)")).await?, kept);
+    assert_eq!(count(&db, &format!("SELECT count(*) FROM t WHERE a IN ({refused})")).await?, 0);
+    Ok(())
+}
 
 /// Child scenario: every commit flushes (threshold of one byte), and the
 /// flush after an acknowledged insert fails at its manifest. The insert
@@ -201,13 +206,9 @@ async fn a_failed_flush_does_not_fail_a_durable_insert() -> anyhow::Result<()> {
     let which = "storage::before_manifest_rename";
     let dir = tempfile::tempdir()?;
     child::run_to_completion("api::flush_failure_child", which, dir.path())?;
-    // After reopen: both acknowledged rows are there, the refused one is
-    // not, and writes work again.
-    let db = Database::open(dir.path())?;
-    db.session().sql("INSERT INTO t VALUES (4)").await?;
-    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a IN (1, 2, 4)").await?, 3);
-    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE a = 3").await?, 0);
-    Ok(())
+    // Both acknowledged rows survive; the one refused after the failed
+    // flush does not.
+    reopened_after_failure(dir.path(), "1, 2", "3").await
 }
 
 /// The segment files in a database directory.

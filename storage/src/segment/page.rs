@@ -1,0 +1,330 @@
+//! Pages: how one page of one column is encoded (its stored form:
+//! dictionary, plain or view strings, a byte-less sequence; the Arrow IPC
+//! stream and its zstd frame), decoded back, and summarized by statistics.
+//! The segment file around pages is `segment.rs`'s.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::kernels::aggregate;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+
+use super::{ChunkStats, PageEncoding, PageMeta, SegmentFormat, StatValue, MAX_STAT_STRING_BYTES};
+use crate::codec::encode_batch;
+use crate::error::{Result, StorageError};
+
+/// The stored bytes of one page, its decoded length, its statistics and
+/// how the bytes hold the values.
+pub(super) fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64, ChunkStats, PageEncoding)> {
+    if let Some(encoding) = sequence_form(column) {
+        return Ok((Vec::new(), 0, compute_stats(column), encoding));
+    }
+    let stored = stored_form(column);
+    // From the stored form: comparing plain strings is cheaper than
+    // comparing views, and it holds the same values.
+    let stats = compute_stats(&stored);
+    let field = field.clone().with_data_type(stored.data_type().clone());
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
+    let raw = encode_batch(&batch)?;
+    let raw_len = raw.len() as u64;
+    if format.zstd_level == 0 {
+        return Ok((raw, raw_len, stats, PageEncoding::Ipc));
+    }
+    let compressed = compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
+    Ok((compressed, raw_len, stats, PageEncoding::Ipc))
+}
+
+/// The sequence a 64-bit integer page without nulls steps through, if its
+/// values step evenly (row ids always do within a commit; compressing
+/// them cost a tenth of a load's compression).
+pub(super) fn sequence_form(column: &ArrayRef) -> Option<PageEncoding> {
+    fn evenly<T: Copy + PartialEq>(values: &[T], as_bits: impl Fn(T) -> u64) -> Option<PageEncoding> {
+        let start = as_bits(*values.first()?);
+        let step = values.get(1).map_or(0, |&second| as_bits(second).wrapping_sub(start));
+        let fits = values.iter().enumerate().all(|(i, &v)| as_bits(v) == sequence_value(start, step, i));
+        fits.then_some(PageEncoding::Sequence { start, step })
+    }
+    if column.null_count() > 0 {
+        return None;
+    }
+    match column.data_type() {
+        DataType::UInt64 => evenly(column.as_primitive::<UInt64Type>().values(), |v| v),
+        DataType::Int64 => evenly(column.as_primitive::<Int64Type>().values(), |v| v as u64),
+        _ => None,
+    }
+}
+
+/// Value `i` of a sequence page, as the bits of the column's type (the
+/// same wrapping arithmetic for signed and unsigned: two's complement).
+pub(super) fn sequence_value(start: u64, step: u64, i: usize) -> u64 {
+    start.wrapping_add(step.wrapping_mul(i as u64))
+}
+
+/// The values of a sequence page of `rows` rows, in the column's type.
+pub(super) fn decode_sequence(start: u64, step: u64, rows: u64, ty: &DataType) -> std::result::Result<ArrayRef, String> {
+    let values = (0..rows as usize).map(|i| sequence_value(start, step, i));
+    match ty {
+        DataType::UInt64 => Ok(Arc::new(arrow::array::UInt64Array::from_iter_values(values))),
+        DataType::Int64 => Ok(Arc::new(arrow::array::Int64Array::from_iter_values(values.map(|v| v as i64)))),
+        other => Err(format!("a sequence page in a column of type {other}")),
+    }
+}
+
+thread_local! {
+    /// One compression context per thread and level: creating one per
+    /// page (tens of thousands per large load) showed in profiles.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+pub(super) fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, compressor)) => compressor.compress(raw),
+            None => zstd::bulk::compress(raw, level),
+        }
+    })
+}
+
+/// How a page stores a column. String and binary views with values
+/// longer than a view holds are stored as plain strings and binaries
+/// (offsets and bytes): a view costs 16 bytes per value to decompress
+/// against 4 for an offset, and repeats each value's first bytes. Readers
+/// cast back to the column's type. Pages of short values, and pages too
+/// large for 32-bit offsets, keep their views, compacted: a slice of a
+/// view array references every data buffer of the array it was cut from,
+/// and the IPC writer would write them all.
+pub(super) fn stored_form(column: &ArrayRef) -> ArrayRef {
+    if let Some(dictionary) = dictionary_form(column) {
+        return dictionary;
+    }
+    let plain = match column.data_type() {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        _ => return column.clone(),
+    };
+    if views_all_inline(column) {
+        return compact_views(column);
+    }
+    if let Ok(cast) = arrow::compute::cast(column, &plain) {
+        return cast;
+    }
+    compact_views(column)
+}
+
+/// Rows sampled before a string page is judged too varied for a
+/// dictionary, and the distinct values among them that judge it so.
+const DICTIONARY_SAMPLE_ROWS: usize = 256;
+const DICTIONARY_SAMPLE_MAX_DISTINCT: usize = 224;
+
+/// A string page as a dictionary of its distinct values (in order of
+/// first appearance) and one key per row, when it has few enough distinct
+/// values: at most half its rows, and clearly fewer than its first rows
+/// among the first rows. Categories, URLs and session cookies repeat: a
+/// page of 1- or 2-byte keys and each value once takes a fraction of the
+/// space, and of zstd's time (building the dictionary costs about what
+/// that saves). A page of unique values (emails of contacts) is given up
+/// on after its first rows.
+pub(super) fn dictionary_form(column: &ArrayRef) -> Option<ArrayRef> {
+    match column.data_type() {
+        DataType::Utf8View => dictionary_of(column.as_string_view(), column.nulls()),
+        DataType::Utf8 => dictionary_of(column.as_string::<i32>(), column.nulls()),
+        _ => None,
+    }
+}
+
+pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = &'a str>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
+    use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
+    use arrow::datatypes::{UInt16Type, UInt8Type};
+    let rows = values.len();
+    let most = (rows / 2).min(usize::from(u16::MAX));
+    let mut index: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::with_capacity(256);
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut keys: Vec<u16> = Vec::with_capacity(rows);
+    let mut previous: Option<(&str, u16)> = None;
+    for row in 0..rows {
+        if row == DICTIONARY_SAMPLE_ROWS && distinct.len() > DICTIONARY_SAMPLE_MAX_DISTINCT {
+            return None;
+        }
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            keys.push(0);
+            continue;
+        }
+        let value = values.value(row);
+        // Runs of one value (a session's cookie) skip the hashing.
+        if let Some((_, key)) = previous.filter(|(last, _)| *last == value) {
+            keys.push(key);
+            continue;
+        }
+        let key = match index.entry(value) {
+            hashbrown::hash_map::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                if distinct.len() >= most {
+                    return None;
+                }
+                distinct.push(value);
+                // `most` keeps every key within u16.
+                *slot.insert((distinct.len() - 1) as u16)
+            }
+        };
+        keys.push(key);
+        previous = Some((value, key));
+    }
+    if distinct.is_empty() {
+        return None;
+    }
+    let dictionary: ArrayRef = Arc::new(StringArray::from_iter_values(distinct.iter()));
+    let nulls = nulls.cloned();
+    let array: ArrayRef = if distinct.len() <= usize::from(u8::MAX) + 1 {
+        let keys = PrimitiveArray::<UInt8Type>::new(keys.iter().map(|&k| k as u8).collect(), nulls);
+        Arc::new(DictionaryArray::try_new(keys, dictionary).ok()?)
+    } else {
+        Arc::new(DictionaryArray::try_new(PrimitiveArray::<UInt16Type>::new(keys.into(), nulls), dictionary).ok()?)
+    };
+    Some(array)
+}
+
+/// Longest value a view holds inline (in its 16 bytes).
+const MAX_INLINE_VIEW_BYTES: u32 = 12;
+
+/// Whether every value of a view column sits inside its view: then the
+/// views are the whole data, and short repeated values (categories,
+/// codes) make repeated 16-byte views that compress far better than
+/// offsets.
+pub(super) fn views_all_inline(column: &ArrayRef) -> bool {
+    let views = match column.data_type() {
+        DataType::Utf8View => column.as_string_view().views(),
+        DataType::BinaryView => column.as_binary_view().views(),
+        _ => return false,
+    };
+    views.iter().all(|view| (*view as u32) <= MAX_INLINE_VIEW_BYTES)
+}
+
+/// A view column holding only its own values' bytes.
+pub(super) fn compact_views(column: &ArrayRef) -> ArrayRef {
+    match column.data_type() {
+        DataType::Utf8View => Arc::new(column.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
+        _ => column.clone(),
+    }
+}
+
+/// A chunk's statistics from its pages'. A page without a bound although
+/// it holds values (a long string, a NaN, an unsupported type) leaves the
+/// chunk without that bound too, as computing over the whole chunk would.
+pub(super) fn merge_stats(pages: &[PageMeta]) -> ChunkStats {
+    let null_count = pages.iter().map(|p| p.stats.null_count).sum();
+    let with_values: Vec<&ChunkStats> = pages.iter().filter(|p| p.stats.null_count < p.rows).map(|p| &p.stats).collect();
+    let bound = |pick: fn(&ChunkStats) -> Option<&StatValue>, better: fn(&StatValue, &StatValue) -> bool| {
+        let mut best: Option<&StatValue> = None;
+        for stats in &with_values {
+            let value = pick(stats)?;
+            best = match best {
+                Some(b) if !better(value, b) => Some(b),
+                _ => Some(value),
+            };
+        }
+        best.cloned()
+    };
+    let min = bound(|s| s.min.as_ref(), stat_less);
+    let max = bound(|s| s.max.as_ref(), |a, b| stat_less(b, a));
+    match (min, max) {
+        (Some(min), Some(max)) => ChunkStats { null_count, min: Some(min), max: Some(max) },
+        _ => ChunkStats { null_count, min: None, max: None },
+    }
+}
+
+/// Order of two bounds of the same family (pages of one column always
+/// agree); bounds of different families never replace each other.
+pub(super) fn stat_less(a: &StatValue, b: &StatValue) -> bool {
+    match (a, b) {
+        (StatValue::Int(a), StatValue::Int(b)) => a < b,
+        (StatValue::UInt(a), StatValue::UInt(b)) => a < b,
+        (StatValue::Float(a), StatValue::Float(b)) => a < b,
+        (StatValue::Str(a), StatValue::Str(b)) => a < b,
+        (StatValue::Bool(a), StatValue::Bool(b)) => !a & b,
+        _ => false,
+    }
+}
+
+pub(super) fn compute_stats(column: &ArrayRef) -> ChunkStats {
+    let null_count = column.null_count() as u64;
+    // A dictionary page's dictionary holds exactly its distinct values.
+    let values = column.as_any_dictionary_opt().map_or(column, |d| d.values());
+    let (min, max) = min_max(values).unwrap_or((None, None));
+    ChunkStats { null_count, min, max }
+}
+
+type MinMax = (Option<StatValue>, Option<StatValue>);
+
+pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
+    use DataType::*;
+    match column.data_type() {
+        Int8 | Int16 | Int32 | Int64 | Date32 | Date64 | Timestamp(_, _) | Time32(_) | Time64(_)
+        | Duration(_) => {
+            let c = arrow::compute::cast(column, &Int64).ok()?;
+            let c = c.as_primitive::<Int64Type>();
+            Some((aggregate::min(c).map(StatValue::Int), aggregate::max(c).map(StatValue::Int)))
+        }
+        UInt8 | UInt16 | UInt32 | UInt64 => {
+            let c = arrow::compute::cast(column, &UInt64).ok()?;
+            let c = c.as_primitive::<UInt64Type>();
+            Some((aggregate::min(c).map(StatValue::UInt), aggregate::max(c).map(StatValue::UInt)))
+        }
+        Float32 | Float64 => {
+            let c = arrow::compute::cast(column, &Float64).ok()?;
+            let c = c.as_primitive::<Float64Type>();
+            if c.iter().flatten().any(|v| !v.is_finite()) {
+                return None;
+            }
+            Some((aggregate::min(c).map(StatValue::Float), aggregate::max(c).map(StatValue::Float)))
+        }
+        Utf8 | LargeUtf8 | Utf8View => {
+            let keep = |s: &str| (s.len() <= MAX_STAT_STRING_BYTES).then(|| StatValue::Str(s.to_string()));
+            let (min, max) = match column.data_type() {
+                Utf8View => {
+                    let c = column.as_string_view();
+                    (aggregate::min_string_view(c).and_then(keep), aggregate::max_string_view(c).and_then(keep))
+                }
+                _ => {
+                    let c = arrow::compute::cast(column, &Utf8).ok()?;
+                    let c = c.as_string::<i32>();
+                    (aggregate::min_string(c).and_then(keep), aggregate::max_string(c).and_then(keep))
+                }
+            };
+            // A truncated bound would be wrong; keep both or neither.
+            if min.is_none() || max.is_none() {
+                return Some((None, None));
+            }
+            Some((min, max))
+        }
+        Boolean => {
+            let c = column.as_boolean();
+            Some((aggregate::min_boolean(c).map(StatValue::Bool), aggregate::max_boolean(c).map(StatValue::Bool)))
+        }
+        _ => None,
+    }
+}
+
+thread_local! {
+    /// A decompression context per thread: creating one per page costs
+    /// as much as decompressing a small page.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decompress a zstd page of `raw_len` decoded bytes.
+pub(super) fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let Some(decompressor) = cell.as_mut() else { return Err("no zstd decompressor".to_string()) };
+        decompressor.decompress(bytes, raw_len as usize).map_err(|e| e.to_string())
+    })
+}
