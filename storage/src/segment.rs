@@ -316,7 +316,7 @@ impl SegmentWriter {
             offset,
             len: self.offset - offset,
             raw_len: chunk.pages.iter().map(|p| p.raw_len).sum(),
-            compression: if self.format.zstd_level > 0 { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
+            compression: if self.format.zstd_level != 0 { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
             crc: crc.finalize(),
             stats: merge_stats(&chunk.pages),
             pages: chunk.pages,
@@ -804,6 +804,24 @@ mod tests {
         assert!(raw.iter().all(|len| *len < 60_000), "{raw:?}");
         let page = reader.read_page(0, 7, 1).expect("page");
         assert_eq!(page.as_ref(), &v.slice(7000, 1000) as &dyn Array);
+    }
+
+    /// zstd's fast levels are negative: a chunk written at any level other
+    /// than 0 says it is compressed, and every level reads back.
+    #[test]
+    fn every_compression_level_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for level in [-5, -1, 0, 1, 3] {
+            let path = dir.path().join(format!("seg{level}"));
+            let mut w = SegmentWriter::create(&path, schema(), SegmentFormat { zstd_level: level, page_rows: 500 }).expect("create");
+            w.write(batch(2000)).expect("write");
+            w.finish().expect("finish");
+            let reader = SegmentReader::open(&path, no_cache()).expect("open");
+            let want = if level == 0 { COMPRESSION_NONE } else { COMPRESSION_ZSTD };
+            assert!(reader.row_groups()[0].chunks.iter().all(|c| c.compression == want), "level {level}");
+            assert_eq!(reader.read_column(0, 2).expect("read").as_ref(), batch(2000).column(2).as_ref(), "level {level}");
+            reader.verify().expect("verify");
+        }
     }
 
     /// A chunk's statistics merged from its pages equal those computed over

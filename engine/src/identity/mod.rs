@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use graph::{Graph, NodeId, ProfileEvent, ProfileId, RepeatMemo, Rules, TypeId};
 use normalize::{key_of, Normalized, Normalizer};
 pub(crate) use prepare::{PreparedBatch, Preparer};
-use prepare::{intern_distinct, normalize_cached, prepare_batch, Prepared, SharedPhoneCache, NULL_VALUE};
+use prepare::{intern_distinct, prepare_batch, prepare_cached, Prepared, SharedPhoneCache, NULL_VALUE};
 use spec::{IdentifierSpec, TableIdentity, MAX_IDENTIFIERS_PER_PROFILE, NEXT_TYPE_ID_KEY, TYPE_KEY_PREFIX};
 
 /// Hidden table of profile events (the merge log and the anchors).
@@ -123,10 +123,10 @@ impl State {
             .ok_or_else(|| Error::user(format!("unknown identifier type '{name}'")))
     }
 
-    /// Normalize a raw value; phone numbers go through a cache of their
-    /// digits, since parsing one is far slower than a lookup.
-    pub fn normalize(&mut self, info: &TypeInfo, raw: &str) -> Normalized {
-        normalize_cached(&self.phone_cache, info, raw)
+    /// Normalize and hash a raw value; phone numbers go through a cache
+    /// of their digits, since checking one is far slower than a lookup.
+    fn prepare(&self, info: &TypeInfo, raw: &str) -> Prepared {
+        prepare_cached(&self.phone_cache, info, raw)
     }
 
     /// Normalize a raw value of a type to its node, if the graph has it.
@@ -498,8 +498,8 @@ fn link_rows(snap: &Snapshot, dictionary: Option<Vec<(TypeId, graph::Key)>>) -> 
                     if !known[node as usize] {
                         let info = &infos[i];
                         let raw = values.as_ref().map(|v| v[i].value(row)).unwrap_or_default();
-                        let key = match state.normalize(info, raw) {
-                            Normalized::Value(v) => key_of(info.spec.id, &v),
+                        let key = match state.prepare(info, raw) {
+                            Prepared::Key(key) => key,
                             // Linked under rules that have changed since
                             // (new phone metadata can retire a number):
                             // the node keeps its links under a key no

@@ -44,21 +44,34 @@ fn zeros_and_dashes(value: &str) -> bool {
     value.chars().all(|c| matches!(c, '0' | '-' | '.' | '(' | ')' | '+') || c.is_whitespace())
 }
 
-/// The cache key of a raw phone number: a marker for a leading `+` and the
-/// digits, when the rest is only punctuation (the number's meaning is then
-/// its digits); `None` when it holds anything else (letters, extensions).
-pub fn phone_cache_key(raw: &str) -> Option<String> {
+/// The cache key of a raw phone number: its digits with their count and a
+/// marker for a leading `+`, packed into 64 bits, when the rest is only
+/// punctuation (the number's meaning is then its digits); `None` when it
+/// holds anything else (letters, extensions) or more digits than fit.
+/// Packed rather than a string, the key costs no allocation, and hashing
+/// and comparing it cost one word.
+pub fn phone_cache_key(raw: &str) -> Option<u64> {
+    /// 10^17 < 2^57: the digits take bits 0..57, the `+` bit 57, the count
+    /// (leading zeros matter) bits 58..63.
+    const MAX_DIGITS: u64 = 17;
     let trimmed = raw.trim();
-    let mut key = String::with_capacity(trimmed.len() + 1);
-    key.push(if trimmed.starts_with('+') { '+' } else { '0' });
-    for c in trimmed.chars() {
+    let (mut number, mut count) = (0u64, 0u64);
+    for c in trimmed.bytes() {
         match c {
-            '0'..='9' => key.push(c),
-            '+' | '-' | '.' | '(' | ')' | ' ' => {}
+            b'0'..=b'9' => {
+                if count == MAX_DIGITS {
+                    return None;
+                }
+                number = number * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'+' | b'-' | b'.' | b'(' | b')' | b' ' => {}
             _ => return None,
         }
     }
-    Some(key)
+    let plus = u64::from(trimmed.starts_with('+'));
+    debug_assert!(number < 1 << 57 && count < 1 << 5);
+    Some(count << 58 | plus << 57 | number)
 }
 
 impl Normalizer {
@@ -130,7 +143,16 @@ impl Normalizer {
 /// blocked list. The phone cache, keyed by digits, asks this first, since
 /// two spellings of one number can differ here.
 pub fn refused_as_typed(trimmed: &str, extra_blocked: &[String]) -> Option<Normalized> {
-    refused_by_length(trimmed).or_else(|| is_blocked(&lowercase(trimmed), extra_blocked).then_some(Normalized::Blocked))
+    if let Some(refused) = refused_by_length(trimmed) {
+        return Some(refused);
+    }
+    // Phone numbers are digits and punctuation: nothing to lower-case.
+    let blocked = if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        is_blocked(trimmed, extra_blocked)
+    } else {
+        is_blocked(&lowercase(trimmed), extra_blocked)
+    };
+    blocked.then_some(Normalized::Blocked)
 }
 
 /// Absent when empty, invalid when too long.
@@ -259,6 +281,12 @@ mod tests {
         assert_eq!(phone_cache_key("(650) 253-0000"), phone_cache_key("650.253.0000"));
         assert_ne!(phone_cache_key("+44 20 7946 0000"), phone_cache_key("44 20 7946 0000"));
         assert_eq!(phone_cache_key("650 253 0000 ext 5"), None);
+        // Leading zeros and the count of digits are part of the number.
+        assert_ne!(phone_cache_key("0650 253 0000"), phone_cache_key("650 253 0000"));
+        assert_ne!(phone_cache_key("00"), phone_cache_key("0"));
+        assert_ne!(phone_cache_key("+1"), phone_cache_key("1"));
+        assert_eq!(phone_cache_key("12345678901234567").map(|k| k & ((1 << 57) - 1)), Some(12_345_678_901_234_567));
+        assert_eq!(phone_cache_key("123456789012345678"), None, "beyond 17 digits");
     }
 
     #[test]

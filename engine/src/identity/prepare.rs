@@ -12,29 +12,32 @@ use super::normalize::{self, key_of, Normalized, Normalizer};
 use super::{strings, TypeInfo};
 use crate::error::{Error, Result};
 
-pub(super) type PhoneCache = HashMap<TypeId, hashbrown::HashMap<String, Normalized>>;
+pub(super) type PhoneCache = HashMap<TypeId, hashbrown::HashMap<u64, Prepared>>;
 pub(super) type SharedPhoneCache = Arc<parking_lot::Mutex<PhoneCache>>;
 
-/// Normalize a raw value; phone numbers go through a cache of their
-/// digits, since parsing one is far slower than a lookup. The cache is
-/// locked for the lookup and the insert only, not while parsing: loads
-/// prepare batches on several threads.
-pub(super) fn normalize_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &str) -> Normalized {
+/// Normalize and hash a raw value; phone numbers go through a cache keyed
+/// by their digits, since checking one is far slower than a lookup. The
+/// cache holds the finished outcome (the dictionary key), so a hit costs
+/// neither an allocation nor a hash of the text. It is locked for the
+/// lookup and the insert only, not while parsing: loads prepare batches on
+/// several threads.
+pub(super) fn prepare_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &str) -> Prepared {
+    let uncached = || Prepared::of(info.normalizer.normalize(raw, &info.spec.blocked), info.spec.id);
     let Normalizer::Phone { .. } = info.normalizer else {
-        return info.normalizer.normalize(raw, &info.spec.blocked);
+        return uncached();
     };
     // What depends on the text as typed is decided before the cache,
     // which knows only the digits.
     if let Some(refused) = normalize::refused_as_typed(raw.trim(), &info.spec.blocked) {
-        return refused;
+        return Prepared::of(refused, info.spec.id);
     }
     let Some(key) = normalize::phone_cache_key(raw) else {
-        return info.normalizer.normalize(raw, &info.spec.blocked);
+        return uncached();
     };
     if let Some(hit) = cache.lock().get(&info.spec.id).and_then(|numbers| numbers.get(&key)) {
         return hit.clone();
     }
-    let outcome = info.normalizer.normalize(raw, &info.spec.blocked);
+    let outcome = uncached();
     let mut all = cache.lock();
     let numbers = all.entry(info.spec.id).or_default();
     if numbers.len() >= PHONE_CACHE_ENTRIES {
@@ -45,7 +48,7 @@ pub(super) fn normalize_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &
 }
 
 /// What a raw identifier value comes to before the graph is consulted.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Prepared {
     Absent,
     Key(graph::Key),
@@ -115,7 +118,7 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
                 }
             }
             let index = *distinct.entry(raw).or_insert_with(|| {
-                outcomes.push(Prepared::of(normalize_cached(phone_cache, info, raw), info.spec.id));
+                outcomes.push(prepare_cached(phone_cache, info, raw));
                 (outcomes.len() - 1) as u32
             });
             rows.push(index);
@@ -181,7 +184,8 @@ mod tests {
             }
             let cache = SharedPhoneCache::default();
             for i in order {
-                assert_eq!(normalize_cached(&cache, &info, spellings[i]), uncached[i], "{:?} (reversed: {reversed})", spellings[i]);
+                let expected = Prepared::of(uncached[i].clone(), info.spec.id);
+                assert_eq!(prepare_cached(&cache, &info, spellings[i]), expected, "{:?} (reversed: {reversed})", spellings[i]);
             }
         }
     }

@@ -64,42 +64,34 @@ fn append_schema(snap: &Snapshot, table: &str) -> Result<SchemaRef> {
 }
 
 pub(crate) fn events_batch(snap: &Snapshot, events: &[LoggedEvent], now: i64) -> Result<RecordBatch> {
-    let mut pid = Int64Builder::new();
-    let mut kind = StringBuilder::new();
-    let mut other = Int64Builder::new();
-    let mut node = Int64Builder::new();
-    let mut via = StringBuilder::new();
-    let mut table = StringBuilder::new();
-    let mut row = Int64Builder::new();
-    for e in events {
-        let (p, k, o, n, v): (u64, &str, Option<u64>, Option<NodeId>, Option<String>) = match &e.event {
-            ProfileEvent::Created { pid, anchor } => (*pid, "created", None, Some(*anchor), None),
-            ProfileEvent::Merged { retired, survivor, via } => {
-                let list: Vec<String> = via.iter().map(|n| n.to_string()).collect();
-                (*retired, "merged", Some(*survivor), None, Some(list.join(",")))
-            }
-            ProfileEvent::Split { pid, from, anchor } => (*pid, "split", Some(*from), Some(*anchor), None),
-            ProfileEvent::Moved { pid, anchor } => (*pid, "moved", None, Some(*anchor), None),
-            ProfileEvent::Deleted { pid } => (*pid, "deleted", None, None, None),
-        };
-        pid.append_value(p as i64);
-        kind.append_value(k);
-        other.append_option(o.map(|o| o as i64));
-        node.append_option(n.map(i64::from));
-        via.append_option(v);
-        table.append_option(e.table.as_deref());
-        row.append_option(e.row.map(|r| r as i64));
-    }
+    // Column by column rather than row by row through builders: a load
+    // logs millions of events (one per new profile), and this runs while
+    // the commit waits.
+    let fields = |e: &LoggedEvent| -> (u64, &'static str, Option<u64>, Option<NodeId>) {
+        match &e.event {
+            ProfileEvent::Created { pid, anchor } => (*pid, "created", None, Some(*anchor)),
+            ProfileEvent::Merged { retired, survivor, .. } => (*retired, "merged", Some(*survivor), None),
+            ProfileEvent::Split { pid, from, anchor } => (*pid, "split", Some(*from), Some(*anchor)),
+            ProfileEvent::Moved { pid, anchor } => (*pid, "moved", None, Some(*anchor)),
+            ProfileEvent::Deleted { pid } => (*pid, "deleted", None, None),
+        }
+    };
+    let via = |e: &LoggedEvent| -> Option<String> {
+        match &e.event {
+            ProfileEvent::Merged { via, .. } => Some(via.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
+            _ => None,
+        }
+    };
     let n = events.len();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(pid.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(other.finish()),
-        Arc::new(node.finish()),
-        Arc::new(via.finish()),
+        Arc::new(Int64Array::from_iter_values(events.iter().map(|e| fields(e).0 as i64))),
+        Arc::new(StringArray::from_iter_values(events.iter().map(|e| fields(e).1))),
+        Arc::new(Int64Array::from_iter(events.iter().map(|e| fields(e).2.map(|o| o as i64)))),
+        Arc::new(Int64Array::from_iter(events.iter().map(|e| fields(e).3.map(i64::from)))),
+        Arc::new(StringArray::from_iter(events.iter().map(via))),
         Arc::new(TimestampMicrosecondArray::from(vec![now; n])),
-        Arc::new(table.finish()),
-        Arc::new(row.finish()),
+        Arc::new(StringArray::from_iter(events.iter().map(|e| e.table.as_deref()))),
+        Arc::new(Int64Array::from_iter(events.iter().map(|e| e.row.map(|r| r as i64)))),
     ];
     Ok(RecordBatch::try_new(append_schema(snap, EVENTS_TABLE)?, columns)?)
 }
