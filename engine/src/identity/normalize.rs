@@ -113,7 +113,7 @@ impl Normalizer {
                 if !ok {
                     return Normalized::Invalid("not an email address".into());
                 }
-                lower
+                lower.into_owned()
             }
             Normalizer::Phone { region } => match north_american(*region, trimmed) {
                 Some(e164) => e164,
@@ -125,7 +125,7 @@ impl Normalizer {
                     Err(_) => return Normalized::Invalid("not a phone number".into()),
                 },
             },
-            Normalizer::Text { fold_case: true } => lower,
+            Normalizer::Text { fold_case: true } => lower.into_owned(),
             Normalizer::Text { fold_case: false } => trimmed.to_string(),
         };
         // Emails and text were checked above (as `lower`); a phone number
@@ -143,16 +143,7 @@ impl Normalizer {
 /// blocked list. The phone cache, keyed by digits, asks this first, since
 /// two spellings of one number can differ here.
 pub fn refused_as_typed(trimmed: &str, extra_blocked: &[String]) -> Option<Normalized> {
-    if let Some(refused) = refused_by_length(trimmed) {
-        return Some(refused);
-    }
-    // Phone numbers are digits and punctuation: nothing to lower-case.
-    let blocked = if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-        is_blocked(trimmed, extra_blocked)
-    } else {
-        is_blocked(&lowercase(trimmed), extra_blocked)
-    };
-    blocked.then_some(Normalized::Blocked)
+    refused_by_length(trimmed).or_else(|| is_blocked(&lowercase(trimmed), extra_blocked).then_some(Normalized::Blocked))
 }
 
 /// Absent when empty, invalid when too long.
@@ -164,11 +155,15 @@ fn refused_by_length(trimmed: &str) -> Option<Normalized> {
 }
 
 /// Lower case, without Unicode tables for ASCII text (nearly all values).
-fn lowercase(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
+/// Borrowed when there is nothing to lower (phone numbers, most ids): no
+/// allocation for a value only compared against the blocked list.
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.is_ascii() {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
     } else {
-        s.to_lowercase()
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
