@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area.
 
 mod api;
+mod build;
 mod child;
 mod crash;
 mod identity_model;

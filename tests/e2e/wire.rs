@@ -21,7 +21,9 @@ fn tessera_binary() -> anyhow::Result<PathBuf> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
             // --workspace: the same feature set as the test build, so the build
-            // reuses its artifacts instead of compiling the crates again.
+            // reuses its artifacts instead of compiling the crates again. That
+            // holds only while dev-dependencies switch on no feature of a
+            // shared crate: see the note on `serde` in the root Cargo.toml.
             .args(["build", "--workspace", "--bin", "tessera", "--message-format=json"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(Stdio::inherit())
