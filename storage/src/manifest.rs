@@ -23,7 +23,14 @@ const HEADER_LEN: usize = 8 + 8 + 4;
 /// The manifest is read whole into memory; refuse absurd sizes rather than
 /// allocating whatever a damaged length field says.
 const MAX_MANIFEST_BYTES: u64 = 1 << 30;
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format this build writes. Version 2 added integer pages stored
+/// narrower than their column (storage/FORMAT.md): a version-1 build
+/// refuses a version-2 database by this number instead of reporting its
+/// pages as damaged.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads (it writes `FORMAT_VERSION` from its
+/// first manifest on).
+pub(crate) const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
 /// One column of a table as storage knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,13 +226,46 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_slice(payload).map_err(|e| {
             StorageError::corruption(path, HEADER_LEN as u64, format!("manifest does not parse: {e}"))
         })?;
-        if manifest.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
             return Err(StorageError::InvalidArgument(format!(
-                "{} has format version {}, this build reads version {FORMAT_VERSION}",
+                "{} has format version {}, this build reads versions {OLDEST_READABLE_FORMAT_VERSION} to {FORMAT_VERSION}",
                 path.display(),
                 manifest.format_version
             )));
         }
+        // Whatever this build writes from here on is in its own format, so
+        // the next manifest says so (a version-1 build must then refuse
+        // the database, which may hold version-2 pages).
+        let mut manifest = manifest;
+        manifest.format_version = FORMAT_VERSION;
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_version(version: u32) -> Vec<u8> {
+        let mut m = Manifest::empty();
+        m.format_version = version;
+        m.encode().expect("encode")
+    }
+
+    /// Older databases open and are written in this build's format from
+    /// then on; newer ones are refused by their version, not read as
+    /// damaged.
+    #[test]
+    fn older_formats_are_read_and_upgraded_newer_ones_refused() {
+        let path = Path::new("MANIFEST");
+        for version in OLDEST_READABLE_FORMAT_VERSION..=FORMAT_VERSION {
+            let read = Manifest::decode(&with_version(version), path).expect("readable version");
+            assert_eq!(read.format_version, FORMAT_VERSION, "written back as version {FORMAT_VERSION}");
+        }
+        for version in [0, FORMAT_VERSION + 1] {
+            let e = Manifest::decode(&with_version(version), path).expect_err("unreadable version");
+            assert!(matches!(e, StorageError::InvalidArgument(_)), "{e:?}");
+            assert!(e.to_string().contains(&format!("format version {version}")), "{e}");
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::io;
 use crate::{RowId, ROW_ID_COLUMN};
 
 mod page;
-use page::{decode_sequence, decompress, encode_page, merge_stats};
+use page::{decode_sequence, decompress, encode_page, merge_stats, widened};
 
 const MAGIC: &[u8; 8] = b"TESSEG01";
 const TRAILER_MAGIC: &[u8; 4] = b"TSG1";
@@ -658,7 +658,7 @@ impl SegmentReader {
             (DataType::Dictionary(_, values), DataType::Utf8View | DataType::Utf8) if **values == DataType::Utf8 => {
                 Ok(arrow::compute::cast(array, want)?)
             }
-            (got, _) => Err(StorageError::corruption(
+            (got, _) => widened(array, want).ok_or_else(|| StorageError::corruption(
                 &self.path,
                 at.offset,
                 format!("page of column '{name}' holds {got}, expected {want}"),
@@ -946,6 +946,96 @@ mod tests {
         w.write(batch).expect("write");
         w.finish().expect("finish");
         SegmentReader::open(&path, no_cache()).expect("open")
+    }
+
+    /// The Arrow type page `page` of column `column` (row group 0) is
+    /// stored as.
+    fn stored_type(reader: &SegmentReader, page: usize, column: usize) -> DataType {
+        let group = &reader.row_groups()[0];
+        let at = reader.locate(group, page, column).expect("locate");
+        let bytes = &reader.mmap[at.offset as usize..(at.offset + at.len) as usize];
+        let raw = decompress(bytes, at.raw_len).expect("decompress");
+        crate::codec::decode_batch(&raw).expect("decode").column(0).data_type().clone()
+    }
+
+    /// Integer pages are stored in the narrowest integer type of their
+    /// signedness that holds their values, page by page, and read back as
+    /// the column's own type with their nulls and statistics; a page that
+    /// needs its full width keeps it.
+    #[test]
+    fn integer_pages_are_stored_narrow_and_read_back_exactly() {
+        use arrow::array::{Int16Array, UInt32Array};
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Not evenly stepping (those are sequences), some nulls.
+        let scattered = |i: u64| i.wrapping_mul(2_654_435_761) % 1009;
+        let unsigned = |i: u64| match i / 1000 {
+            0 => scattered(i) % 256,
+            1 => scattered(i) * 60,
+            _ => scattered(i) << 40,
+        };
+        let signed = |i: u64| match i / 1000 {
+            0 => Some(scattered(i) as i64 - 500),
+            1 => None,
+            _ => Some(((scattered(i) as i64) << 20) - 500),
+        };
+        let cases: Vec<(ArrayRef, [DataType; 3])> = vec![
+            (
+                Arc::new((0..3000u64).map(|i| (i % 13 != 0).then(|| unsigned(i))).collect::<UInt64Array>()),
+                [DataType::UInt8, DataType::UInt16, DataType::UInt64],
+            ),
+            (Arc::new((0..3000u64).map(signed).collect::<Int64Array>()), [DataType::Int16, DataType::Int8, DataType::Int32]),
+            (Arc::new((0..3000u64).map(|i| Some(scattered(i) as u32 % 7)).collect::<UInt32Array>()), [DataType::UInt8, DataType::UInt8, DataType::UInt8]),
+            (Arc::new((0..3000u64).map(|i| Some(-(scattered(i) as i16))).collect::<Int16Array>()), [DataType::Int16, DataType::Int16, DataType::Int16]),
+            (Arc::new(Int64Array::from_iter_values((0..3000u64).map(|i| (scattered(i) as i64 - 500) * (i64::MAX / 600)))), [DataType::Int64, DataType::Int64, DataType::Int64]),
+        ];
+        for (column, expected) in cases {
+            let reader = one_column(dir.path(), column.clone(), 1000);
+            let stored: Vec<DataType> = (0..3).map(|page| stored_type(&reader, page, 1)).collect();
+            assert_eq!(stored, expected, "{column:?}");
+            assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
+            for page in 0..3 {
+                let want = column.slice(page * 1000, 1000);
+                assert_eq!(reader.read_page(0, page, 1).expect("page").as_ref(), want.as_ref());
+                assert_eq!(reader.row_groups()[0].page_stats(page, 1), Some(&compute_stats(&want)));
+            }
+            reader.verify().expect("verify");
+        }
+    }
+
+    /// Only a narrower integer of the same signedness widens back to an
+    /// integer column; anything else found there is left to be reported.
+    #[test]
+    fn only_narrower_integers_of_the_same_signedness_widen() {
+        use arrow::array::{Int32Array, UInt8Array};
+        let small: ArrayRef = Arc::new(UInt8Array::from(vec![Some(1), None, Some(255)]));
+        let signed: ArrayRef = Arc::new(Int32Array::from(vec![Some(-1), None, Some(7)]));
+        assert_eq!(widened(&small, &DataType::UInt64).expect("widens").as_ref(), &UInt64Array::from(vec![Some(1), None, Some(255)]) as &dyn Array);
+        assert_eq!(widened(&signed, &DataType::Int64).expect("widens").as_ref(), &Int64Array::from(vec![Some(-1), None, Some(7)]) as &dyn Array);
+        assert!(widened(&small, &DataType::Int64).is_none(), "other signedness");
+        assert!(widened(&signed, &DataType::UInt64).is_none(), "other signedness");
+        assert!(widened(&signed, &DataType::Int16).is_none(), "wider than the column");
+        assert!(widened(&signed, &DataType::Utf8).is_none(), "not an integer column");
+    }
+
+    proptest::proptest! {
+        /// Any 64-bit integer column, of any magnitude, with nulls, reads
+        /// back exactly, with the statistics of its own values.
+        #[test]
+        fn any_integer_column_reads_back(values in proptest::collection::vec(proptest::option::of(proptest::num::i64::ANY), 1..600), shift in 0u32..64, rows in 1usize..200) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let signed: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| v >> shift)).collect::<Int64Array>());
+            let unsigned: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| (v as u64) >> shift)).collect::<UInt64Array>());
+            for column in [signed, unsigned] {
+                let reader = one_column(dir.path(), column.clone(), rows);
+                let read = reader.read_column(0, 1).expect("read");
+                proptest::prop_assert_eq!(read.as_ref(), column.as_ref());
+                let group = &reader.row_groups()[0];
+                for page in 0..group.page_count() {
+                    let want = column.slice(page * rows, (column.len() - page * rows).min(rows));
+                    proptest::prop_assert_eq!(group.page_stats(page, 1), Some(&compute_stats(&want)));
+                }
+            }
+        }
     }
 
     /// Row ids, and any 64-bit integer page without nulls that steps
