@@ -691,12 +691,7 @@ impl IdWriter {
         self.state.graph.flush_repeats(&mut repeats).map_err(Error::Internal)?;
         self.repeats = repeats;
         // Every row keeps the node of each value it carries, linked or not.
-        let nodes: Vec<UInt64Array> = prepared
-            .slots
-            .iter()
-            .zip(&distinct_nodes)
-            .map(|((rows, _), of)| rows.iter().map(|&d| of.get(d as usize).copied().flatten().map(u64::from)).collect())
-            .collect();
+        let nodes: Vec<UInt64Array> = prepared.slots.iter().zip(&distinct_nodes).map(|((rows, _), of)| node_column(rows, of)).collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for (slot, column) in ti.slots.iter().zip(nodes) {
             columns[slot.node_index] = Arc::new(column);
@@ -834,6 +829,22 @@ impl Drop for IdWriter {
             }
         }
     }
+}
+
+/// The node column of one slot: each row's node through its distinct
+/// value (`rows` indexes `of`; `NULL_VALUE` and values without a node are
+/// NULL). Built as a values buffer and a validity bitmap directly: through
+/// an iterator of options it cost twice as much.
+fn node_column(rows: &[u32], of: &[Option<NodeId>]) -> UInt64Array {
+    let mut values: Vec<u64> = Vec::with_capacity(rows.len());
+    let mut valid = arrow::array::BooleanBufferBuilder::new(rows.len());
+    for &d in rows {
+        let node = of.get(d as usize).copied().flatten();
+        values.push(node.map_or(0, u64::from));
+        valid.append(node.is_some());
+    }
+    let nulls = arrow::buffer::NullBuffer::new(valid.finish());
+    UInt64Array::new(values.into(), (nulls.null_count() > 0).then_some(nulls))
 }
 
 /// Commit a transaction, resolving identities when a writer is given.
