@@ -632,7 +632,7 @@ impl IdWriter {
                 prepare_batch(&infos, &columns, &batch, &self.state.phone_cache)?
             }
         };
-        // Per slot, the node of each distinct value (None when absent or
+        // Per slot, the node of each prepared value (None when absent or
         // refused before linking), found for the whole batch at once.
         let mut distinct_nodes: Vec<Vec<Option<NodeId>>> = Vec::with_capacity(prepared.slots.len());
         for (info, (_, outcomes)) in infos.iter().zip(&prepared.slots) {

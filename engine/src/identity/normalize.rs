@@ -5,6 +5,8 @@
 //! normalizes to nothing is not an identifier at all (nothing recorded);
 //! a blocked or unparseable value is refused and recorded.
 
+use std::borrow::Cow;
+
 use super::graph::{Key, TypeId};
 
 /// Longest raw identifier value considered (a limit on everything);
@@ -97,44 +99,74 @@ impl Normalizer {
     /// Normalize `raw`, refusing blocked values (`extra_blocked` are the
     /// type's own, already lower-cased).
     pub fn normalize(&self, raw: &str, extra_blocked: &[String]) -> Normalized {
+        match self.normalize_borrowed(raw, extra_blocked) {
+            Ok(value) => Normalized::Value(value.into_owned()),
+            Err(refused) => refused,
+        }
+    }
+
+    /// [`Normalizer::normalize`] with the value borrowed from `raw` when it
+    /// is `raw` trimmed (emails and text without upper case, nearly all):
+    /// preparing a load hashes the value and drops it, so copying it was
+    /// an allocation per distinct value for nothing. `Err` holds every
+    /// outcome other than a value.
+    pub fn normalize_borrowed<'a>(&self, raw: &'a str, extra_blocked: &[String]) -> Result<Cow<'a, str>, Normalized> {
         let trimmed = raw.trim();
         if let Some(refused) = refused_by_length(trimmed) {
-            return refused;
+            return Err(refused);
         }
         // Lower-cased once, for the blocked list and as the value.
         let lower = lowercase(trimmed);
         if is_blocked(&lower, extra_blocked) {
-            return Normalized::Blocked;
+            return Err(Normalized::Blocked);
         }
         let value = match self {
             Normalizer::Email => {
-                let at = lower.matches('@').count();
-                let ok = at == 1 && !lower.starts_with('@') && !lower.ends_with('@') && !lower.contains(char::is_whitespace);
-                if !ok {
-                    return Normalized::Invalid("not an email address".into());
+                if !is_email_shaped(&lower) {
+                    return Err(Normalized::Invalid("not an email address".into()));
                 }
-                lower.into_owned()
+                lower
             }
-            Normalizer::Phone { region } => match north_american(*region, trimmed) {
+            Normalizer::Phone { region } => Cow::Owned(match north_american(*region, trimmed) {
                 Some(e164) => e164,
                 None => match parse_phone(*region, trimmed) {
                     Ok(n) if rlibphonenumber::PHONE_NUMBER_UTIL.is_valid_number(&n) => {
                         rlibphonenumber::PHONE_NUMBER_UTIL.format(&n, rlibphonenumber::PhoneNumberFormat::E164).into_owned()
                     }
-                    Ok(_) => return Normalized::Invalid("not a valid phone number".into()),
-                    Err(_) => return Normalized::Invalid("not a phone number".into()),
+                    Ok(_) => return Err(Normalized::Invalid("not a valid phone number".into())),
+                    Err(_) => return Err(Normalized::Invalid("not a phone number".into())),
                 },
-            },
-            Normalizer::Text { fold_case: true } => lower.into_owned(),
-            Normalizer::Text { fold_case: false } => trimmed.to_string(),
+            }),
+            Normalizer::Text { fold_case: true } => lower,
+            Normalizer::Text { fold_case: false } => Cow::Borrowed(trimmed),
         };
         // Emails and text were checked above (as `lower`); a phone number
         // is checked again in its E.164 form (digits, no case).
         if matches!(self, Normalizer::Phone { .. }) && is_blocked(&value, extra_blocked) {
-            return Normalized::Blocked;
+            return Err(Normalized::Blocked);
         }
-        Normalized::Value(value)
+        Ok(value)
     }
+}
+
+/// Exactly one `@`, neither first nor last, and no white space: one pass
+/// over the bytes when the text is ASCII (nearly always).
+fn is_email_shaped(lower: &str) -> bool {
+    let bytes = lower.as_bytes();
+    if bytes.first() == Some(&b'@') || bytes.last() == Some(&b'@') {
+        return false;
+    }
+    if lower.is_ascii() {
+        let mut at = 0;
+        for &b in bytes {
+            at += usize::from(b == b'@');
+            if b.is_ascii_whitespace() || b == 0x0b {
+                return false;
+            }
+        }
+        return at == 1;
+    }
+    lower.matches('@').count() == 1 && !lower.contains(char::is_whitespace)
 }
 
 /// What a value comes to from its text alone, before any normalizer
@@ -157,13 +189,13 @@ fn refused_by_length(trimmed: &str) -> Option<Normalized> {
 /// Lower case, without Unicode tables for ASCII text (nearly all values).
 /// Borrowed when there is nothing to lower (phone numbers, most ids): no
 /// allocation for a value only compared against the blocked list.
-fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+fn lowercase(s: &str) -> Cow<'_, str> {
     if !s.is_ascii() {
-        std::borrow::Cow::Owned(s.to_lowercase())
+        Cow::Owned(s.to_lowercase())
     } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
-        std::borrow::Cow::Borrowed(s)
+        Cow::Borrowed(s)
     }
 }
 
@@ -229,6 +261,17 @@ mod tests {
 
     fn us_phone() -> Normalizer {
         Normalizer::parse("phone", Some("US"), false).unwrap()
+    }
+
+    proptest::proptest! {
+        /// The one-pass check of an email's shape says what the plain
+        /// definition says, white space of every kind included.
+        #[test]
+        fn email_shape_is_the_plain_definition(chars in proptest::collection::vec(proptest::sample::select(vec!['a', 'B', '.', '@', ' ', '\t', '\u{0b}', '\u{0c}', '\u{a0}', '\u{2003}', '\u{e9}', '-']), 0..12)) {
+            let text: String = chars.into_iter().collect();
+            let plain = text.matches('@').count() == 1 && !text.starts_with('@') && !text.ends_with('@') && !text.contains(char::is_whitespace);
+            proptest::prop_assert_eq!(is_email_shaped(&text), plain, "{:?}", text);
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(super) type SharedPhoneCache = Arc<parking_lot::Mutex<PhoneCache>>;
 /// lookup and the insert only, not while parsing: loads prepare batches on
 /// several threads.
 pub(super) fn prepare_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &str) -> Prepared {
-    let uncached = || Prepared::of(info.normalizer.normalize(raw, &info.spec.blocked), info.spec.id);
+    let uncached = || prepare_uncached(info, raw);
     let Normalizer::Phone { .. } = info.normalizer else {
         return uncached();
     };
@@ -45,6 +45,15 @@ pub(super) fn prepare_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &st
     }
     numbers.insert(key, outcome.clone());
     outcome
+}
+
+/// Normalize and hash a raw value, the normalized text borrowed from it
+/// where it can be (it is only hashed).
+fn prepare_uncached(info: &TypeInfo, raw: &str) -> Prepared {
+    match info.normalizer.normalize_borrowed(raw, &info.spec.blocked) {
+        Ok(value) => Prepared::Key(key_of(info.spec.id, &value)),
+        Err(refused) => Prepared::of(refused, info.spec.id),
+    }
 }
 
 /// What a raw identifier value comes to before the graph is consulted.
@@ -71,7 +80,8 @@ pub(super) const NULL_VALUE: u32 = u32::MAX;
 
 /// The identifier values of one batch, normalized and hashed ahead of the
 /// writer (by `COPY`'s reader thread): per slot, each row's index into the
-/// slot's distinct values. The writer uses it only if the identifier types
+/// slot's prepared values (distinct ones, unless the slot's values hardly
+/// repeat: see `repeats_early`). The writer uses it only if the identifier types
 /// are still the ones it was made with.
 pub(crate) struct PreparedBatch {
     pub(super) infos: Vec<Arc<TypeInfo>>,
@@ -93,15 +103,17 @@ impl Preparer {
 }
 
 /// Normalize and hash a batch's identifier values (`value_columns`, one per
-/// type in `infos`), each distinct value of a slot once: a cookie repeated
-/// on every event is normalized once per batch.
+/// type in `infos`), each distinct value of a slot once when its values
+/// repeat: a cookie repeated on every event is normalized once per batch.
 pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &SharedPhoneCache) -> Result<PreparedBatch> {
     let mut slots = Vec::with_capacity(infos.len());
     for (info, &column) in infos.iter().zip(value_columns) {
         let values = strings(batch.column(column))?;
+        let deduplicate = repeats_early(&values, batch.num_rows());
         // Sized for a batch of repeated values (events); one of distinct
-        // values (contacts) grows it twice.
-        let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::with_capacity(batch.num_rows() / 4);
+        // values (contacts) is not deduplicated.
+        let mut distinct: hashbrown::HashMap<&str, u32> =
+            hashbrown::HashMap::with_capacity(if deduplicate { batch.num_rows() / 4 } else { 0 });
         let mut outcomes: Vec<Prepared> = Vec::new();
         let mut rows = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
@@ -117,6 +129,11 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
                     continue;
                 }
             }
+            if !deduplicate {
+                outcomes.push(prepare_cached(phone_cache, info, raw));
+                rows.push((outcomes.len() - 1) as u32);
+                continue;
+            }
             let index = *distinct.entry(raw).or_insert_with(|| {
                 outcomes.push(prepare_cached(phone_cache, info, raw));
                 (outcomes.len() - 1) as u32
@@ -128,7 +145,34 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
     Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots })
 }
 
-/// The node of each distinct value of a slot (`outcomes`, of type `t`):
+/// Values sampled from the start of a slot, and the repeats among them
+/// below which the slot is not deduplicated.
+const DEDUP_SAMPLE_VALUES: usize = 256;
+const DEDUP_MIN_REPEATS: usize = 8;
+
+/// Whether a batch's values of a slot repeat enough to be worth
+/// deduplicating before normalizing: a slot of distinct values (contacts'
+/// emails and ids) would hash every value into a map to find nothing,
+/// which cost more than normalizing the rare repeat twice. Runs of one
+/// value are skipped apart anyway; the writer's dictionary finds equal
+/// values whatever this decides.
+fn repeats_early(values: &super::Texts, rows: usize) -> bool {
+    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(DEDUP_SAMPLE_VALUES);
+    let mut sampled = 0;
+    for row in 0..rows {
+        if sampled == DEDUP_SAMPLE_VALUES {
+            break;
+        }
+        if values.is_null(row) || (row > 0 && !values.is_null(row - 1) && values.value(row - 1) == values.value(row)) {
+            continue;
+        }
+        sampled += 1;
+        seen.insert(values.value(row));
+    }
+    sampled - seen.len() >= DEDUP_MIN_REPEATS
+}
+
+/// The node of each prepared value of a slot (`outcomes`, of type `t`):
 /// found or added for all of them at once ([`Graph::intern_all`]); None
 /// for values absent or refused before linking.
 pub(super) fn intern_distinct(graph: &mut Graph, t: TypeId, outcomes: &[Prepared]) -> Result<Vec<Option<NodeId>>> {
@@ -165,6 +209,33 @@ mod tests {
             [("normalize", "phone"), ("blocked", blocked)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let spec = IdentifierSpec::from_options("phone", 3, &options).expect("spec");
         TypeInfo { normalizer: spec.normalizer().expect("normalizer"), spec }
+    }
+
+    /// Each row's prepared value is the same whether the slot is
+    /// deduplicated (values that repeat) or not (values that hardly do);
+    /// only the number of values prepared differs.
+    #[test]
+    fn deduplicating_or_not_prepares_the_same_values() {
+        use arrow::array::{ArrayRef, StringArray};
+        let options: BTreeMap<String, String> = [("normalize", "email")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let spec = IdentifierSpec::from_options("email", 1, &options).expect("spec");
+        let info = Arc::new(TypeInfo { normalizer: spec.normalizer().expect("normalizer"), spec });
+        let repeating: Vec<Option<String>> = (0..600).map(|i| (i % 7 != 0).then(|| format!(" User{}@Example.com", (i * 37) % 50))).collect();
+        let distinct: Vec<Option<String>> = (0..600).map(|i| (i % 7 != 0).then(|| format!("user{i}@example.com"))).collect();
+        for (values, deduplicated) in [(repeating, true), (distinct, false)] {
+            let column: ArrayRef = Arc::new(values.iter().map(|v| v.as_deref()).collect::<StringArray>());
+            let batch = RecordBatch::try_from_iter([("email", column)]).expect("batch");
+            let prepared = prepare_batch(&[info.clone()], &[0], &batch, &SharedPhoneCache::default()).expect("prepared");
+            let (rows, outcomes) = &prepared.slots[0];
+            for (row, value) in values.iter().enumerate() {
+                match value {
+                    None => assert_eq!(rows[row], NULL_VALUE),
+                    Some(raw) => assert_eq!(outcomes[rows[row] as usize], prepare_uncached(&info, raw), "{raw}"),
+                }
+            }
+            let non_null = values.iter().flatten().count();
+            assert_eq!(outcomes.len() < non_null, deduplicated, "{} values for {non_null} rows", outcomes.len());
+        }
     }
 
     /// The phone cache knows only digits: what depends on the text as
