@@ -1092,6 +1092,11 @@ mod tests {
                 (_, other) => panic!("expected a dictionary page, got {other}"),
             }
             assert_eq!(compute_stats(&stored), compute_stats(&column));
+            if let Some(dictionary) = stored.as_any_dictionary_opt() {
+                let text = arrow::compute::cast(&column, &DataType::Utf8).expect("cast");
+                let distinct: std::collections::HashSet<&str> = text.as_string::<i32>().iter().flatten().collect();
+                assert_eq!(dictionary.values().len(), distinct.len(), "each distinct value once");
+            }
             let reader = one_column(dir.path(), column.clone(), 1024);
             assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
             let page = reader.read_page(0, 3, 1).expect("page");

@@ -836,14 +836,11 @@ impl Drop for IdWriter {
 /// NULL). Built as a values buffer and a validity bitmap directly: through
 /// an iterator of options it cost twice as much.
 fn node_column(rows: &[u32], of: &[Option<NodeId>]) -> UInt64Array {
-    let mut values: Vec<u64> = Vec::with_capacity(rows.len());
-    let mut valid = arrow::array::BooleanBufferBuilder::new(rows.len());
-    for &d in rows {
-        let node = of.get(d as usize).copied().flatten();
-        values.push(node.map_or(0, u64::from));
-        valid.append(node.is_some());
-    }
-    let nulls = arrow::buffer::NullBuffer::new(valid.finish());
+    let node = |d: u32| of.get(d as usize).copied().flatten();
+    let values: Vec<u64> = rows.iter().map(|&d| node(d).map_or(0, u64::from)).collect();
+    // Packed 64 rows at a time; most slots have a node on every row.
+    let valid = arrow::buffer::BooleanBuffer::collect_bool(rows.len(), |i| node(rows[i]).is_some());
+    let nulls = arrow::buffer::NullBuffer::new(valid);
     UInt64Array::new(values.into(), (nulls.null_count() > 0).then_some(nulls))
 }
 

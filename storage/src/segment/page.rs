@@ -197,15 +197,13 @@ const DICTIONARY_SAMPLE_MAX_DISTINCT: usize = 224;
 /// on after its first rows.
 pub(super) fn dictionary_form(column: &ArrayRef) -> Option<ArrayRef> {
     match column.data_type() {
-        DataType::Utf8View => dictionary_of(column.as_string_view(), column.nulls()),
+        DataType::Utf8View => dictionary_of_views(column.as_string_view()),
         DataType::Utf8 => dictionary_of(column.as_string::<i32>(), column.nulls()),
         _ => None,
     }
 }
 
 pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = &'a str>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
-    use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
-    use arrow::datatypes::{UInt16Type, UInt8Type};
     let rows = values.len();
     let most = (rows / 2).min(usize::from(u16::MAX));
     let mut index: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::with_capacity(256);
@@ -240,6 +238,81 @@ pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = 
         keys.push(key);
         previous = Some((value, key));
     }
+    dictionary_array(&distinct, keys, nulls)
+}
+
+/// [`dictionary_of`] for a view column, keyed by the views themselves
+/// where they hold the whole value (at most 12 bytes: categories, codes),
+/// which hashes a 16-byte integer instead of text and never compares
+/// bytes. Longer values are keyed by their text. A run of one value is
+/// noticed by an equal view, or by equal text behind views of equal
+/// length and prefix (values decoded one by one sit at different offsets).
+pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Option<ArrayRef> {
+    let (views, nulls) = (array.views(), array.nulls());
+    let rows = views.len();
+    let most = (rows / 2).min(usize::from(u16::MAX));
+    let mut inline: hashbrown::HashMap<u128, u16> = hashbrown::HashMap::with_capacity(256);
+    let mut long: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::new();
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut keys: Vec<u16> = Vec::with_capacity(rows);
+    let mut previous: Option<(u128, usize, u16)> = None;
+    for (row, &view) in views.iter().enumerate() {
+        if row == DICTIONARY_SAMPLE_ROWS && distinct.len() > DICTIONARY_SAMPLE_MAX_DISTINCT {
+            return None;
+        }
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            keys.push(0);
+            continue;
+        }
+        let inline_value = (view as u32) <= MAX_INLINE_VIEW_BYTES;
+        if let Some((last_view, last_row, key)) = previous {
+            // Length and first four bytes are the view's low 64 bits.
+            let same = last_view == view || (!inline_value && last_view as u64 == view as u64 && array.value(last_row) == array.value(row));
+            if same {
+                keys.push(key);
+                continue;
+            }
+        }
+        // `most` keeps every key within u16.
+        let next = distinct.len() as u16;
+        let known = if inline_value {
+            match inline.entry(view) {
+                hashbrown::hash_map::Entry::Occupied(found) => Some(*found.get()),
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(next);
+                    None
+                }
+            }
+        } else {
+            match long.entry(array.value(row)) {
+                hashbrown::hash_map::Entry::Occupied(found) => Some(*found.get()),
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(next);
+                    None
+                }
+            }
+        };
+        let key = match known {
+            Some(key) => key,
+            None => {
+                if distinct.len() >= most {
+                    return None;
+                }
+                distinct.push(array.value(row));
+                next
+            }
+        };
+        keys.push(key);
+        previous = Some((view, row, key));
+    }
+    dictionary_array(&distinct, keys, nulls)
+}
+
+/// A dictionary array of `distinct` values and a key per row: 1-byte keys
+/// up to 256 values, 2-byte beyond. None when there are no values.
+fn dictionary_array(distinct: &[&str], keys: Vec<u16>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
+    use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
+    use arrow::datatypes::{UInt16Type, UInt8Type};
     if distinct.is_empty() {
         return None;
     }
