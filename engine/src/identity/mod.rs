@@ -423,6 +423,23 @@ impl Texts {
             Texts::View(a) => a.value(i),
         }
     }
+
+    /// Whether the value of row `i` (not NULL, nor row `i - 1`) equals the
+    /// previous row's. For views, equal views are equal values (a short
+    /// value is its view; a long one the same bytes), and views differing
+    /// in length or first four bytes (their low 64 bits) or holding short
+    /// values are different ones: only long values alike in those need
+    /// their bytes compared.
+    pub fn same_as_previous(&self, i: usize) -> bool {
+        match self {
+            Texts::Utf8(a) => a.value(i - 1) == a.value(i),
+            Texts::View(a) => {
+                let (previous, this) = (a.views()[i - 1], a.views()[i]);
+                previous == this
+                    || (previous as u64 == this as u64 && (this as u32) > 12 && a.value(i - 1) == a.value(i))
+            }
+        }
+    }
 }
 
 /// Rebuild the whole identity state from the rows of a snapshot. With a

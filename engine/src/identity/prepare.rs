@@ -121,14 +121,14 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
                 rows.push(NULL_VALUE);
                 continue;
             }
-            let raw = values.value(row);
             // Runs of one value (a session's cookie) skip the hashing.
             if let Some(&previous) = rows.last() {
-                if previous != NULL_VALUE && values.value(row - 1) == raw {
+                if previous != NULL_VALUE && values.same_as_previous(row) {
                     rows.push(previous);
                     continue;
                 }
             }
+            let raw = values.value(row);
             if !deduplicate {
                 outcomes.push(prepare_cached(phone_cache, info, raw));
                 rows.push((outcomes.len() - 1) as u32);
@@ -163,7 +163,7 @@ fn repeats_early(values: &super::Texts, rows: usize) -> bool {
         if sampled == DEDUP_SAMPLE_VALUES {
             break;
         }
-        if values.is_null(row) || (row > 0 && !values.is_null(row - 1) && values.value(row - 1) == values.value(row)) {
+        if values.is_null(row) || (row > 0 && !values.is_null(row - 1) && values.same_as_previous(row)) {
             continue;
         }
         sampled += 1;
@@ -209,6 +209,28 @@ mod tests {
             [("normalize", "phone"), ("blocked", blocked)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let spec = IdentifierSpec::from_options("phone", 3, &options).expect("spec");
         TypeInfo { normalizer: spec.normalizer().expect("normalizer"), spec }
+    }
+
+    proptest::proptest! {
+        /// Comparing a row with the previous one by views says what
+        /// comparing their text says: short and long values, repeats
+        /// stored apart (decoded one by one) or sharing their bytes (taken
+        /// twice from one array).
+        #[test]
+        fn previous_row_comparison_is_text_equality(picks in proptest::collection::vec(0usize..6, 2..40)) {
+            use arrow::array::{Array, AsArray, StringViewArray, UInt32Array};
+            let words = ["a", "short one", "exactly12byt", "a value longer than a view", "a value longer than a viex", "b value longer than a view"];
+            let apart: StringViewArray = picks.iter().map(|&p| Some(words[p])).collect();
+            let pool: StringViewArray = words.iter().map(|w| Some(*w)).collect();
+            let indices = UInt32Array::from(picks.iter().map(|&p| p as u32).collect::<Vec<_>>());
+            let taken = arrow::compute::take(&pool, &indices, None).expect("take");
+            for array in [apart, taken.as_string_view().clone()] {
+                let texts = super::super::Texts::View(array.clone());
+                for row in 1..array.len() {
+                    proptest::prop_assert_eq!(texts.same_as_previous(row), array.value(row - 1) == array.value(row), "row {}", row);
+                }
+            }
+        }
     }
 
     /// Each row's prepared value is the same whether the slot is

@@ -417,7 +417,13 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
         Float32 | Float64 => {
             let c = arrow::compute::cast(column, &Float64).ok()?;
             let c = c.as_primitive::<Float64Type>();
-            if c.iter().flatten().any(|v| !v.is_finite()) {
+            // Over the raw values when there are no nulls (no option per
+            // value); a NULL's slot may hold anything.
+            let finite = match c.nulls() {
+                None => c.values().iter().all(|v| v.is_finite()),
+                Some(_) => c.iter().flatten().all(f64::is_finite),
+            };
+            if !finite {
                 return None;
             }
             Some((aggregate::min(c).map(StatValue::Float), aggregate::max(c).map(StatValue::Float)))
