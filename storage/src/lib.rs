@@ -27,7 +27,7 @@ pub use cache::{PageCache, PageCacheStats};
 pub use dictionary::{DictionaryEntry, DICTIONARY_FILE};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnDef, TableMeta};
-pub use segment::{ChunkStats, RowGroupMeta, SegmentReader, StatValue};
+pub use segment::{same_view_value, ChunkStats, RowGroupMeta, SegmentReader, StatValue};
 pub use snapshot::{ScanUnit, Snapshot, TableSnapshot};
 pub use store::{CommitInfo, PendingCommit, Store, StoreOptions, WriteTxn};
 

@@ -31,6 +31,7 @@ use crate::io;
 use crate::{RowId, ROW_ID_COLUMN};
 
 mod page;
+pub use page::same_view_value;
 use page::{decode_sequence, decompress, encode_page, merge_stats, widened};
 
 const MAGIC: &[u8; 8] = b"TESSEG01";

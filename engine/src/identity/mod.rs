@@ -425,19 +425,11 @@ impl Texts {
     }
 
     /// Whether the value of row `i` (not NULL, nor row `i - 1`) equals the
-    /// previous row's. For views, equal views are equal values (a short
-    /// value is its view; a long one the same bytes), and views differing
-    /// in length or first four bytes (their low 64 bits) or holding short
-    /// values are different ones: only long values alike in those need
-    /// their bytes compared.
+    /// previous row's; for views, by the views where they tell.
     pub fn same_as_previous(&self, i: usize) -> bool {
         match self {
             Texts::Utf8(a) => a.value(i - 1) == a.value(i),
-            Texts::View(a) => {
-                let (previous, this) = (a.views()[i - 1], a.views()[i]);
-                previous == this
-                    || (previous as u64 == this as u64 && (this as u32) > 12 && a.value(i - 1) == a.value(i))
-            }
+            Texts::View(a) => tessera_storage::same_view_value(a, i - 1, i),
         }
     }
 }

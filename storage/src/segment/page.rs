@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, MAX_INLINE_VIEW_LEN};
 use arrow::compute::kernels::aggregate;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
 
@@ -244,9 +244,8 @@ pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = 
 /// [`dictionary_of`] for a view column, keyed by the views themselves
 /// where they hold the whole value (at most 12 bytes: categories, codes),
 /// which hashes a 16-byte integer instead of text and never compares
-/// bytes. Longer values are keyed by their text. A run of one value is
-/// noticed by an equal view, or by equal text behind views of equal
-/// length and prefix (values decoded one by one sit at different offsets).
+/// bytes. Longer values are keyed by their text. Runs of one value are
+/// noticed by [`same_view_value`].
 pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Option<ArrayRef> {
     let (views, nulls) = (array.views(), array.nulls());
     let rows = views.len();
@@ -255,7 +254,7 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
     let mut long: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::new();
     let mut distinct: Vec<&str> = Vec::new();
     let mut keys: Vec<u16> = Vec::with_capacity(rows);
-    let mut previous: Option<(u128, usize, u16)> = None;
+    let mut previous: Option<(usize, u16)> = None;
     for (row, &view) in views.iter().enumerate() {
         if row == DICTIONARY_SAMPLE_ROWS && distinct.len() > DICTIONARY_SAMPLE_MAX_DISTINCT {
             return None;
@@ -264,15 +263,13 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
             keys.push(0);
             continue;
         }
-        let inline_value = (view as u32) <= MAX_INLINE_VIEW_BYTES;
-        if let Some((last_view, last_row, key)) = previous {
-            // Length and first four bytes are the view's low 64 bits.
-            let same = last_view == view || (!inline_value && last_view as u64 == view as u64 && array.value(last_row) == array.value(row));
-            if same {
+        if let Some((last_row, key)) = previous {
+            if same_view_value(array, last_row, row) {
                 keys.push(key);
                 continue;
             }
         }
+        let inline_value = (view as u32) <= MAX_INLINE_VIEW_LEN;
         // `most` keeps every key within u16.
         let next = distinct.len() as u16;
         let known = if inline_value {
@@ -303,9 +300,20 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
             }
         };
         keys.push(key);
-        previous = Some((view, row, key));
+        previous = Some((row, key));
     }
     dictionary_array(&distinct, keys, nulls)
+}
+
+/// Whether rows `a` and `b` of a view array (neither NULL) hold the same
+/// value, reading text only when the views cannot tell: equal views are
+/// equal values (a short value is its view; a long one the same bytes),
+/// and views differing in length or first four bytes (their low 64 bits),
+/// or holding short values, are different ones. Long values decoded one by
+/// one sit at different offsets, so a run of one needs the text compared.
+pub fn same_view_value(array: &arrow::array::StringViewArray, a: usize, b: usize) -> bool {
+    let (x, y) = (array.views()[a], array.views()[b]);
+    x == y || (x as u64 == y as u64 && (y as u32) > MAX_INLINE_VIEW_LEN && array.value(a) == array.value(b))
 }
 
 /// A dictionary array of `distinct` values and a key per row: 1-byte keys
@@ -327,8 +335,6 @@ fn dictionary_array(distinct: &[&str], keys: Vec<u16>, nulls: Option<&arrow::buf
     Some(array)
 }
 
-/// Longest value a view holds inline (in its 16 bytes).
-const MAX_INLINE_VIEW_BYTES: u32 = 12;
 
 /// Whether every value of a view column sits inside its view: then the
 /// views are the whole data, and short repeated values (categories,
@@ -340,7 +346,7 @@ pub(super) fn views_all_inline(column: &ArrayRef) -> bool {
         DataType::BinaryView => column.as_binary_view().views(),
         _ => return false,
     };
-    views.iter().all(|view| (*view as u32) <= MAX_INLINE_VIEW_BYTES)
+    views.iter().all(|view| (*view as u32) <= MAX_INLINE_VIEW_LEN)
 }
 
 /// A view column holding only its own values' bytes.
@@ -417,13 +423,7 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
         Float32 | Float64 => {
             let c = arrow::compute::cast(column, &Float64).ok()?;
             let c = c.as_primitive::<Float64Type>();
-            // Over the raw values when there are no nulls (no option per
-            // value); a NULL's slot may hold anything.
-            let finite = match c.nulls() {
-                None => c.values().iter().all(|v| v.is_finite()),
-                Some(_) => c.iter().flatten().all(f64::is_finite),
-            };
-            if !finite {
+            if c.iter().flatten().any(|v| !v.is_finite()) {
                 return None;
             }
             Some((aggregate::min(c).map(StatValue::Float), aggregate::max(c).map(StatValue::Float)))
