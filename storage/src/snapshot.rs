@@ -71,6 +71,11 @@ impl TableSnapshot {
         self.segments.len()
     }
 
+    /// Rows stored in each segment, in order (deleted ones included).
+    pub fn segment_rows(&self) -> Vec<u64> {
+        self.segments.iter().map(|s| s.sref.rows).collect()
+    }
+
     pub fn buffered_rows(&self) -> usize {
         self.buffer.rows()
     }

@@ -46,9 +46,13 @@ pub struct StoreOptions {
     /// A transaction that only appends at least this many rows writes
     /// segments directly instead of the log (the data is written once).
     pub direct_segment_rows: usize,
-    /// A transaction holding this many appended rows of one table writes
-    /// them to a segment file at once (named by the manifest only at
-    /// commit), so a large load never holds all its rows in memory.
+    /// Most rows of one segment file a transaction writes as it goes. A
+    /// transaction's appends to a table stream to segment files (named by
+    /// the manifest only at commit) once they reach `direct_segment_rows`,
+    /// so they are encoded while the next rows are produced and a large
+    /// load never holds all its rows in memory. Until a file reaches this
+    /// many rows the transaction can still delete (its files are read back
+    /// and it commits through the log); after, it cannot.
     pub spill_rows: usize,
     /// zstd level for segment pages; 0 stores them uncompressed.
     pub zstd_level: i32,
@@ -228,6 +232,7 @@ impl Store {
             spilled: Vec::new(),
             spilled_files: Vec::new(),
             in_flight: Default::default(),
+            spilled_for_memory: false,
         })
     }
 
@@ -638,7 +643,7 @@ fn write_segment(
     dir: &Path,
     id: u64,
     schema: &SchemaRef,
-    batches: Vec<RecordBatch>,
+    batches: impl IntoIterator<Item = RecordBatch>,
     format: SegmentFormat,
     cache: &Arc<PageCache>,
     written: &mut Vec<PathBuf>,

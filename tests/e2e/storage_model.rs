@@ -30,7 +30,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..2usize, 1..120usize, any::<bool>()).prop_map(|(t, n, with_null)| Op::Append { t, n, with_null }),
         3 => (0..2usize, 2..6i64, 0..2i64).prop_map(|(t, m, r)| Op::Delete { t, m, r }),
-        2 => (0..2usize, 1..40usize, 3..7i64).prop_map(|(t, n, m)| Op::Mixed { t, n, m }),
+        // Two appends of up to 59 rows: past `direct_segment_rows` they start
+        // streaming to a segment file, which the delete then takes back.
+        2 => (0..2usize, 1..60usize, 3..7i64).prop_map(|(t, n, m)| Op::Mixed { t, n, m }),
         2 => (0..2usize, 20..90usize, 2..6usize, any::<bool>()).prop_map(|(t, n, parts, commit)| Op::Load { t, n, parts, commit }),
         2 => Just(Op::Flush),
         1 => (0..2usize).prop_map(|t| Op::Compact { t }),
@@ -273,6 +275,72 @@ fn deleting_after_a_spill_is_refused_as_a_limit() -> anyhow::Result<()> {
     drop(txn);
     assert_eq!(h.segment_files(), files_before, "the abandoned transaction left segment files");
     h.check()?;
+    Ok(())
+}
+
+/// A transaction whose appends started streaming to a segment file
+/// (past `direct_segment_rows`) but never filled one (`spill_rows`) can
+/// still delete: its file is read back, removed, and the transaction
+/// commits through the log with every row.
+#[test]
+fn deleting_after_an_early_spill_takes_it_back() -> anyhow::Result<()> {
+    let mut h = Harness::new(true)?;
+    h.apply(&Op::Append { t: 0, n: 10, with_null: false })?;
+    let files_before = h.segment_files();
+    let ids = h.doomed(0, 2, 0);
+    let mut txn = h.store.begin_write()?;
+    let mut added = Vec::new();
+    for _ in 0..2 {
+        let (batch, rows) = h.batch(55, true)?;
+        let first = txn.append(TABLES[0], batch)?;
+        added.push((first, rows));
+    }
+    assert_eq!(txn.spilled_rows(), 110, "past direct_segment_rows, appends stream to a segment file");
+    assert_eq!(txn.delete(TABLES[0], &ids)?, ids.len());
+    assert_eq!(txn.spilled_rows(), 0, "the delete took the rows back");
+    assert_eq!(h.segment_files(), files_before, "and removed the file");
+    txn.commit()?;
+    for id in ids {
+        h.model[0].remove(&id);
+    }
+    for (first, rows) in added {
+        for (i, row) in rows.into_iter().enumerate() {
+            h.model[0].insert(first + i as u64, row);
+        }
+    }
+    h.check()?;
+    h.apply(&Op::Reopen)?;
+    h.check()?;
+    Ok(())
+}
+
+/// A load streams into segment files of at most `spill_rows` rows each,
+/// in row-id order, whatever the sizes of the batches appended.
+#[test]
+fn streamed_segments_hold_at_most_spill_rows() -> anyhow::Result<()> {
+    let mut h = Harness::new(true)?;
+    let files_before = h.segment_files();
+    let mut txn = h.store.begin_write()?;
+    let mut added = Vec::new();
+    for n in [30, 250, 7, 119] {
+        let (batch, rows) = h.batch(n, false)?;
+        let first = txn.append(TABLES[1], batch)?;
+        added.push((first, rows));
+    }
+    txn.commit()?;
+    for (first, rows) in added {
+        for (i, row) in rows.into_iter().enumerate() {
+            h.model[1].insert(first + i as u64, row);
+        }
+    }
+    h.check()?;
+    let snap = h.store.snapshot();
+    let table = snap.table(TABLES[1]).expect("table");
+    let sizes: Vec<u64> = table.segment_rows();
+    assert_eq!(sizes.iter().sum::<u64>(), 406, "{sizes:?}");
+    assert!(sizes.iter().all(|&rows| rows <= 120), "{sizes:?}");
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+    assert_eq!(h.segment_files().len(), files_before.len() + 4);
     Ok(())
 }
 

@@ -19,10 +19,13 @@ pub struct WriteTxn {
     pub(super) spilled_files: Vec<PathBuf>,
     /// Spills still being written, each by a thread of its own, while the
     /// caller goes on appending, oldest first (at most
-    /// [`MAX_SPILLS_IN_FLIGHT`]: memory stays bounded by that many spills'
-    /// worth of rows plus the ones held). Their files are already in
-    /// `spilled_files`.
+    /// [`MAX_SPILLS_IN_FLIGHT`]). The newest of a table may still be open:
+    /// the table's further appends stream into it. Their files are
+    /// already in `spilled_files`.
     pub(super) in_flight: std::collections::VecDeque<SpillInFlight>,
+    /// Some spill reached `spill_rows`: the transaction is too large to
+    /// hold in memory, so it can no longer take its spills back to delete.
+    pub(super) spilled_for_memory: bool,
 }
 
 /// Spills written at once. Two: encoding a spill alternates between
@@ -31,10 +34,33 @@ pub struct WriteTxn {
 /// of the load waiting for the first.
 const MAX_SPILLS_IN_FLIGHT: usize = 2;
 
+/// Batches queued for a spill's writer before an append waits for it:
+/// enough to cover the encoding of a row group, so the appending thread
+/// does not stall while a row group is compressed, and few enough to
+/// bound the memory in between.
+const SPILL_QUEUE_BATCHES: usize = 16;
+
 pub(super) struct SpillInFlight {
     table: TableId,
+    /// Rows sent to the writer so far.
     rows: u64,
+    /// Open while the table's appends still stream into this spill.
+    feed: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
     writer: std::thread::JoinHandle<Result<Arc<Segment>>>,
+}
+
+impl SpillInFlight {
+    /// Close the spill's feed and wait for its segment.
+    fn finish(mut self) -> Result<(TableId, u64, Arc<Segment>)> {
+        // Closing the feed ends the writer's loop; joining first would wait
+        // forever.
+        self.feed = None;
+        let segment = self
+            .writer
+            .join()
+            .map_err(|_| StorageError::Internal("the thread writing a spilled segment panicked".into()))??;
+        Ok((self.table, self.rows, segment))
+    }
 }
 
 impl Drop for WriteTxn {
@@ -42,7 +68,7 @@ impl Drop for WriteTxn {
         // The writer thread must be done with its file before the file is
         // removed, or it could create it again afterwards.
         for spill in self.in_flight.drain(..) {
-            let _ = spill.writer.join();
+            let _ = spill.finish();
         }
         // Committed transactions have emptied the list; anything left was
         // never named by the manifest (a crash leaves it to the orphan
@@ -71,6 +97,12 @@ impl WriteTxn {
         Ok(t.next_row_id + self.rows_in_txn(t.id()))
     }
 
+    /// Rows of this transaction sent to segment files so far (written or
+    /// being written), over all tables.
+    pub fn spilled_rows(&self) -> u64 {
+        self.spilled.iter().map(|(_, s)| s.sref.rows).sum::<u64>() + self.in_flight.iter().map(|s| s.rows).sum::<u64>()
+    }
+
     /// Rows this transaction appended to a table so far, spilled or not.
     fn rows_in_txn(&self, table: TableId) -> u64 {
         let spilled: u64 = self.spilled.iter().filter(|(id, _)| *id == table).map(|(_, s)| s.sref.rows).sum();
@@ -89,12 +121,12 @@ impl WriteTxn {
     /// Wait for the oldest spill in flight, if any, and take its segment.
     fn finish_oldest_spill(&mut self) -> Result<()> {
         let Some(spill) = self.in_flight.pop_front() else { return Ok(()) };
-        let segment = spill
-            .writer
-            .join()
-            .map_err(|_| StorageError::Internal("the thread writing a spilled segment panicked".into()))??;
-        debug_assert_eq!(segment.sref.rows, spill.rows);
-        self.spilled.push((spill.table, segment));
+        let (table, rows, segment) = spill.finish()?;
+        debug_assert_eq!(segment.sref.rows, rows);
+        if segment.sref.rows != rows {
+            return Err(StorageError::Internal(format!("a spilled segment holds {} rows, {rows} were sent", segment.sref.rows)));
+        }
+        self.spilled.push((table, segment));
         Ok(())
     }
 
@@ -103,45 +135,152 @@ impl WriteTxn {
         self.appends.iter().filter(|(id, _, _)| *id == table).map(|(_, _, b)| b.num_rows() as u64).sum()
     }
 
-    /// Write a table's held appends to a new segment file once they reach
-    /// `spill_rows`. Only for on-disk stores and transactions without
-    /// deletes (their commit then goes the direct way).
+    /// Start writing a table's held appends to a segment file once they
+    /// reach `direct_segment_rows` (or `spill_rows`, if smaller): the commit would
+    /// write them to segments anyway, and this way they are encoded while
+    /// the caller produces the next rows, not after the last. Only for
+    /// on-disk stores and transactions without deletes (their commit then
+    /// goes the direct way).
     fn maybe_spill(&mut self, table: TableId, schema: SchemaRef) -> Result<()> {
         let Some(dir) = self.store.inner.dir.clone() else { return Ok(()) };
         let held = self.held_rows(table);
-        if !self.deletes.is_empty() || held < self.store.inner.options.spill_rows as u64 {
+        let options = &self.store.inner.options;
+        let start_at = options.direct_segment_rows.min(options.spill_rows).max(1) as u64;
+        if !self.deletes.is_empty() || held < start_at {
             return Ok(());
-        }
-        while self.in_flight.len() >= MAX_SPILLS_IN_FLIGHT {
-            self.finish_oldest_spill()?;
         }
         self.start_spill(dir, table, schema)
     }
 
-    /// Write a table's held appends to a new segment file on a thread of
-    /// its own. Segments of a table stay in row-id order: spills are
-    /// taken back oldest first.
+    /// The open spill of a table, if its appends stream into one.
+    fn open_spill(&mut self, table: TableId) -> Option<&mut SpillInFlight> {
+        self.in_flight.iter_mut().rev().find(|s| s.table == table && s.feed.is_some())
+    }
+
+    /// Send rows to a table's open spill; one reaching `spill_rows` is
+    /// closed (the rest of the batch goes to the table's next spill).
+    /// Returns the rows the spill did not take.
+    fn stream(&mut self, table: TableId, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let limit = self.store.inner.options.spill_rows.max(1) as u64;
+        let Some(spill) = self.open_spill(table) else { return Ok(Some(batch)) };
+        let room = limit.saturating_sub(spill.rows) as usize;
+        let (now, rest) = if batch.num_rows() > room {
+            (batch.slice(0, room), Some(batch.slice(room, batch.num_rows() - room)))
+        } else {
+            (batch, None)
+        };
+        let n = now.num_rows() as u64;
+        let sent = match &spill.feed {
+            Some(feed) if n > 0 => feed.send(now).is_ok(),
+            _ => true,
+        };
+        spill.rows += if sent { n } else { 0 };
+        let full = spill.rows >= limit;
+        if full {
+            spill.feed = None;
+            self.spilled_for_memory = true;
+        }
+        if !sent {
+            // The writer stopped: its error says why.
+            let position = self.in_flight.iter().rposition(|s| s.table == table).unwrap_or(0);
+            if let Some(failed) = self.in_flight.remove(position) {
+                failed.finish()?;
+            }
+            return Err(StorageError::Internal("a spill writer stopped without an error".into()));
+        }
+        Ok(rest)
+    }
+
+    /// Move a table's held appends into spills. Segments of a table stay
+    /// in row-id order: spills are taken back oldest first.
     fn start_spill(&mut self, dir: PathBuf, table: TableId, schema: SchemaRef) -> Result<()> {
-        let held = self.held_rows(table);
         let (batches, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.appends).into_iter().partition(|(id, _, _)| *id == table);
         self.appends = rest;
+        for (_, _, batch) in batches {
+            self.stream_into_spills(&dir, table, &schema, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Send rows to the table's open spill, opening one when there is none
+    /// (spills close at `spill_rows`).
+    fn stream_into_spills(&mut self, dir: &Path, table: TableId, schema: &SchemaRef, mut batch: RecordBatch) -> Result<()> {
+        loop {
+            if self.open_spill(table).is_none() {
+                self.open_new_spill(dir, table, schema)?;
+            }
+            match self.stream(table, batch)? {
+                None => return Ok(()),
+                Some(rest) => batch = rest,
+            }
+        }
+    }
+
+    /// A new spill of a table, written by a thread of its own, open for
+    /// the table's appends.
+    fn open_new_spill(&mut self, dir: &Path, table: TableId, schema: &SchemaRef) -> Result<()> {
+        while self.in_flight.len() >= MAX_SPILLS_IN_FLIGHT {
+            self.finish_oldest_spill()?;
+        }
         // The id is taken from the writer's manifest now (ids are never
         // reused; one burnt by an abandoned transaction is harmless).
         let id = self.guard.manifest.next_segment_id;
         self.guard.manifest.next_segment_id += 1;
-        let batches: Vec<RecordBatch> = batches.into_iter().map(|(_, _, b)| b).collect();
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        debug_assert_eq!(rows, held);
         self.spilled_files.push(dir.join(segment_file_name(id)));
         let (format, cache) = (self.store.inner.options.segment_format(), self.store.inner.cache.clone());
+        let (feed, batches) = std::sync::mpsc::sync_channel::<RecordBatch>(SPILL_QUEUE_BATCHES);
+        let (dir, schema) = (dir.to_path_buf(), schema.clone());
         // Encoding and compressing the segment overlaps with the caller
         // producing the next rows (identity resolution runs on its thread).
         let writer = std::thread::Builder::new()
             .name("tessera-spill".into())
             .spawn(move || write_segment(&dir, id, &schema, batches, format, &cache, &mut Vec::new()))
             .map_err(|source| StorageError::Io { path: PathBuf::from("(spill writer thread)"), source })?;
-        self.in_flight.push_back(SpillInFlight { table, rows, writer });
+        self.in_flight.push_back(SpillInFlight { table, rows: 0, feed: Some(feed), writer });
         Ok(())
+    }
+
+    /// Read every spill back into the held appends (a transaction that
+    /// spilled early, below `spill_rows`, then deletes) and remove their
+    /// files.
+    fn take_back_spills(&mut self) -> Result<()> {
+        if self.in_flight.is_empty() && self.spilled.is_empty() {
+            return Ok(());
+        }
+        self.finish_spills()?;
+        let mut taken = Vec::new();
+        for (table, segment) in &self.spilled {
+            let schema = self.schema_of(*table)?;
+            let reader = &segment.reader;
+            for group in 0..reader.row_groups().len() {
+                let columns = (0..schema.fields().len()).map(|c| reader.read_column(group, c)).collect::<Result<Vec<_>>>()?;
+                let batch = RecordBatch::try_new(schema.clone(), columns)?;
+                let (first, _) = row_id_range(&batch)?;
+                taken.push((*table, first, batch));
+            }
+        }
+        // Spilled rows are each table's first in the transaction.
+        taken.append(&mut self.appends);
+        self.appends = taken;
+        self.spilled.clear();
+        for path in self.spilled_files.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    fn schema_of(&self, table: TableId) -> Result<SchemaRef> {
+        self.base
+            .tables
+            .get(&table)
+            .map(|t| t.meta.storage_schema())
+            .ok_or_else(|| StorageError::Internal("a spilled table vanished".into()))
+    }
+
+    /// Whether a table's appends go to spills now: it has an open one, or
+    /// has filled one before (a table that large keeps spilling).
+    fn streams(&self, table: TableId) -> bool {
+        self.in_flight.iter().any(|s| s.table == table) || self.spilled.iter().any(|(t, _)| *t == table)
     }
 
     /// Once a transaction has spilled, spill what it still holds too
@@ -149,19 +288,14 @@ impl WriteTxn {
     /// are then encoded while the spills before them finish, not after.
     fn spill_the_rest(&mut self) -> Result<()> {
         let Some(dir) = self.store.inner.dir.clone() else { return Ok(()) };
-        if self.in_flight.is_empty() || !self.deletes.is_empty() {
+        if (self.in_flight.is_empty() && self.spilled.is_empty()) || !self.deletes.is_empty() {
             return Ok(());
         }
         let mut tables: Vec<TableId> = self.appends.iter().map(|(id, _, _)| *id).collect();
         tables.sort_unstable();
         tables.dedup();
         for table in tables {
-            let schema = self
-                .base
-                .tables
-                .get(&table)
-                .map(|t| t.meta.storage_schema())
-                .ok_or_else(|| StorageError::Internal("a spilled table vanished".into()))?;
+            let schema = self.schema_of(table)?;
             self.start_spill(dir.clone(), table, schema)?;
         }
         Ok(())
@@ -183,9 +317,15 @@ impl WriteTxn {
         columns.push(ids);
         columns.extend(batch.columns().iter().cloned());
         let stored = RecordBatch::try_new(t.meta.storage_schema(), columns)?;
-        if n > 0 {
-            self.appends.push((t.id(), first, stored));
-            self.maybe_spill(t.id(), t.meta.storage_schema())?;
+        if n == 0 {
+            return Ok(first);
+        }
+        match self.store.inner.dir.clone() {
+            Some(dir) if self.streams(t.id()) => self.stream_into_spills(&dir, t.id(), &t.meta.storage_schema(), stored)?,
+            _ => {
+                self.appends.push((t.id(), first, stored));
+                self.maybe_spill(t.id(), t.meta.storage_schema())?;
+            }
         }
         Ok(first)
     }
@@ -198,7 +338,7 @@ impl WriteTxn {
             .table(table)
             .cloned()
             .ok_or_else(|| StorageError::NotFound { kind: "table", name: table.to_string() })?;
-        if !self.spilled.is_empty() || !self.in_flight.is_empty() {
+        if self.spilled_for_memory {
             // A limit of the bulk path, not a bug: such a transaction
             // commits by naming segments, which carry no deletes.
             return Err(StorageError::LimitExceeded(format!(
@@ -207,6 +347,9 @@ impl WriteTxn {
                 self.store.inner.options.spill_rows
             )));
         }
+        // A transaction with deletes commits through the log, which needs
+        // its appended rows in memory.
+        self.take_back_spills()?;
         let mut fresh = rows.clone();
         fresh -= &*t.deleted;
         fresh.remove_range(t.next_row_id..);
