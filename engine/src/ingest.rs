@@ -46,6 +46,7 @@ fn commit_stream(
         let (mut b, prepared) = batch?;
         if let Some(w) = writer.as_mut() {
             b = w.resolve_prepared(meta, b, txn.next_row_id(&meta.name)?, prepared)?;
+            w.flush_events(&mut txn)?;
         }
         txn.append(&meta.name, b)?;
     }

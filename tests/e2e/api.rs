@@ -27,6 +27,11 @@ async fn count(db: &Database, sql: &str) -> anyhow::Result<i64> {
     Ok(rows[0].column(0).as_primitive::<Int64Type>().value(0))
 }
 
+/// Query results as text, for comparing whole results.
+fn pretty(batches: &[RecordBatch]) -> anyhow::Result<String> {
+    Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_append_stream_and_reopen() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -225,9 +230,11 @@ fn segment_files(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// A COPY from a stream is parsed and appended batch by batch; past
-/// `spill_rows` its rows go to segment files before the commit. A bad line
-/// after several spills is named by its number in the whole input, and
-/// nothing of that COPY stays: no rows, no profiles, no files.
+/// `direct_segment_rows` its rows (and the profile events it logs, more
+/// than the writer keeps before appending them) stream to segment files
+/// before the commit. A bad line after several spills is named by its
+/// number in the whole input, and nothing of that COPY stays: no rows, no
+/// profiles, no files. A good one keeps every profile id on reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_streams_large_inputs_all_or_nothing() -> anyhow::Result<()> {
     use tessera::StoreOptions;
@@ -247,9 +254,11 @@ async fn copy_streams_large_inputs_all_or_nothing() -> anyhow::Result<()> {
         }
     };
     let text = copy("COPY visits FROM STDIN")?;
-    // 150,000 rows over 50,000 people: more than two text chunks.
-    let rows = 150_000;
-    let good: String = (0..rows).map(|i| format!("Person{}@Example.com\t{i}\n", i % 50_000)).collect();
+    // 210,000 rows over 70,000 people: more than two text chunks, and
+    // more new profiles than the writer logs before appending events.
+    let rows = 210_000;
+    let people = 70_000;
+    let good: String = (0..rows).map(|i| format!("Person{}@Example.com\t{i}\n", i % people)).collect();
     let files_before = segment_files(dir.path())?;
     let mut bad = good.clone();
     bad.push_str(&(0..10).map(|i| format!("late{i}@example.com\t{i}\n")).collect::<String>());
@@ -263,16 +272,21 @@ async fn copy_streams_large_inputs_all_or_nothing() -> anyhow::Result<()> {
     let n = s.copy_from_reader(&text, std::io::Cursor::new(good.into_bytes())).await?;
     assert_eq!(n, rows as u64);
     assert_eq!(count(&db, "SELECT count(*) FROM visits").await?, rows);
-    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, 50_000);
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, people);
     assert_eq!(count(&db, "SELECT sum(n) FROM visits").await?, rows * (rows - 1) / 2);
     let csv = copy("COPY visits (email, n) FROM STDIN WITH (FORMAT csv)")?;
     let n = s.copy_from_reader(&csv, std::io::Cursor::new(b"person1@example.com,7\n".to_vec())).await?;
     assert_eq!(n, 1);
+    let ids = "SELECT email, n, profile_id FROM visits ORDER BY n, email";
+    let before = pretty(&db.session().sql(ids).await?)?;
     drop(s);
     db.close().await?;
     let db = Database::open(dir.path())?;
     assert_eq!(count(&db, "SELECT count(*) FROM visits").await?, rows + 1);
-    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, 50_000);
+    assert_eq!(count(&db, "SELECT count(DISTINCT profile_id) FROM visits").await?, people);
+    let after = pretty(&db.session().sql(ids).await?)?;
+    let changed = before.lines().zip(after.lines()).find(|(b, a)| b != a);
+    assert!(changed.is_none() && before.len() == after.len(), "profile ids changed on reopen: {changed:?}");
     Ok(())
 }
 

@@ -96,13 +96,16 @@ impl KeyIndex {
         self.probe(hash, |_| true)
     }
 
-    /// Add a node whose key is not in the index yet. `hash_of` gives the
-    /// hash of any node already in it (for growing).
-    /// `prefetch_key` starts loading a node's key (growing reads them all).
-    pub fn insert_unique(&mut self, hash: u64, node: u32, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
-        if (self.len + 1) * LOAD_DEN > self.tags.len() * LOAD_NUM {
-            self.grow(hash_of, prefetch_key);
-        }
+    /// Whether adding `additional` more nodes needs a larger table first
+    /// ([`KeyIndex::rebuild`]).
+    pub fn needs_room(&self, additional: usize) -> bool {
+        (self.len + additional) * LOAD_DEN > self.tags.len() * LOAD_NUM
+    }
+
+    /// Add a node whose key is not in the index yet; the caller has made
+    /// room ([`KeyIndex::needs_room`]).
+    pub fn insert_unique(&mut self, hash: u64, node: u32) {
+        debug_assert!(!self.needs_room(1), "inserting into a full index");
         self.place(hash, node);
         self.len += 1;
         debug_assert!(self.len * LOAD_DEN <= self.tags.len() * LOAD_NUM);
@@ -121,35 +124,37 @@ impl KeyIndex {
         self.nodes[i] = node;
     }
 
-    /// Room for `additional` more nodes without growing on the way.
-    pub fn reserve(&mut self, additional: usize, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
-        if (self.len + additional) * LOAD_DEN > self.tags.len() * LOAD_NUM {
-            self.rebuild_for(self.len + additional, hash_of, prefetch_key);
-        }
-    }
-
-    /// Rebuild with a quarter more slots than the load limit needs.
-    fn grow(&mut self, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
-        self.rebuild_for(self.len + 1, hash_of, prefetch_key);
-    }
-
-    /// Rebuild with a quarter more slots than `members` need at the load
-    /// limit.
-    fn rebuild_for(&mut self, members: usize, hash_of: impl Fn(u32) -> u64, prefetch_key: impl Fn(u32)) {
-        let needed = members * LOAD_DEN / LOAD_NUM + 1;
+    /// Rebuild the table from every member (`(hash, node)`, all `members`
+    /// of them) with room for `additional` more, and a quarter more slots
+    /// than the load limit needs. Growing by a quarter (not doubling)
+    /// keeps the table near its load limit, and growing takes every
+    /// member again: the caller lists them in node order, so their keys
+    /// are read sequentially, and each chunk's slots are prefetched before
+    /// it is placed.
+    pub fn rebuild(&mut self, members: impl Iterator<Item = (u64, u32)>, additional: usize) {
+        let needed = (self.len + additional) * LOAD_DEN / LOAD_NUM + 1;
         let slots = (needed + needed / 4).max(MIN_SLOTS);
-        let old_tags = std::mem::replace(&mut self.tags, vec![EMPTY; slots]);
-        let old_nodes = std::mem::replace(&mut self.nodes, vec![0; slots]);
-        let old: Vec<u32> = old_tags.into_iter().zip(old_nodes).filter(|(t, _)| *t != EMPTY).map(|(_, n)| n).collect();
-        // Each hash reads a key at random in a large array: start those
-        // reads `AHEAD` members early so they overlap.
-        const AHEAD: usize = 16;
-        for (i, &n) in old.iter().enumerate() {
-            if let Some(&next) = old.get(i + AHEAD) {
-                prefetch_key(next);
+        self.tags = vec![EMPTY; slots];
+        self.nodes = vec![0; slots];
+        let before = self.len;
+        self.len = 0;
+        const CHUNK: usize = 32;
+        let mut chunk: Vec<(u64, u32)> = Vec::with_capacity(CHUNK);
+        let mut members = members.peekable();
+        while members.peek().is_some() {
+            chunk.clear();
+            chunk.extend(members.by_ref().take(CHUNK));
+            for (hash, _) in &chunk {
+                let i = home(*hash, slots);
+                prefetch(&self.tags[i]);
+                prefetch(&self.nodes[i]);
             }
-            self.place(hash_of(n), n);
+            for &(hash, node) in &chunk {
+                self.place(hash, node);
+            }
+            self.len += chunk.len();
         }
+        debug_assert_eq!(self.len, before, "a rebuild lists every member once");
     }
 }
 
@@ -194,8 +199,11 @@ mod tests {
                 prop_assert_eq!(found, model.get(&k).copied());
                 if found.is_none() {
                     let node = by_node.len() as u32;
+                    if index.needs_room(1) {
+                        index.rebuild(by_node.iter().enumerate().map(|(n, k)| (hash(*k), n as u32)), 1);
+                    }
                     by_node.push(k);
-                    index.insert_unique(hash(k), node, |n| hash(by_node[n as usize]), |_| {});
+                    index.insert_unique(hash(k), node);
                     model.insert(k, node);
                 }
             }
@@ -207,17 +215,27 @@ mod tests {
         }
     }
 
+    /// Add nodes `0..n` one by one, growing as the graph does.
+    fn filled(n: u32, hash: impl Fn(u32) -> u64) -> KeyIndex {
+        let mut index = KeyIndex::default();
+        for m in 0..n {
+            if index.needs_room(1) {
+                index.rebuild((0..m).map(|k| (hash(k), k)), 1);
+            }
+            index.insert_unique(hash(m), m);
+        }
+        index
+    }
+
     #[test]
     fn reserving_keeps_every_member_and_avoids_growth() {
         let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut index = KeyIndex::default();
-        for n in 0..1000u32 {
-            index.insert_unique(hash(n), n, hash, |_| {});
-        }
-        index.reserve(50_000, hash, |_| {});
+        let mut index = filled(1000, hash);
+        index.rebuild((0..1000).map(|k| (hash(k), k)), 50_000);
         let slots = index.tags.len();
         for n in 1000..51_000u32 {
-            index.insert_unique(hash(n), n, hash, |_| {});
+            assert!(!index.needs_room(1));
+            index.insert_unique(hash(n), n);
         }
         assert_eq!(index.tags.len(), slots, "no growth after reserving");
         for n in 0..51_000u32 {
@@ -227,10 +245,13 @@ mod tests {
 
     #[test]
     fn load_stays_between_the_bounds_after_growing() {
-        let mut index = KeyIndex::default();
         let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut index = KeyIndex::default();
         for n in 0..100_000u32 {
-            index.insert_unique(hash(n), n, hash, |_| {});
+            if index.needs_room(1) {
+                index.rebuild((0..n).map(|k| (hash(k), k)), 1);
+            }
+            index.insert_unique(hash(n), n);
             assert!(index.len() * LOAD_DEN <= index.tags.len() * LOAD_NUM);
         }
         // Just after a growth the load is about 0.64; never below 0.6 for

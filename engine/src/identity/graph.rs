@@ -368,12 +368,14 @@ impl Graph {
     /// run as a pipeline, each prefetching the index slots of a key
     /// `AHEAD` places on and the stored key of the one `AHEAD / 2` on, so
     /// their cache misses overlap (the dictionary is far larger than the
-    /// caches). Keys not found are then added in order.
+    /// caches). A key not found is added at once, while the slots its
+    /// probe just read are in cache; an equal key later in the batch
+    /// (values that normalize alike) then finds it.
     pub fn intern_all(&mut self, t: TypeId, keys: &[Key]) -> Result<Vec<NodeId>, String> {
         const AHEAD: usize = 16;
         let packed: Vec<PackedKey> = keys.iter().map(pack).collect();
         let hashes: Vec<u64> = packed.iter().map(key_hash).collect();
-        let mut found: Vec<Option<NodeId>> = Vec::with_capacity(keys.len());
+        let mut nodes = Vec::with_capacity(keys.len());
         for j in 0..keys.len() + AHEAD {
             if let Some(h) = hashes.get(j) {
                 self.dict.prefetch(*h);
@@ -385,27 +387,14 @@ impl Graph {
             }
             if let Some(k) = j.checked_sub(AHEAD).filter(|k| *k < keys.len()) {
                 let key = &packed[k];
-                found.push(self.dict.find(hashes[k], |n| self.keys[n as usize] == *key));
+                let node = match self.dict.find(hashes[k], |n| self.keys[n as usize] == *key) {
+                    Some(n) => n,
+                    None => self.add_node(t, *key)?,
+                };
+                nodes.push(node);
             }
         }
-        debug_assert_eq!(found.len(), keys.len());
-        // Two keys of one batch may be equal (values that normalize alike):
-        // the ones added here are remembered rather than probed for again.
-        let mut added: hashbrown::HashMap<PackedKey, NodeId> = hashbrown::HashMap::new();
-        let mut nodes = Vec::with_capacity(keys.len());
-        for (k, node) in found.into_iter().enumerate() {
-            nodes.push(match node {
-                Some(n) => n,
-                None => match added.get(&packed[k]) {
-                    Some(n) => *n,
-                    None => {
-                        let n = self.add_node(t, packed[k])?;
-                        added.insert(packed[k], n);
-                        n
-                    }
-                },
-            });
-        }
+        debug_assert_eq!(nodes.len(), keys.len());
         Ok(nodes)
     }
 
@@ -426,11 +415,11 @@ impl Graph {
             if self.node_type[node as usize] != TypeId::MAX {
                 return Err(format!("node {node} stored for two different identifier values"));
             }
+            self.make_room(1);
             let k = node as usize;
             self.keys[k] = key;
             self.node_type[k] = t;
-            let keys = &self.keys;
-            self.dict.insert_unique(key_hash(&key), node, |n| key_hash(&keys[n as usize]), |n| dict::prefetch(&keys[n as usize]));
+            self.dict.insert_unique(key_hash(&key), node);
             return Ok(());
         }
         while self.keys.len() < node as usize {
@@ -443,9 +432,20 @@ impl Graph {
     }
 
     fn insert_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
+        self.make_room(1);
         self.push_node(n, t, key);
-        let keys = &self.keys;
-        self.dict.insert_unique(key_hash(&key), n, |m| key_hash(&keys[m as usize]), |m| dict::prefetch(&keys[m as usize]));
+        self.dict.insert_unique(key_hash(&key), n);
+    }
+
+    /// Grow the dictionary's index, if it must, to take `additional` more
+    /// nodes. Called before a new node is stored: every node with a type
+    /// (holes have none) is then exactly the index's members.
+    fn make_room(&mut self, additional: usize) {
+        if self.dict.needs_room(additional) {
+            let (keys, types) = (&self.keys, &self.node_type);
+            let members = (0..keys.len()).filter(|&n| types[n] != TypeId::MAX).map(|n| (key_hash(&keys[n]), n as NodeId));
+            self.dict.rebuild(members, additional);
+        }
     }
 
     /// Make room for `nodes` more nodes at once (loading a saved
@@ -461,8 +461,7 @@ impl Graph {
         self.last_seen.reserve_exact(room);
         self.pid_at.reserve_exact(room);
         self.adj_head.reserve_exact(room);
-        let keys = &self.keys;
-        self.dict.reserve(nodes, |n| key_hash(&keys[n as usize]), |n| dict::prefetch(&keys[n as usize]));
+        self.make_room(nodes);
     }
 
     fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {

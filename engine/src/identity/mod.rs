@@ -163,6 +163,9 @@ pub(crate) struct CommitNotice {
 
 /// Rows of one commit kept for delta maintenance, at most.
 const NOTICE_ROWS_LIMIT: usize = 200_000;
+/// Events a writer logs before appending them to its transaction (a
+/// row group's worth).
+const EVENTS_FLUSH_ROWS: usize = 64 * 1024;
 
 /// The identity subsystem of one database.
 pub(crate) struct Identity {
@@ -243,6 +246,7 @@ impl Identity {
             base: txn.snapshot().clone(),
             now: now_micros(),
             events: Vec::new(),
+            events_flushed: 0,
             rejections: Rejections::default(),
             touched: false,
             finished: false,
@@ -593,6 +597,8 @@ pub(crate) struct IdWriter {
     base: Arc<Snapshot>,
     now: i64,
     events: Vec<LoggedEvent>,
+    /// Events already appended to the transaction ([`IdWriter::flush_events`]).
+    events_flushed: u64,
     rejections: Rejections,
     touched: bool,
     finished: bool,
@@ -804,6 +810,26 @@ impl IdWriter {
         }
     }
 
+    /// Append the events logged so far to the transaction once there are
+    /// many (a load logs one per new profile): they are then encoded with
+    /// the rows as the load goes, and not all at the commit while it waits.
+    pub(crate) fn flush_events(&mut self, txn: &mut WriteTxn) -> Result<()> {
+        if self.events.len() < EVENTS_FLUSH_ROWS {
+            return Ok(());
+        }
+        let batch = system::events_batch(&self.base, &self.events, self.now)?;
+        txn.append(EVENTS_TABLE, batch)?;
+        self.events_flushed += self.events.len() as u64;
+        self.events.clear();
+        Ok(())
+    }
+
+    /// Identity log rows this writer appends (events and refusals), not
+    /// the user's.
+    fn logged_rows(&self) -> u64 {
+        self.events_flushed + (self.events.len() + self.rejections.len()) as u64
+    }
+
     /// Append the commit's events and refusals to their tables, then queue
     /// the commit. The identity lock is released only after the commit is
     /// queued, so the graph and the log advance together.
@@ -857,7 +883,7 @@ fn node_column(rows: &[u32], of: &[Option<NodeId>]) -> UInt64Array {
 /// `rows_appended` counts the user's rows only, not the identity logs'.
 /// Once durable, the commit's notice is queued for profile maintenance.
 pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> Result<tessera_storage::CommitInfo> {
-    let logged = writer.as_ref().map(|w| (w.events.len() + w.rejections.len()) as u64).unwrap_or(0);
+    let logged = writer.as_ref().map(IdWriter::logged_rows).unwrap_or(0);
     let (pending, notice) = match writer {
         Some(mut w) => {
             let notice = std::mem::take(&mut w.notice);
