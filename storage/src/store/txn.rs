@@ -28,17 +28,17 @@ pub struct WriteTxn {
     pub(super) spilled_for_memory: bool,
 }
 
-/// Spills written at once. Two: encoding a spill alternates between
-/// compressing pages on every core and steps of one thread (assembling a
-/// row group, writing it), and a second spill fills those gaps instead
-/// of the load waiting for the first.
-const MAX_SPILLS_IN_FLIGHT: usize = 2;
+/// Spills written at once. A closed spill has little left to write (its
+/// queue and a row group), so a table moving on to its next spill, or
+/// another table's spill opening, rarely waits for one; together they
+/// bound the rows a transaction holds in memory to a few row groups each.
+const MAX_SPILLS_IN_FLIGHT: usize = 4;
 
-/// Batches queued for a spill's writer before an append waits for it:
-/// enough to cover the encoding of a row group, so the appending thread
-/// does not stall while a row group is compressed, and few enough to
-/// bound the memory in between.
-const SPILL_QUEUE_BATCHES: usize = 16;
+/// Batches queued for a spill's writer before an append waits for it.
+/// Few: what is queued when the last row is appended is encoded after it,
+/// while the commit waits, and a load whose encoding is slower than its
+/// other steps keeps the queue full.
+const SPILL_QUEUE_BATCHES: usize = 2;
 
 pub(super) struct SpillInFlight {
     table: TableId,
@@ -120,7 +120,20 @@ impl WriteTxn {
 
     /// Wait for the oldest spill in flight, if any, and take its segment.
     fn finish_oldest_spill(&mut self) -> Result<()> {
-        let Some(spill) = self.in_flight.pop_front() else { return Ok(()) };
+        self.finish_spill_at(0)
+    }
+
+    /// Make room for one more spill in flight: wait for the oldest closed
+    /// one (an open one would be cut short), or else the oldest. A table's
+    /// spills still finish in the order they started: only its newest can
+    /// be open.
+    fn finish_a_spill(&mut self) -> Result<()> {
+        let closed = self.in_flight.iter().position(|s| s.feed.is_none()).unwrap_or(0);
+        self.finish_spill_at(closed)
+    }
+
+    fn finish_spill_at(&mut self, position: usize) -> Result<()> {
+        let Some(spill) = self.in_flight.remove(position) else { return Ok(()) };
         let (table, rows, segment) = spill.finish()?;
         debug_assert_eq!(segment.sref.rows, rows);
         if segment.sref.rows != rows {
@@ -220,7 +233,7 @@ impl WriteTxn {
     /// the table's appends.
     fn open_new_spill(&mut self, dir: &Path, table: TableId, schema: &SchemaRef) -> Result<()> {
         while self.in_flight.len() >= MAX_SPILLS_IN_FLIGHT {
-            self.finish_oldest_spill()?;
+            self.finish_a_spill()?;
         }
         // The id is taken from the writer's manifest now (ids are never
         // reused; one burnt by an abandoned transaction is harmless).
