@@ -45,12 +45,23 @@ pub const MAX_EDGES: usize = (u32::MAX - 1) as usize;
 /// Smallest growth of the graph's arrays, in entries.
 const MIN_GROWTH: usize = 1024;
 
-/// Make room for `extra` more entries, growing by an eighth rather than
-/// doubling: at most about 12% of a large array is slack. (Large blocks
-/// are moved by the allocator's `mremap`, not copied.)
+/// Make room for `extra` more entries, doubling: a load adding millions
+/// of nodes copies (and faults in) each array a few times, not the dozens
+/// of times growing by an eighth did. [`Graph::trim_slack`] gives the
+/// slack back at the end of each transaction.
 fn grow<T>(v: &mut Vec<T>, extra: usize) {
     if v.len().saturating_add(extra) > v.capacity() {
-        v.reserve_exact((v.len() / 8).max(MIN_GROWTH).max(extra));
+        v.reserve_exact(v.len().max(MIN_GROWTH).max(extra));
+    }
+}
+
+/// Most spare capacity an array keeps between transactions: an eighth of
+/// its length (and the smallest growth).
+fn trim<T>(v: &mut Vec<T>) {
+    let keep = v.len() + (v.len() / 8).max(MIN_GROWTH);
+    if v.capacity() > keep {
+        // Shrinking a block keeps it in place (or remaps it): no copy.
+        v.shrink_to(keep);
     }
 }
 
@@ -636,6 +647,22 @@ impl Graph {
             ("profiles", vec(&self.profiles)),
             ("live_bitmap", self.live.serialized_size()),
         ]
+    }
+
+    /// Give back the arrays' growth slack beyond an eighth of their length
+    /// (after a transaction: it grew them by doubling).
+    pub fn trim_slack(&mut self) {
+        trim(&mut self.keys);
+        trim(&mut self.node_type);
+        trim(&mut self.parent);
+        trim(&mut self.ring);
+        trim(&mut self.occurrences);
+        trim(&mut self.merges);
+        trim(&mut self.last_seen);
+        trim(&mut self.pid_at);
+        trim(&mut self.adj_head);
+        trim(&mut self.edges);
+        trim(&mut self.profiles);
     }
 
     /// Bytes held, for the memory-per-identifier figure.

@@ -251,7 +251,11 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
     let rows = views.len();
     let most = (rows / 2).min(usize::from(u16::MAX));
     let mut inline: hashbrown::HashMap<u128, u16> = hashbrown::HashMap::with_capacity(256);
-    let mut long: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::new();
+    // Sized for a page of session cookies (a few rows each) from the
+    // start: growing it step by step showed in load profiles.
+    let long_values = (rows / 4).min(usize::from(u16::MAX));
+    let mut long: hashbrown::HashMap<&str, u16> =
+        hashbrown::HashMap::with_capacity(if views.first().is_some_and(|&v| (v as u32) > MAX_INLINE_VIEW_LEN) { long_values } else { 0 });
     let mut distinct: Vec<&str> = Vec::new();
     let mut keys: Vec<u16> = Vec::with_capacity(rows);
     let mut previous: Option<(usize, u16)> = None;
