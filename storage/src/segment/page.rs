@@ -258,6 +258,8 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
         hashbrown::HashMap::with_capacity(if views.first().is_some_and(|&v| (v as u32) > MAX_INLINE_VIEW_LEN) { long_values } else { 0 });
     let mut distinct: Vec<&str> = Vec::new();
     let mut keys: Vec<u16> = Vec::with_capacity(rows);
+    // The previous non-NULL row's view and key: runs of one value (a
+    // session's cookie, a campaign) skip the hashing.
     let mut previous: Option<(usize, u16)> = None;
     for (row, &view) in views.iter().enumerate() {
         if row == DICTIONARY_SAMPLE_ROWS && distinct.len() > DICTIONARY_SAMPLE_MAX_DISTINCT {
@@ -273,36 +275,32 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
                 continue;
             }
         }
-        let inline_value = (view as u32) <= MAX_INLINE_VIEW_LEN;
         // `most` keeps every key within u16.
         let next = distinct.len() as u16;
-        let known = if inline_value {
+        let (key, new) = if (view as u32) <= MAX_INLINE_VIEW_LEN {
             match inline.entry(view) {
-                hashbrown::hash_map::Entry::Occupied(found) => Some(*found.get()),
+                hashbrown::hash_map::Entry::Occupied(found) => (*found.get(), None),
                 hashbrown::hash_map::Entry::Vacant(slot) => {
                     slot.insert(next);
-                    None
+                    (next, Some(array.value(row)))
                 }
             }
         } else {
             match long.entry(array.value(row)) {
-                hashbrown::hash_map::Entry::Occupied(found) => Some(*found.get()),
+                hashbrown::hash_map::Entry::Occupied(found) => (*found.get(), None),
                 hashbrown::hash_map::Entry::Vacant(slot) => {
+                    let value = *slot.key();
                     slot.insert(next);
-                    None
+                    (next, Some(value))
                 }
             }
         };
-        let key = match known {
-            Some(key) => key,
-            None => {
-                if distinct.len() >= most {
-                    return None;
-                }
-                distinct.push(array.value(row));
-                next
+        if let Some(value) = new {
+            if distinct.len() >= most {
+                return None;
             }
-        };
+            distinct.push(value);
+        }
         keys.push(key);
         previous = Some((row, key));
     }
@@ -315,6 +313,7 @@ pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Opti
 /// and views differing in length or first four bytes (their low 64 bits),
 /// or holding short values, are different ones. Long values decoded one by
 /// one sit at different offsets, so a run of one needs the text compared.
+#[inline]
 pub fn same_view_value(array: &arrow::array::StringViewArray, a: usize, b: usize) -> bool {
     let (x, y) = (array.views()[a], array.views()[b]);
     x == y || (x as u64 == y as u64 && (y as u32) > MAX_INLINE_VIEW_LEN && array.value(a) == array.value(b))
