@@ -55,10 +55,11 @@ fn grow<T>(v: &mut Vec<T>, extra: usize) {
     }
 }
 
-/// Most spare capacity an array keeps between transactions: an eighth of
-/// its length (and the smallest growth).
+/// Most spare capacity an array keeps between transactions: a 32nd of
+/// its length (and the smallest growth). Small, for the memory per
+/// identifier; a transaction that outgrows it doubles the array once.
 fn trim<T>(v: &mut Vec<T>) {
-    let keep = v.len() + (v.len() / 8).max(MIN_GROWTH);
+    let keep = v.len() + (v.len() / 32).max(MIN_GROWTH);
     if v.capacity() > keep {
         // Shrinking a block keeps it in place (or remaps it): no copy.
         v.shrink_to(keep);
@@ -649,7 +650,7 @@ impl Graph {
         ]
     }
 
-    /// Give back the arrays' growth slack beyond an eighth of their length
+    /// Give back the arrays' growth slack beyond a 32nd of their length
     /// (after a transaction: it grew them by doubling).
     pub fn trim_slack(&mut self) {
         trim(&mut self.keys);
