@@ -582,33 +582,36 @@ fn replay(snap: &Snapshot, mut state: State, events: Option<RecordBatch>) -> Res
 }
 
 /// Refused values gathered during a commit, as columns.
+/// Refusals of one transaction, column by column: text goes straight into
+/// Arrow builders (one buffer per column), not a string per value, since a
+/// load can refuse millions of values.
 #[derive(Default)]
 pub(crate) struct Rejections {
-    pub table: Vec<String>,
+    pub table: arrow::array::StringBuilder,
     pub row: Vec<u64>,
-    pub column: Vec<String>,
-    pub type_name: Vec<String>,
-    pub value: Vec<String>,
+    pub column: arrow::array::StringBuilder,
+    pub type_name: arrow::array::StringBuilder,
+    pub value: arrow::array::StringBuilder,
     pub reason: Vec<&'static str>,
-    pub detail: Vec<String>,
+    pub detail: arrow::array::StringBuilder,
     pub node: Vec<Option<u64>>,
 }
 
 impl Rejections {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, table: &str, row: u64, column: &str, type_name: &str, value: &str, reason: &'static str, detail: String, node: Option<NodeId>) {
-        self.table.push(table.to_string());
+    fn push(&mut self, table: &str, row: u64, column: &str, type_name: &str, value: &str, reason: &'static str, detail: &str, node: Option<NodeId>) {
+        self.table.append_value(table);
         self.row.push(row);
-        self.column.push(column.to_string());
-        self.type_name.push(type_name.to_string());
-        self.value.push(value.to_string());
+        self.column.append_value(column);
+        self.type_name.append_value(type_name);
+        self.value.append_value(value);
         self.reason.push(reason);
-        self.detail.push(detail);
+        self.detail.append_value(detail);
         self.node.push(node.map(u64::from));
     }
 
     fn len(&self) -> usize {
-        self.table.len()
+        self.row.len()
     }
 }
 
@@ -716,7 +719,7 @@ impl IdWriter {
                 } else if let Prepared::Refused(reason, detail) = &outcomes[d as usize] {
                     // A refused value is recorded for every row carrying it.
                     let slot = &ti.slots[i];
-                    self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), reason, detail.clone(), None);
+                    self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), reason, detail, None);
                     refused_before_linking = true;
                 }
             }
@@ -727,7 +730,7 @@ impl IdWriter {
             for r in &outcome.refused {
                 let i = r.slot as usize;
                 let slot = &ti.slots[i];
-                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), r.reason.as_str(), r.detail.clone(), Some(r.node));
+                self.rejections.push(&meta.name, row_id, &slot.column, &slot.type_name, values[i].value(row), r.reason.as_str(), &r.detail, Some(r.node));
             }
             if !events.is_empty() {
                 self.log(&mut events, Some(&table_name), Some(row_id));
@@ -872,7 +875,7 @@ impl IdWriter {
                 txn.append(EVENTS_TABLE, batch)?;
             }
             if self.rejections.len() > 0 {
-                let batch = system::rejections_batch(&self.base, &self.rejections, self.now)?;
+                let batch = system::rejections_batch(&self.base, &mut self.rejections, self.now)?;
                 txn.append(REJECTIONS_TABLE, batch)?;
             }
             Ok(txn.prepare()?)

@@ -96,17 +96,17 @@ pub(crate) fn events_batch(snap: &Snapshot, events: &[LoggedEvent], now: i64) ->
     Ok(RecordBatch::try_new(append_schema(snap, EVENTS_TABLE)?, columns)?)
 }
 
-pub(crate) fn rejections_batch(snap: &Snapshot, r: &Rejections, now: i64) -> Result<RecordBatch> {
-    let strings = |v: &[String]| -> ArrayRef { Arc::new(StringArray::from_iter_values(v.iter())) };
+pub(crate) fn rejections_batch(snap: &Snapshot, r: &mut Rejections, now: i64) -> Result<RecordBatch> {
+    let strings = |b: &mut arrow::array::StringBuilder| -> ArrayRef { Arc::new(b.finish()) };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampMicrosecondArray::from(vec![now; r.len()])),
-        strings(&r.table),
+        strings(&mut r.table),
         Arc::new(Int64Array::from_iter_values(r.row.iter().map(|x| *x as i64))),
-        strings(&r.column),
-        strings(&r.type_name),
-        strings(&r.value),
+        strings(&mut r.column),
+        strings(&mut r.type_name),
+        strings(&mut r.value),
         Arc::new(StringArray::from_iter_values(r.reason.iter())),
-        strings(&r.detail),
+        strings(&mut r.detail),
         Arc::new(Int64Array::from_iter(r.node.iter().map(|n| n.map(|n| n as i64)))),
     ];
     Ok(RecordBatch::try_new(append_schema(snap, REJECTIONS_TABLE)?, columns)?)
