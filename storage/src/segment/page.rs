@@ -412,13 +412,24 @@ type MinMax = (Option<StatValue>, Option<StatValue>);
 pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
     use DataType::*;
     match column.data_type() {
-        Int8 | Int16 | Int32 | Int64 | Date32 | Date64 | Timestamp(_, _) | Time32(_) | Time64(_)
-        | Duration(_) => {
+        // 64-bit values are read in place, both bounds in one pass: a cast
+        // would copy the page first (timestamps, node ids).
+        Int64 | Date64 | Timestamp(_, _) | Time64(_) | Duration(_) => {
+            let data = column.to_data();
+            let values = data.buffer::<i64>(0).get(..data.len())?;
+            let (min, max) = bounds(values, column.nulls()).unzip();
+            Some((min.map(StatValue::Int), max.map(StatValue::Int)))
+        }
+        UInt64 => {
+            let (min, max) = bounds(column.as_primitive::<UInt64Type>().values(), column.nulls()).unzip();
+            Some((min.map(StatValue::UInt), max.map(StatValue::UInt)))
+        }
+        Int8 | Int16 | Int32 | Date32 | Time32(_) => {
             let c = arrow::compute::cast(column, &Int64).ok()?;
             let c = c.as_primitive::<Int64Type>();
             Some((aggregate::min(c).map(StatValue::Int), aggregate::max(c).map(StatValue::Int)))
         }
-        UInt8 | UInt16 | UInt32 | UInt64 => {
+        UInt8 | UInt16 | UInt32 => {
             let c = arrow::compute::cast(column, &UInt64).ok()?;
             let c = c.as_primitive::<UInt64Type>();
             Some((aggregate::min(c).map(StatValue::UInt), aggregate::max(c).map(StatValue::UInt)))
@@ -458,6 +469,19 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
     }
 }
 
+/// The smallest and largest non-NULL value of a slice (`nulls` its
+/// validity), in one pass; None when every value is NULL.
+fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
+    fn fold<T: Copy + PartialOrd>(mut values: impl Iterator<Item = T>) -> Option<(T, T)> {
+        let first = values.next()?;
+        Some(values.fold((first, first), |(lo, hi), v| (if v < lo { v } else { lo }, if v > hi { v } else { hi })))
+    }
+    match nulls.filter(|n| n.null_count() > 0) {
+        None => fold(values.iter().copied()),
+        Some(n) => fold(n.valid_indices().filter_map(|i| values.get(i).copied())),
+    }
+}
+
 thread_local! {
     /// A decompression context per thread: creating one per page costs
     /// as much as decompressing a small page.
@@ -474,4 +498,35 @@ pub(super) fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<
         let Some(decompressor) = cell.as_mut() else { return Err("no zstd decompressor".to_string()) };
         decompressor.decompress(bytes, raw_len as usize).map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt64Array};
+
+    proptest::proptest! {
+        /// The one-pass bounds of 64-bit pages are what Arrow's min and max
+        /// kernels give, for slices starting anywhere (pages are slices of
+        /// a row group) and with NULLs, timestamps included.
+        #[test]
+        fn bounds_match_the_kernels(values in proptest::collection::vec(proptest::option::of(proptest::num::i64::ANY), 1..300), start in 0usize..300, len in 0usize..300) {
+            let start = start % values.len();
+            let len = len.min(values.len() - start);
+            let signed: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+            let stamps: ArrayRef = Arc::new(TimestampMicrosecondArray::from(values.clone()).with_timezone("UTC"));
+            let unsigned: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>());
+            for column in [signed, stamps] {
+                let page = column.slice(start, len);
+                let plain = arrow::compute::cast(&page, &DataType::Int64).expect("cast");
+                let plain = plain.as_primitive::<Int64Type>();
+                let want = (aggregate::min(plain).map(StatValue::Int), aggregate::max(plain).map(StatValue::Int));
+                proptest::prop_assert_eq!(min_max(&page), Some(want));
+            }
+            let page = unsigned.slice(start, len);
+            let typed = page.as_primitive::<UInt64Type>();
+            let want = (aggregate::min(typed).map(StatValue::UInt), aggregate::max(typed).map(StatValue::UInt));
+            proptest::prop_assert_eq!(min_max(&page), Some(want));
+        }
+    }
 }
