@@ -581,7 +581,6 @@ fn replay(snap: &Snapshot, mut state: State, events: Option<RecordBatch>) -> Res
     Ok(state)
 }
 
-/// Refused values gathered during a commit, as columns.
 /// Refusals of one transaction, column by column: text goes straight into
 /// Arrow builders (one buffer per column), not a string per value, since a
 /// load can refuse millions of values.
@@ -922,8 +921,7 @@ pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> 
     let logged = writer.as_ref().map(IdWriter::logged_rows).unwrap_or(0);
     let (pending, notice) = match writer {
         Some(mut w) => {
-            let ids = &mut w.notice_ids;
-            ids.settle_into(&mut w.notice);
+            w.notice_ids.settle_into(&mut w.notice);
             let notice = std::mem::take(&mut w.notice);
             let queue = w.notices.clone();
             (w.commit(txn)?, Some((notice, queue)))

@@ -183,13 +183,12 @@ impl WriteTxn {
             (batch, None)
         };
         let n = now.num_rows() as u64;
-        let sent = match &spill.feed {
-            Some(feed) if n > 0 => feed.send(now).is_ok(),
-            _ => true,
-        };
-        spill.rows += if sent { n } else { 0 };
-        let full = spill.rows >= limit;
-        if full {
+        // An open spill has a feed and room, so `now` holds rows.
+        let sent = spill.feed.as_ref().is_some_and(|feed| feed.send(now).is_ok());
+        if sent {
+            spill.rows += n;
+        }
+        if spill.rows >= limit {
             spill.feed = None;
             self.spilled_for_memory = true;
         }
@@ -329,15 +328,16 @@ impl WriteTxn {
         let mut columns = Vec::with_capacity(batch.num_columns() + 1);
         columns.push(ids);
         columns.extend(batch.columns().iter().cloned());
-        let stored = RecordBatch::try_new(t.meta.storage_schema(), columns)?;
+        let schema = t.meta.storage_schema();
+        let stored = RecordBatch::try_new(schema.clone(), columns)?;
         if n == 0 {
             return Ok(first);
         }
         match self.store.inner.dir.clone() {
-            Some(dir) if self.streams(t.id()) => self.stream_into_spills(&dir, t.id(), &t.meta.storage_schema(), stored)?,
+            Some(dir) if self.streams(t.id()) => self.stream_into_spills(&dir, t.id(), &schema, stored)?,
             _ => {
                 self.appends.push((t.id(), first, stored));
-                self.maybe_spill(t.id(), t.meta.storage_schema())?;
+                self.maybe_spill(t.id(), schema)?;
             }
         }
         Ok(first)
