@@ -6,6 +6,7 @@
 //! a blocked or unparseable value is refused and recorded.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::graph::{Key, TypeId};
 
@@ -215,17 +216,23 @@ fn parse_phone(region: rlibphonenumber::Region, raw: &str) -> Result<rlibphonenu
 /// decides (and says why a number is refused). A property test holds it
 /// to the full parse's answer.
 fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<String> {
-    const NATIONAL_DIGITS: usize = 10;
+    let national = north_american_national(region, trimmed)?;
+    let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national, ..Default::default() };
+    is_valid_north_american(&number).then(|| format!("+1{national:010}"))
+}
+
+/// The ten national digits of a number written the way [`north_american`]
+/// reads, as a number, when `region` has country code 1.
+fn north_american_national(region: rlibphonenumber::Region, trimmed: &str) -> Option<u64> {
     let (plus, rest) = match trimmed.strip_prefix('+') {
         Some(rest) => (true, rest),
         None => (false, trimmed),
     };
-    let mut digits = [0u8; NATIONAL_DIGITS + 1];
-    let mut count = 0;
+    let (mut digits, mut count) = (0u64, 0usize);
     for c in rest.bytes() {
         match c {
-            b'0'..=b'9' if count < digits.len() => {
-                digits[count] = c;
+            b'0'..=b'9' if count <= NATIONAL_DIGITS => {
+                digits = digits * 10 + u64::from(c - b'0');
                 count += 1;
             }
             b' ' | b'-' | b'.' | b'(' | b')' => {}
@@ -233,16 +240,29 @@ fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<Stri
         }
     }
     let national = match (plus, count) {
-        (false, NATIONAL_DIGITS) => &digits[..NATIONAL_DIGITS],
-        (_, 11) if digits[0] == b'1' => &digits[1..],
+        (false, NATIONAL_DIGITS) => digits,
+        // A leading 1 is the country code: the first of eleven digits.
+        (_, 11) if digits / NATIONAL_RANGE == 1 => digits % NATIONAL_RANGE,
         _ => return None,
     };
     if rlibphonenumber::PHONE_NUMBER_UTIL.get_country_code_for_region(region) != Some(1) {
         return None;
     }
-    let national = std::str::from_utf8(national).ok()?;
-    let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national.parse().ok()?, ..Default::default() };
-    is_valid_north_american(&number).then(|| format!("+1{national}"))
+    Some(national)
+}
+
+/// Digits of a North American national number, and how many such numbers
+/// there are.
+const NATIONAL_DIGITS: usize = 10;
+const NATIONAL_RANGE: u64 = 10_000_000_000;
+
+/// Whether `trimmed` is a North American number [`north_american`] finds
+/// valid from its table of area codes and exchanges alone, without
+/// libphonenumber: the phone cache is not worth consulting for it (a
+/// lookup in a cache of a million numbers misses the processor's caches
+/// and cost more than this).
+pub fn north_american_known_valid(region: rlibphonenumber::Region, trimmed: &str) -> bool {
+    north_american_national(region, trimmed).is_some_and(|national| first_region_prefix(national) == Some(true))
 }
 
 /// libphonenumber's `is_valid_number` for a +1 number, in one check for
@@ -251,11 +271,59 @@ fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<Stri
 /// checks it there: so a number valid for the first of them (the United
 /// States) is valid, known after one check instead of two. Any other
 /// number takes the whole search. Checking phone numbers was a fifth of
-/// the identity work of loading contacts.
+/// the identity work of loading contacts. The first region's answer is
+/// remembered by the number's first six digits ([`FIRST_REGION_BY_PREFIX`]).
 fn is_valid_north_american(number: &rlibphonenumber::PhoneNumber) -> bool {
     let util = &*rlibphonenumber::PHONE_NUMBER_UTIL;
     debug_assert_eq!(number.country_code, 1);
-    util.get_region_for_country_code(1).is_some_and(|first| util.is_valid_number_for_region(number, first)) || util.is_valid_number(number)
+    let in_first_region = match first_region_prefix(number.national_number) {
+        Some(known) => known,
+        None => {
+            let valid = util.get_region_for_country_code(1).is_some_and(|first| util.is_valid_number_for_region(number, first));
+            remember_first_region_prefix(number.national_number, valid);
+            valid
+        }
+    };
+    in_first_region || util.is_valid_number(number)
+}
+
+/// Whether North American numbers are valid in the calling code's first
+/// region (the United States), by their first six national digits (area
+/// code and exchange), two bits each: unknown, valid, not valid. Filled
+/// as numbers are checked; 250 KB, so a lookup stays in the processor's
+/// cache. This holds because libphonenumber's patterns for the United
+/// States constrain at most the first six of the ten digits (every one
+/// ends in four or more free digits): a unit test checks every prefix
+/// against libphonenumber itself.
+static FIRST_REGION_BY_PREFIX: [AtomicU64; PREFIXES / PREFIXES_PER_WORD] = [const { AtomicU64::new(0) }; PREFIXES / PREFIXES_PER_WORD];
+const PREFIXES: usize = 1_000_000;
+const PREFIXES_PER_WORD: usize = 32;
+const PREFIX_SUFFIX_RANGE: u64 = 10_000;
+const PREFIX_VALID: u64 = 1;
+const PREFIX_NOT_VALID: u64 = 2;
+
+/// The word and shift of a ten-digit national number's prefix; None
+/// beyond ten digits.
+fn prefix_slot(national: u64) -> Option<(&'static AtomicU64, u32)> {
+    let prefix = usize::try_from(national / PREFIX_SUFFIX_RANGE).ok().filter(|&p| p < PREFIXES)?;
+    let word = FIRST_REGION_BY_PREFIX.get(prefix / PREFIXES_PER_WORD)?;
+    Some((word, (prefix % PREFIXES_PER_WORD) as u32 * 2))
+}
+
+fn first_region_prefix(national: u64) -> Option<bool> {
+    let (word, shift) = prefix_slot(national)?;
+    match word.load(Ordering::Relaxed) >> shift & 3 {
+        PREFIX_VALID => Some(true),
+        PREFIX_NOT_VALID => Some(false),
+        _ => None,
+    }
+}
+
+fn remember_first_region_prefix(national: u64, valid: bool) {
+    if let Some((word, shift)) = prefix_slot(national) {
+        // Idempotent: every thread that checks a prefix finds the same.
+        word.fetch_or((if valid { PREFIX_VALID } else { PREFIX_NOT_VALID }) << shift, Ordering::Relaxed);
+    }
 }
 
 fn is_blocked(lower: &str, extra: &[String]) -> bool {
@@ -366,6 +434,41 @@ mod tests {
         }
         // Both answers occur, so the comparison means something.
         assert!(valid > checked / 10 && valid < checked, "{valid} valid of {checked}");
+    }
+
+    /// The table of prefixes rests on libphonenumber's patterns for the
+    /// United States deciding a ten-digit number by its first six digits.
+    /// Checked for every prefix with three endings (lowest, highest and
+    /// one that varies): a pattern that looked further would almost surely
+    /// split some prefix. Then the table's answers are libphonenumber's.
+    #[test]
+    fn first_region_validity_is_decided_by_six_digits() {
+        let util = &*rlibphonenumber::PHONE_NUMBER_UTIL;
+        let first = util.get_region_for_country_code(1).expect("country code 1 has regions");
+        let valid_here = |national: u64| {
+            let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national, ..Default::default() };
+            util.is_valid_number_for_region(&number, first)
+        };
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut valid_prefixes = 0;
+        for prefix in 0..PREFIXES as u64 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let base = prefix * PREFIX_SUFFIX_RANGE;
+            let answer = valid_here(base);
+            for ending in [PREFIX_SUFFIX_RANGE - 1, (state >> 33) % PREFIX_SUFFIX_RANGE] {
+                assert_eq!(valid_here(base + ending), answer, "{:010} and {:010} differ", base, base + ending);
+            }
+            valid_prefixes += usize::from(answer);
+        }
+        assert!(valid_prefixes > PREFIXES / 10 && valid_prefixes < PREFIXES / 2, "{valid_prefixes} valid prefixes");
+        for national in [2_015_550_123, 9_832_123_456, 5_235_201_234, 8_002_345_678, 1_234_567_890, 6_502_530_000] {
+            let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national, ..Default::default() };
+            // Twice: the first fills the table, the second reads it.
+            for _ in 0..2 {
+                assert_eq!(is_valid_north_american(&number), util.is_valid_number(&number), "{national}");
+            }
+            assert_eq!(first_region_prefix(national), Some(valid_here(national)), "{national}");
+        }
     }
 
     /// The full parse of a phone number, without the shortcut.

@@ -16,20 +16,26 @@ pub(super) type PhoneCache = HashMap<TypeId, hashbrown::HashMap<u64, Prepared>>;
 pub(super) type SharedPhoneCache = Arc<parking_lot::Mutex<PhoneCache>>;
 
 /// Normalize and hash a raw value; phone numbers go through a cache keyed
-/// by their digits, since checking one is far slower than a lookup. The
+/// by their digits, since checking one is far slower than a lookup
+/// (unless they are North American numbers of a known valid area code and
+/// exchange, which need neither the cache nor libphonenumber). The
 /// cache holds the finished outcome (the dictionary key), so a hit costs
 /// neither an allocation nor a hash of the text. It is locked for the
 /// lookup and the insert only, not while parsing: loads prepare batches on
 /// several threads.
 pub(super) fn prepare_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &str) -> Prepared {
     let uncached = || prepare_uncached(info, raw);
-    let Normalizer::Phone { .. } = info.normalizer else {
+    let Normalizer::Phone { region } = info.normalizer else {
         return uncached();
     };
     // What depends on the text as typed is decided before the cache,
     // which knows only the digits.
     if let Some(refused) = normalize::refused_as_typed(raw.trim(), &info.spec.blocked) {
         return Prepared::of(refused, info.spec.id);
+    }
+    // Most numbers are answered faster than the cache could.
+    if normalize::north_american_known_valid(region, raw.trim()) {
+        return uncached();
     }
     let Some(key) = normalize::phone_cache_key(raw) else {
         return uncached();

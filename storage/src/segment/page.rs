@@ -470,16 +470,46 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
 }
 
 /// The smallest and largest non-NULL value of a slice (`nulls` its
-/// validity), in one pass; None when every value is NULL.
+/// validity), in one pass; None when every value is NULL. With NULLs the
+/// validity is read 64 rows at a time: a word of valid rows folds its
+/// slice like a page without NULLs, an empty one is skipped, and only the
+/// others go bit by bit (hidden node columns of sparse identifiers are
+/// mostly NULL; a row-by-row walk of the valid indices made their
+/// statistics cost as much as a sixth of their compression).
 fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
     fn fold<T: Copy + PartialOrd>(mut values: impl Iterator<Item = T>) -> Option<(T, T)> {
         let first = values.next()?;
         Some(values.fold((first, first), |(lo, hi), v| (if v < lo { v } else { lo }, if v > hi { v } else { hi })))
     }
-    match nulls.filter(|n| n.null_count() > 0) {
-        None => fold(values.iter().copied()),
-        Some(n) => fold(n.valid_indices().filter_map(|i| values.get(i).copied())),
+    fn widen<T: Copy + PartialOrd>(acc: Option<(T, T)>, part: Option<(T, T)>) -> Option<(T, T)> {
+        match (acc, part) {
+            (Some((lo, hi)), Some((l, h))) => Some((if l < lo { l } else { lo }, if h > hi { h } else { hi })),
+            (acc, None) => acc,
+            (None, part) => part,
+        }
     }
+    let Some(nulls) = nulls.filter(|n| n.null_count() > 0) else {
+        return fold(values.iter().copied());
+    };
+    let mut acc = None;
+    for (i, word) in nulls.inner().bit_chunks().iter_padded().enumerate() {
+        let base = i * 64;
+        let part = match word {
+            0 => None,
+            u64::MAX => fold(values.get(base..base + 64)?.iter().copied()),
+            mut bits => {
+                let mut part = None;
+                while bits != 0 {
+                    let v = *values.get(base + bits.trailing_zeros() as usize)?;
+                    part = widen(part, Some((v, v)));
+                    bits &= bits - 1;
+                }
+                part
+            }
+        };
+        acc = widen(acc, part);
+    }
+    acc
 }
 
 thread_local! {
@@ -504,13 +534,48 @@ pub(super) fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt64Array};
+    use proptest::strategy::Strategy;
+
+    /// Every row can hold a page's bound, whichever word of the validity
+    /// it falls in (all valid, partly valid) and wherever the slice
+    /// starts: random values rarely put a bound on a given row.
+    #[test]
+    fn bounds_see_every_row() {
+        for null_at in [3, 70, 130] {
+            for extreme in 0..200 {
+                let values: Vec<Option<i64>> = (0..200)
+                    .map(|i| match i {
+                        _ if i == null_at => None,
+                        _ if i == extreme => Some(1_000),
+                        _ if i == (extreme + 101) % 200 => Some(-1_000),
+                        _ => Some(i as i64),
+                    })
+                    .collect();
+                let column: ArrayRef = Arc::new(Int64Array::from(values));
+                for start in [0, 1, 64] {
+                    let page = column.slice(start, 200 - start);
+                    let in_page = |row: usize| row >= start && row != null_at;
+                    let (lo, hi) = min_max(&page).expect("an integer page has bounds");
+                    assert_eq!(hi == Some(StatValue::Int(1_000)), in_page(extreme), "max at {extreme}, start {start}, null at {null_at}");
+                    assert_eq!(lo == Some(StatValue::Int(-1_000)), in_page((extreme + 101) % 200), "min at {extreme}, start {start}");
+                }
+            }
+        }
+    }
 
     proptest::proptest! {
         /// The one-pass bounds of 64-bit pages are what Arrow's min and max
         /// kernels give, for slices starting anywhere (pages are slices of
-        /// a row group) and with NULLs, timestamps included.
+        /// a row group) and with NULLs (from none to all, so that words of
+        /// 64 valid rows, of none and of some all occur), timestamps
+        /// included.
         #[test]
-        fn bounds_match_the_kernels(values in proptest::collection::vec(proptest::option::of(proptest::num::i64::ANY), 1..300), start in 0usize..300, len in 0usize..300) {
+        fn bounds_match_the_kernels(
+            values in proptest::sample::select(vec![0.001, 0.02, 0.5, 0.98, 0.999])
+                .prop_flat_map(|valid| proptest::collection::vec(proptest::option::weighted(valid, proptest::num::i64::ANY), 1..300)),
+            start in 0usize..300,
+            len in 0usize..300,
+        ) {
             let start = start % values.len();
             let len = len.min(values.len() - start);
             let signed: ArrayRef = Arc::new(Int64Array::from(values.clone()));
