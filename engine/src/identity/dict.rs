@@ -24,7 +24,16 @@ pub struct KeyIndex {
     tags: Vec<u8>,
     nodes: Vec<u32>,
     len: usize,
+    /// Members added since the last [`KeyIndex::settle`] (the current
+    /// transaction's new identifiers): how fast the index is growing.
+    added: usize,
 }
+
+/// Least load [`KeyIndex::settle`] leaves: below it, the table is rebuilt
+/// at the size a growth by a quarter gives (load 0.64). Lower than that,
+/// so that a table just grown by a quarter is not rebuilt again.
+const SETTLED_LOAD_NUM: usize = 3;
+const SETTLED_LOAD_DEN: usize = 5;
 
 /// Slot of a hash in a table of `slots` slots: its high bits scaled
 /// (Lemire's "fastrange"), so no power-of-two size is needed.
@@ -108,6 +117,7 @@ impl KeyIndex {
         debug_assert!(!self.needs_room(1), "inserting into a full index");
         self.place(hash, node);
         self.len += 1;
+        self.added += 1;
         debug_assert!(self.len * LOAD_DEN <= self.tags.len() * LOAD_NUM);
     }
 
@@ -125,15 +135,37 @@ impl KeyIndex {
     }
 
     /// Rebuild the table from every member (`(hash, node)`, all `members`
-    /// of them) with room for `additional` more, and a quarter more slots
-    /// than the load limit needs. Growing by a quarter (not doubling)
-    /// keeps the table near its load limit, and growing takes every
-    /// member again: the caller lists them in node order, so their keys
-    /// are read sequentially, and each chunk's slots are prefetched before
-    /// it is placed.
+    /// of them) with room for `additional` more, and more slots than the
+    /// load limit needs: a quarter more, or as many more members as were
+    /// added since the last [`KeyIndex::settle`] if that is more. Growing by
+    /// a quarter keeps the table near its load limit between
+    /// transactions; a transaction adding millions of identifiers (a load
+    /// of new contacts) doubles it instead, so that it takes every member
+    /// again a few times rather than dozens, and `settle` gives the room
+    /// back after it. The caller lists members in node order, so their
+    /// keys are read sequentially, and each chunk's slots are prefetched
+    /// before it is placed.
     pub fn rebuild(&mut self, members: impl Iterator<Item = (u64, u32)>, additional: usize) {
         let needed = (self.len + additional) * LOAD_DEN / LOAD_NUM + 1;
-        let slots = (needed + needed / 4).max(MIN_SLOTS);
+        let growth = (needed / 4).max(self.added.min(self.len) * LOAD_DEN / LOAD_NUM);
+        self.place_all(members, needed + growth);
+    }
+
+    /// After a transaction: a table left below its settled load (grown
+    /// by doubling for a transaction that added fewer identifiers than it
+    /// made room for) is rebuilt at the size a growth by a quarter gives,
+    /// for the memory per identifier. Members as for [`KeyIndex::rebuild`].
+    pub fn settle(&mut self, members: impl Iterator<Item = (u64, u32)>) {
+        self.added = 0;
+        if self.tags.len() > MIN_SLOTS && self.len * SETTLED_LOAD_DEN < self.tags.len() * SETTLED_LOAD_NUM {
+            let needed = self.len * LOAD_DEN / LOAD_NUM + 1;
+            self.place_all(members, needed + needed / 4);
+        }
+    }
+
+    /// A table of `slots` slots (at least [`MIN_SLOTS`]) holding `members`.
+    fn place_all(&mut self, members: impl Iterator<Item = (u64, u32)>, slots: usize) {
+        let slots = slots.max(MIN_SLOTS);
         self.tags = vec![EMPTY; slots];
         self.nodes = vec![0; slots];
         let before = self.len;
@@ -243,19 +275,49 @@ mod tests {
         }
     }
 
+    /// Transactions of `sizes` new members each, settled after each:
+    /// the load stays under its limit while growing, and between 0.6 and
+    /// 0.8 after each settle. A transaction of one member grows the table
+    /// by a quarter (so settling has nothing to give back); a large one
+    /// into an empty table doubles it, taking its members again fewer
+    /// times.
     #[test]
     fn load_stays_between_the_bounds_after_growing() {
         let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut index = KeyIndex::default();
-        for n in 0..100_000u32 {
-            if index.needs_room(1) {
-                index.rebuild((0..n).map(|k| (hash(k), k)), 1);
+        let mut n = 0u32;
+        let mut placed_in_growths = 0;
+        let mut settled_smaller = 0;
+        for size in [150_000u32, 1, 1, 30_000, 1, 250_000, 5_000] {
+            let placed_before = placed_in_growths;
+            for _ in 0..size {
+                if index.needs_room(1) {
+                    placed_in_growths += n as usize;
+                    index.rebuild((0..n).map(|k| (hash(k), k)), 1);
+                }
+                index.insert_unique(hash(n), n);
+                n += 1;
+                assert!(index.len() * LOAD_DEN <= index.tags.len() * LOAD_NUM);
             }
-            index.insert_unique(hash(n), n);
+            if placed_before == 0 && size >= 100_000 {
+                // Doubling from empty: fewer than twice the members taken
+                // again (growth by a quarter takes four to five times).
+                let again = placed_in_growths - placed_before;
+                assert!(again < 2 * size as usize, "{again} members taken again for {size} new");
+            }
+            let slots_before_settle = index.tags.len();
+            index.settle((0..n).map(|k| (hash(k), k)));
+            if size == 1 {
+                assert_eq!(index.tags.len(), slots_before_settle, "nothing to give back after one member");
+            }
+            settled_smaller += usize::from(index.tags.len() < slots_before_settle);
+            assert!(index.len() * 10 >= index.tags.len() * 6, "{} in {} after {size}", index.len(), index.tags.len());
             assert!(index.len() * LOAD_DEN <= index.tags.len() * LOAD_NUM);
+            for k in (0..n).step_by(997) {
+                assert_eq!(index.find(hash(k), |m| m == k), Some(k));
+            }
         }
-        // Just after a growth the load is about 0.64; never below 0.6 for
-        // a table past its first sizes.
-        assert!(index.len() * 10 >= index.tags.len() * 6, "{} in {}", index.len(), index.tags.len());
+        // These sizes leave the table below its settled load twice.
+        assert_eq!(settled_smaller, 2);
     }
 }

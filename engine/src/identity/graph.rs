@@ -461,6 +461,14 @@ impl Graph {
         }
     }
 
+    /// Give back the dictionary index's room beyond its settled load
+    /// (after a transaction that grew it by doubling).
+    fn settle_dictionary(&mut self) {
+        let (keys, types) = (&self.keys, &self.node_type);
+        let members = (0..keys.len()).filter(|&n| types[n] != TypeId::MAX).map(|n| (key_hash(&keys[n]), n as NodeId));
+        self.dict.settle(members);
+    }
+
     /// Make room for `nodes` more nodes at once (loading a saved
     /// dictionary): no growth steps, no rehashing of the index on the way.
     pub fn reserve_nodes(&mut self, nodes: usize) {
@@ -651,9 +659,11 @@ impl Graph {
         ]
     }
 
-    /// Give back the arrays' growth slack beyond a 32nd of their length
-    /// (after a transaction: it grew them by doubling).
+    /// Give back the arrays' growth slack beyond a 32nd of their length,
+    /// and the dictionary index's beyond its settled load (after a
+    /// transaction: it grew them by doubling).
     pub fn trim_slack(&mut self) {
+        self.settle_dictionary();
         trim(&mut self.keys);
         trim(&mut self.node_type);
         trim(&mut self.parent);
