@@ -5,8 +5,9 @@
 //! so right after a doubling half of them are empty (10 bytes per node
 //! at 4.2 million nodes, the dictionary's largest cost). This one maps a
 //! hash to a slot by multiplication (any table size works) and grows by a
-//! quarter, keeping the load between 0.64 and 0.8: 5 bytes per slot, 6.3
-//! to 7.8 bytes per node. The keys themselves live in the graph (by node
+//! quarter, keeping the load between 0.64 and 0.8 between transactions
+//! (0.6 after a transaction that grew it faster: see `KeyIndex::settle`):
+//! 5 bytes per slot, 6.3 to 8.3 bytes per node. The keys themselves live in the graph (by node
 //! id); a slot holds the node id and a one-byte tag from the hash, so a
 //! probe compares keys only when the tags agree (1 in 255 otherwise).
 
