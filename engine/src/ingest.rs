@@ -89,12 +89,39 @@ pub(crate) fn conform_by_name(meta: &TableMeta, batch: &RecordBatch) -> Result<R
                     c.name, meta.name
                 )))
             }
-            _ => new_null_array(&c.data_type, batch.num_rows()),
+            (false, None) => new_null_array(&c.data_type, batch.num_rows()),
+            (true, _) => shared_nulls(&c.data_type, batch.num_rows()),
         };
         arrays.push(array);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(meta.append_schema(), arrays, &options)?)
+}
+
+/// NULLs for a hidden column until the writer fills it (identity
+/// resolution replaces every hidden column of a batch): a slice of one
+/// array per type and thread instead of zeroed buffers per batch, which a
+/// load of 18 million events spent half a gigabyte of memory writes on.
+fn shared_nulls(data_type: &arrow::datatypes::DataType, rows: usize) -> ArrayRef {
+    thread_local! {
+        static NULLS: std::cell::RefCell<Vec<ArrayRef>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NULLS.with(|cell| {
+        let mut arrays = cell.borrow_mut();
+        let position = arrays.iter().position(|a| a.data_type() == data_type);
+        match position {
+            Some(i) if arrays[i].len() >= rows => arrays[i].slice(0, rows),
+            _ => {
+                let array = new_null_array(data_type, rows.max(FILE_BATCH_ROWS));
+                let slice = array.slice(0, rows);
+                match position {
+                    Some(i) => arrays[i] = array,
+                    None => arrays.push(array),
+                }
+                slice
+            }
+        }
+    })
 }
 
 /// Like [`conform_by_name`] but matching visible columns by position.
