@@ -7,9 +7,10 @@
 //! hash to a slot by multiplication (any table size works) and grows by a
 //! quarter, keeping the load between 0.64 and 0.8 between transactions
 //! (0.6 after a transaction that grew it faster: see `KeyIndex::settle`):
-//! 5 bytes per slot, 6.3 to 8.3 bytes per node. The keys themselves live in the graph (by node
-//! id); a slot holds the node id and a one-byte tag from the hash, so a
-//! probe compares keys only when the tags agree (1 in 255 otherwise).
+//! 5 bytes per slot, 6.3 to 8.3 bytes per node. The keys themselves live
+//! in the graph (by node id); a slot holds the node id and a one-byte tag
+//! from the hash, so a probe compares keys only when the tags agree (1 in
+//! 255 otherwise).
 
 /// Most slots in use per `LOAD_DEN` slots before the table grows.
 const LOAD_NUM: usize = 4;
@@ -149,24 +150,7 @@ impl KeyIndex {
     pub fn rebuild(&mut self, members: impl Iterator<Item = (u64, u32)>, additional: usize) {
         let needed = (self.len + additional) * LOAD_DEN / LOAD_NUM + 1;
         let growth = (needed / 4).max(self.added.min(self.len) * LOAD_DEN / LOAD_NUM);
-        self.place_all(members, needed + growth);
-    }
-
-    /// After a transaction: a table left below its settled load (grown
-    /// by doubling for a transaction that added fewer identifiers than it
-    /// made room for) is rebuilt at the size a growth by a quarter gives,
-    /// for the memory per identifier. Members as for [`KeyIndex::rebuild`].
-    pub fn settle(&mut self, members: impl Iterator<Item = (u64, u32)>) {
-        self.added = 0;
-        if self.tags.len() > MIN_SLOTS && self.len * SETTLED_LOAD_DEN < self.tags.len() * SETTLED_LOAD_NUM {
-            let needed = self.len * LOAD_DEN / LOAD_NUM + 1;
-            self.place_all(members, needed + needed / 4);
-        }
-    }
-
-    /// A table of `slots` slots (at least [`MIN_SLOTS`]) holding `members`.
-    fn place_all(&mut self, members: impl Iterator<Item = (u64, u32)>, slots: usize) {
-        let slots = slots.max(MIN_SLOTS);
+        let slots = (needed + growth).max(MIN_SLOTS);
         self.tags = vec![EMPTY; slots];
         self.nodes = vec![0; slots];
         let before = self.len;
@@ -188,6 +172,18 @@ impl KeyIndex {
             self.len += chunk.len();
         }
         debug_assert_eq!(self.len, before, "a rebuild lists every member once");
+    }
+
+    /// After a transaction: a table left below its settled load (grown
+    /// by doubling for a transaction that added fewer identifiers than it
+    /// made room for) is rebuilt at the size a growth by a quarter gives,
+    /// for the memory per identifier. Members as for [`KeyIndex::rebuild`].
+    pub fn settle(&mut self, members: impl Iterator<Item = (u64, u32)>) {
+        self.added = 0;
+        if self.tags.len() > MIN_SLOTS && self.len * SETTLED_LOAD_DEN < self.tags.len() * SETTLED_LOAD_NUM {
+            // With nothing added, a rebuild grows by a quarter.
+            self.rebuild(members, 0);
+        }
     }
 }
 

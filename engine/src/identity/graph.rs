@@ -265,6 +265,12 @@ fn link_priority(n: NodeId) -> u32 {
     n.wrapping_mul(0x9e37_79b9)
 }
 
+/// The dictionary index's members, `(hash, node)` in node order: every
+/// node with a type (holes have none).
+fn dictionary_members<'a>(keys: &'a [PackedKey], types: &'a [TypeId]) -> impl Iterator<Item = (u64, NodeId)> + 'a {
+    keys.iter().zip(types).enumerate().filter(|(_, (_, &t))| t != TypeId::MAX).map(|(n, (key, _))| (key_hash(key), n as NodeId))
+}
+
 fn key_hash(key: &PackedKey) -> u64 {
     // The key is already a strong hash.
     (u64::from(key[0]) << 32 | u64::from(key[1])) ^ u64::from(key[2]).rotate_left(17)
@@ -455,18 +461,8 @@ impl Graph {
     /// (holes have none) is then exactly the index's members.
     fn make_room(&mut self, additional: usize) {
         if self.dict.needs_room(additional) {
-            let (keys, types) = (&self.keys, &self.node_type);
-            let members = (0..keys.len()).filter(|&n| types[n] != TypeId::MAX).map(|n| (key_hash(&keys[n]), n as NodeId));
-            self.dict.rebuild(members, additional);
+            self.dict.rebuild(dictionary_members(&self.keys, &self.node_type), additional);
         }
-    }
-
-    /// Give back the dictionary index's room beyond its settled load
-    /// (after a transaction that grew it by doubling).
-    fn settle_dictionary(&mut self) {
-        let (keys, types) = (&self.keys, &self.node_type);
-        let members = (0..keys.len()).filter(|&n| types[n] != TypeId::MAX).map(|n| (key_hash(&keys[n]), n as NodeId));
-        self.dict.settle(members);
     }
 
     /// Make room for `nodes` more nodes at once (loading a saved
@@ -663,7 +659,7 @@ impl Graph {
     /// and the dictionary index's beyond its settled load (after a
     /// transaction: it grew them by doubling).
     pub fn trim_slack(&mut self) {
-        self.settle_dictionary();
+        self.dict.settle(dictionary_members(&self.keys, &self.node_type));
         trim(&mut self.keys);
         trim(&mut self.node_type);
         trim(&mut self.parent);

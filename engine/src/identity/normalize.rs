@@ -218,7 +218,11 @@ fn parse_phone(region: rlibphonenumber::Region, raw: &str) -> Result<rlibphonenu
 fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<String> {
     let national = north_american_national(region, trimmed)?;
     let number = rlibphonenumber::PhoneNumber { country_code: 1, national_number: national, ..Default::default() };
-    is_valid_north_american(&number).then(|| format!("+1{national:010}"))
+    is_valid_north_american(&number).then(|| e164_north_american(national))
+}
+
+fn e164_north_american(national: u64) -> String {
+    format!("+1{national:010}")
 }
 
 /// The ten national digits of a number written the way [`north_american`]
@@ -256,13 +260,21 @@ fn north_american_national(region: rlibphonenumber::Region, trimmed: &str) -> Op
 const NATIONAL_DIGITS: usize = 10;
 const NATIONAL_RANGE: u64 = 10_000_000_000;
 
-/// Whether `trimmed` is a North American number [`north_american`] finds
-/// valid from its table of area codes and exchanges alone, without
-/// libphonenumber: the phone cache is not worth consulting for it (a
-/// lookup in a cache of a million numbers misses the processor's caches
-/// and cost more than this).
-pub fn north_american_known_valid(region: rlibphonenumber::Region, trimmed: &str) -> bool {
-    north_american_national(region, trimmed).is_some_and(|national| first_region_prefix(national) == Some(true))
+/// What [`Normalizer::normalize_borrowed`] makes of `trimmed` when it is a
+/// North American number [`north_american`] finds valid from its table of
+/// area codes and exchanges alone (None otherwise): its E.164 form, or
+/// blocked when that form is on the blocked list. The refusals decided by
+/// the text as typed ([`refused_as_typed`]) are the caller's. Loads take
+/// it before the phone cache, which is not worth consulting for such a
+/// number: a lookup in a cache of a million numbers misses the
+/// processor's caches and cost more than this.
+pub fn known_north_american(region: rlibphonenumber::Region, trimmed: &str, extra_blocked: &[String]) -> Option<Normalized> {
+    let national = north_american_national(region, trimmed)?;
+    if first_region_prefix(national) != Some(true) {
+        return None;
+    }
+    let e164 = e164_north_american(national);
+    Some(if is_blocked(&e164, extra_blocked) { Normalized::Blocked } else { Normalized::Value(e164) })
 }
 
 /// libphonenumber's `is_valid_number` for a +1 number, in one check for
@@ -469,6 +481,29 @@ mod tests {
             }
             assert_eq!(first_region_prefix(national), Some(valid_here(national)), "{national}");
         }
+    }
+
+    /// For a number of a known valid area code and exchange, the answer
+    /// without the phone cache is the normalizer's, blocked E.164 forms
+    /// included; for any other, there is none.
+    #[test]
+    fn known_north_american_numbers_normalize_alike() {
+        let phone = us_phone();
+        let blocked = vec!["+12015550123".to_string()];
+        // Checking fills the table of prefixes.
+        for raw in ["(201) 555-0123", "650.253.0000", "+1 415 555 2671"] {
+            assert!(matches!(phone.normalize(raw, &[]), Normalized::Value(_)), "{raw}");
+        }
+        for raw in ["(201) 555-0123", "201-555-0123", "+1 650 253 0000", "1 (415) 555-2671", "6502530000"] {
+            for extra in [&[][..], &blocked[..]] {
+                assert_eq!(known_north_american(rlibphonenumber::Region::US, raw, extra), Some(phone.normalize(raw, extra)), "{raw}");
+            }
+        }
+        assert_eq!(known_north_american(rlibphonenumber::Region::US, "(201) 555-0123", &blocked), Some(Normalized::Blocked));
+        for raw in ["+44 20 7946 0000", "123-456-7890", "650 253 0000 ext 5", "555-0123"] {
+            assert_eq!(known_north_american(rlibphonenumber::Region::US, raw, &[]), None, "{raw}");
+        }
+        assert_eq!(known_north_american(rlibphonenumber::Region::GB, "(201) 555-0123", &[]), None, "a region outside +1");
     }
 
     /// The full parse of a phone number, without the shortcut.

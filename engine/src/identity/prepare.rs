@@ -34,8 +34,8 @@ pub(super) fn prepare_cached(cache: &SharedPhoneCache, info: &TypeInfo, raw: &st
         return Prepared::of(refused, info.spec.id);
     }
     // Most numbers are answered faster than the cache could.
-    if normalize::north_american_known_valid(region, raw.trim()) {
-        return uncached();
+    if let Some(known) = normalize::known_north_american(region, raw.trim(), &info.spec.blocked) {
+        return Prepared::of(known, info.spec.id);
     }
     let Some(key) = normalize::phone_cache_key(raw) else {
         return uncached();
