@@ -174,13 +174,18 @@ impl KeyIndex {
         debug_assert_eq!(self.len, before, "a rebuild lists every member once");
     }
 
+    /// Whether [`KeyIndex::settle`] would rebuild the table now.
+    pub fn settling_rebuilds(&self) -> bool {
+        self.tags.len() > MIN_SLOTS && self.len * SETTLED_LOAD_DEN < self.tags.len() * SETTLED_LOAD_NUM
+    }
+
     /// After a transaction: a table left below its settled load (grown
     /// by doubling for a transaction that added fewer identifiers than it
     /// made room for) is rebuilt at the size a growth by a quarter gives,
     /// for the memory per identifier. Members as for [`KeyIndex::rebuild`].
     pub fn settle(&mut self, members: impl Iterator<Item = (u64, u32)>) {
         self.added = 0;
-        if self.tags.len() > MIN_SLOTS && self.len * SETTLED_LOAD_DEN < self.tags.len() * SETTLED_LOAD_NUM {
+        if self.settling_rebuilds() {
             // With nothing added, a rebuild grows by a quarter.
             self.rebuild(members, 0);
         }

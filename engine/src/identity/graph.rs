@@ -655,6 +655,12 @@ impl Graph {
         ]
     }
 
+    /// Whether [`Graph::trim_slack`] would rebuild the dictionary index
+    /// (the rest of it only shrinks blocks in place).
+    pub fn trimming_rebuilds(&self) -> bool {
+        self.dict.settling_rebuilds()
+    }
+
     /// Give back the arrays' growth slack beyond a 32nd of their length,
     /// and the dictionary index's beyond its settled load (after a
     /// transaction: it grew them by doubling).

@@ -150,42 +150,19 @@ pub(crate) struct AppendedRows {
 }
 
 /// What one commit changed about profiles, for the maintenance of
-/// computed columns and segments (which runs after the commit).
+/// computed columns and segments (which runs after the commit). The ids
+/// are as gathered, unsorted and with repeats: a load merges profiles
+/// millions of times, and a database without computed columns or
+/// segments drops its notices unread, so ordering them (once, by
+/// maintenance) is left to whoever reads them, off the commit's path.
 #[derive(Debug, Default)]
 pub(crate) struct CommitNotice {
     pub appended: Vec<AppendedRows>,
     /// Profiles whose rows were deleted, merged, split, or otherwise
     /// changed in a way new rows alone do not describe.
-    pub affected: std::collections::BTreeSet<ProfileId>,
-    pub merged: std::collections::BTreeSet<ProfileId>,
-    pub split: std::collections::BTreeSet<ProfileId>,
-}
-
-/// Profile ids a writer gathers for its [`CommitNotice`] as it logs events,
-/// in a vector rather than the notice's sets: a load merges profiles
-/// millions of times, and one sort at the commit costs less than an
-/// ordered-set insert per merge.
-#[derive(Debug, Default)]
-struct NoticeIds {
-    affected: Vec<ProfileId>,
-    merged: Vec<ProfileId>,
-    split: Vec<ProfileId>,
-}
-
-impl NoticeIds {
-    /// Move the gathered ids into `notice`'s sets.
-    fn settle_into(&mut self, notice: &mut CommitNotice) {
-        fn into_set(ids: &mut Vec<ProfileId>, set: &mut std::collections::BTreeSet<ProfileId>) {
-            ids.sort_unstable();
-            ids.dedup();
-            // Built from sorted ids in one pass, then merged.
-            let mut more: std::collections::BTreeSet<ProfileId> = ids.drain(..).collect();
-            set.append(&mut more);
-        }
-        into_set(&mut self.affected, &mut notice.affected);
-        into_set(&mut self.merged, &mut notice.merged);
-        into_set(&mut self.split, &mut notice.split);
-    }
+    pub affected: Vec<ProfileId>,
+    pub merged: Vec<ProfileId>,
+    pub split: Vec<ProfileId>,
 }
 
 /// Rows of one commit kept for delta maintenance, at most.
@@ -278,7 +255,6 @@ impl Identity {
             touched: false,
             finished: false,
             notice: CommitNotice::default(),
-            notice_ids: NoticeIds::default(),
             kept_rows: 0,
             notices: self.notices.clone(),
             repeats: RepeatMemo::default(),
@@ -635,8 +611,6 @@ pub(crate) struct IdWriter {
     touched: bool,
     finished: bool,
     notice: CommitNotice,
-    /// Ids for `notice` not moved into it yet.
-    notice_ids: NoticeIds,
     kept_rows: usize,
     notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
     /// Kept across batches for its memory; flushed after each.
@@ -788,7 +762,7 @@ impl IdWriter {
                     }
                     // The row's profile before it goes: its values change.
                     if let Some(pid) = self.state.graph.profile_of(node) {
-                        self.notice.affected.insert(pid);
+                        self.notice.affected.push(pid);
                     }
                 }
             }
@@ -823,7 +797,7 @@ impl IdWriter {
     /// from row to row).
     fn log(&mut self, events: &mut Vec<ProfileEvent>, table: Option<&Arc<str>>, row: Option<u64>) {
         for event in events.iter() {
-            let n = &mut self.notice_ids;
+            let n = &mut self.notice;
             match event {
                 ProfileEvent::Merged { retired, survivor, .. } => {
                     n.merged.extend([*retired, *survivor]);
@@ -868,22 +842,39 @@ impl IdWriter {
     /// the commit. The identity lock is released only after the commit is
     /// queued, so the graph and the log advance together.
     pub fn commit(mut self, mut txn: WriteTxn) -> Result<PendingCommit> {
-        let outcome = (|| -> Result<PendingCommit> {
-            if !self.events.is_empty() {
-                let batch = system::events_batch(&self.base, &self.events, self.now)?;
-                txn.append(EVENTS_TABLE, batch)?;
-            }
-            if self.rejections.len() > 0 {
-                let batch = system::rejections_batch(&self.base, &mut self.rejections, self.now)?;
-                txn.append(REJECTIONS_TABLE, batch)?;
-            }
-            Ok(txn.prepare()?)
-        })();
-        if outcome.is_ok() {
-            self.finished = true;
-            self.state.graph.trim_slack();
+        if !self.events.is_empty() {
+            let batch = system::events_batch(&self.base, &self.events, self.now)?;
+            txn.append(EVENTS_TABLE, batch)?;
         }
-        outcome
+        if self.rejections.len() > 0 {
+            let batch = system::rejections_batch(&self.base, &mut self.rejections, self.now)?;
+            txn.append(REJECTIONS_TABLE, batch)?;
+        }
+        let graph = &mut self.state.graph;
+        let outcome = if graph.trimming_rebuilds() {
+            // After a large load, giving the graph's growth room back
+            // rebuilds the dictionary index (a tenth of a second at four
+            // million identifiers): it runs beside the storage commit,
+            // which waits for the load's last segments, rather than after
+            // it. A failed commit leaves the trimmed graph to `Drop`,
+            // which rebuilds the state anyway.
+            std::thread::scope(|scope| {
+                let trimming = scope.spawn(|| graph.trim_slack());
+                let outcome = txn.prepare();
+                if let Err(panic) = trimming.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                outcome
+            })
+        } else {
+            let outcome = txn.prepare();
+            if outcome.is_ok() {
+                graph.trim_slack();
+            }
+            outcome
+        };
+        self.finished = outcome.is_ok();
+        Ok(outcome?)
     }
 }
 
@@ -931,7 +922,6 @@ pub(crate) fn commit(store: &Store, txn: WriteTxn, writer: Option<IdWriter>) -> 
     let logged = writer.as_ref().map(IdWriter::logged_rows).unwrap_or(0);
     let (pending, notice) = match writer {
         Some(mut w) => {
-            w.notice_ids.settle_into(&mut w.notice);
             let notice = std::mem::take(&mut w.notice);
             let queue = w.notices.clone();
             (w.commit(txn)?, Some((notice, queue)))

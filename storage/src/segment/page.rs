@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, MAX_INLINE_VIEW_LEN};
 use arrow::compute::kernels::aggregate;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt32Type, UInt64Type};
 
 use super::{ChunkStats, PageEncoding, PageMeta, SegmentFormat, StatValue, MAX_STAT_STRING_BYTES};
 use crate::codec::encode_batch;
@@ -18,7 +18,8 @@ use crate::error::{Result, StorageError};
 /// how the bytes hold the values.
 pub(super) fn encode_page(format: SegmentFormat, path: &Path, field: &Field, column: &ArrayRef) -> Result<(Vec<u8>, u64, ChunkStats, PageEncoding)> {
     if let Some(encoding) = sequence_form(column) {
-        return Ok((Vec::new(), 0, compute_stats(column), encoding));
+        let stats = sequence_stats(column).unwrap_or_else(|| compute_stats(column));
+        return Ok((Vec::new(), 0, stats, encoding));
     }
     let stored = stored_form(column);
     // From the stored form: comparing plain strings is cheaper than
@@ -54,6 +55,33 @@ pub(super) fn sequence_form(column: &ArrayRef) -> Option<PageEncoding> {
         DataType::Int64 => evenly(column.as_primitive::<Int64Type>().values(), |v| v as u64),
         _ => None,
     }
+}
+
+/// The statistics of a sequence page from its ends, when it does not
+/// wrap around (row ids and commit times never do): its first and last
+/// values are then its bounds, and no pass over the rows is needed.
+fn sequence_stats(column: &ArrayRef) -> Option<ChunkStats> {
+    fn ends<T: Copy + Into<i128>>(values: &[T]) -> Option<(i128, i128)> {
+        let (first, last) = ((*values.first()?).into(), (*values.last()?).into());
+        let step = values.get(1).map_or(0, |&second| second.into() - first);
+        // Exact in 128 bits: equal to the last value only without wrapping.
+        (first + step * (values.len() as i128 - 1) == last).then_some((first.min(last), first.max(last)))
+    }
+    if column.null_count() > 0 {
+        return None;
+    }
+    let (min, max) = match column.data_type() {
+        DataType::UInt64 => {
+            let (lo, hi) = ends(column.as_primitive::<UInt64Type>().values())?;
+            (StatValue::UInt(u64::try_from(lo).ok()?), StatValue::UInt(u64::try_from(hi).ok()?))
+        }
+        DataType::Int64 => {
+            let (lo, hi) = ends(column.as_primitive::<Int64Type>().values())?;
+            (StatValue::Int(i64::try_from(lo).ok()?), StatValue::Int(i64::try_from(hi).ok()?))
+        }
+        _ => return None,
+    };
+    Some(ChunkStats { null_count: 0, min: Some(min), max: Some(max) })
 }
 
 /// Value `i` of a sequence page, as the bits of the column's type (the
@@ -429,7 +457,12 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
             let c = c.as_primitive::<Int64Type>();
             Some((aggregate::min(c).map(StatValue::Int), aggregate::max(c).map(StatValue::Int)))
         }
-        UInt8 | UInt16 | UInt32 => {
+        // Read in place too: the link masks of every identity table.
+        UInt32 => {
+            let (min, max) = bounds(column.as_primitive::<UInt32Type>().values(), column.nulls()).unzip();
+            Some((min.map(|v| StatValue::UInt(v.into())), max.map(|v| StatValue::UInt(v.into()))))
+        }
+        UInt8 | UInt16 => {
             let c = arrow::compute::cast(column, &UInt64).ok()?;
             let c = c.as_primitive::<UInt64Type>();
             Some((aggregate::min(c).map(StatValue::UInt), aggregate::max(c).map(StatValue::UInt)))
@@ -469,14 +502,43 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
     }
 }
 
+/// Integers a page keeps bounds of, with the values every other value
+/// beats as a minimum and as a maximum.
+trait Bounded: Copy + PartialOrd {
+    const HIGHEST: Self;
+    const LOWEST: Self;
+}
+
+impl Bounded for i64 {
+    const HIGHEST: i64 = i64::MAX;
+    const LOWEST: i64 = i64::MIN;
+}
+
+impl Bounded for u64 {
+    const HIGHEST: u64 = u64::MAX;
+    const LOWEST: u64 = u64::MIN;
+}
+
+impl Bounded for u32 {
+    const HIGHEST: u32 = u32::MAX;
+    const LOWEST: u32 = u32::MIN;
+}
+
+/// Valid rows in a word of 64 at or below which the word's valid values
+/// are visited one by one; above it, all 64 are folded with the invalid
+/// ones masked out (no branch per row).
+const SPARSE_WORD_ROWS: u32 = 8;
+
 /// The smallest and largest non-NULL value of a slice (`nulls` its
 /// validity), in one pass; None when every value is NULL. With NULLs the
 /// validity is read 64 rows at a time: a word of valid rows folds its
-/// slice like a page without NULLs, an empty one is skipped, and only the
-/// others go bit by bit (hidden node columns of sparse identifiers are
-/// mostly NULL; a row-by-row walk of the valid indices made their
-/// statistics cost as much as a sixth of their compression).
-fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
+/// slice like a page without NULLs, an empty one is skipped, a sparse one
+/// visits its valid rows, and the others fold every row with the NULL
+/// ones masked out (hidden node columns of sparse identifiers are mostly
+/// NULL, those of common ones mostly not; a row-by-row walk of the valid
+/// indices made their statistics cost as much as a sixth of their
+/// compression).
+fn bounds<T: Bounded>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
     fn fold<T: Copy + PartialOrd>(mut values: impl Iterator<Item = T>) -> Option<(T, T)> {
         let first = values.next()?;
         Some(values.fold((first, first), |(lo, hi), v| (if v < lo { v } else { lo }, if v > hi { v } else { hi })))
@@ -488,6 +550,13 @@ fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::Null
             (None, part) => part,
         }
     }
+    /// Bounds of the rows of `word` (at least one set) among `values`.
+    fn masked<T: Bounded>(values: &[T], word: u64) -> (T, T) {
+        values.iter().enumerate().fold((T::HIGHEST, T::LOWEST), |(lo, hi), (i, &v)| {
+            let valid = (word >> i) & 1 == 1;
+            (if valid && v < lo { v } else { lo }, if valid && v > hi { v } else { hi })
+        })
+    }
     let Some(nulls) = nulls.filter(|n| n.null_count() > 0) else {
         return fold(values.iter().copied());
     };
@@ -497,6 +566,11 @@ fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::Null
         let part = match word {
             0 => None,
             u64::MAX => fold(values.get(base..base + 64)?.iter().copied()),
+            bits if bits.count_ones() > SPARSE_WORD_ROWS => {
+                // The last word is padded with NULLs past the slice's end.
+                let rows = values.get(base..values.len().min(base + 64))?;
+                Some(masked(rows, bits))
+            }
             mut bits => {
                 let mut part = None;
                 while bits != 0 {
@@ -533,31 +607,68 @@ pub(super) fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt64Array};
+    use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt32Array, UInt64Array};
     use proptest::strategy::Strategy;
 
+    /// A sequence page's statistics from its ends equal those of a pass
+    /// over its rows, wrapping sequences left to the pass.
+    #[test]
+    fn sequence_statistics_are_its_ends() {
+        // (page, whether its ends are its bounds: false when it wraps)
+        let pages: Vec<(ArrayRef, bool)> = vec![
+            (Arc::new(UInt64Array::from_iter_values((0..1000u64).map(|i| 7 + 3 * i))), true),
+            (Arc::new(UInt64Array::from_iter_values((0..1000u64).map(|i| 5000 - 5 * i))), true),
+            (Arc::new(UInt64Array::from_iter_values((0..1000u64).map(|i| (u64::MAX - 10).wrapping_add(i)))), false),
+            (Arc::new(Int64Array::from_iter_values((0..1000i64).map(|i| -400 + i))), true),
+            (Arc::new(Int64Array::from_iter_values((0..1000i64).map(|_| 1_764_000_000_000_000))), true),
+            (Arc::new(Int64Array::from_iter_values((0..1000i64).map(|i| (i64::MAX - 500).wrapping_add(i)))), false),
+            (Arc::new(UInt64Array::from_iter_values([42u64])), true),
+        ];
+        for (page, from_ends) in pages {
+            assert!(sequence_form(&page).is_some(), "{page:?} is a sequence");
+            assert_eq!(sequence_stats(&page).is_some(), from_ends, "{page:?}");
+            if let Some(stats) = sequence_stats(&page) {
+                assert_eq!(stats, compute_stats(&page), "{page:?}");
+            }
+        }
+    }
+
     /// Every row can hold a page's bound, whichever word of the validity
-    /// it falls in (all valid, partly valid) and wherever the slice
-    /// starts: random values rarely put a bound on a given row.
+    /// it falls in (all valid, mostly valid, mostly NULL, the last and
+    /// partial one) and wherever the slice starts: random values rarely
+    /// put a bound on a given row.
     #[test]
     fn bounds_see_every_row() {
-        for null_at in [3, 70, 130] {
-            for extreme in 0..200 {
-                let values: Vec<Option<i64>> = (0..200)
+        const ROWS: usize = 230;
+        // Mostly valid words (one NULL, in several words) and mostly NULL
+        // ones (every 16th row valid, besides the two bounds).
+        for (null_at, sparse) in [(3, false), (70, false), (130, false), (215, false), (0, true)] {
+            for extreme in 0..ROWS {
+                let other = (extreme + 101) % ROWS;
+                let valid = |i: usize| if sparse { i % 16 == 5 || i == extreme || i == other } else { i != null_at };
+                let values: Vec<Option<i64>> = (0..ROWS)
                     .map(|i| match i {
-                        _ if i == null_at => None,
+                        _ if !valid(i) => None,
                         _ if i == extreme => Some(1_000),
-                        _ if i == (extreme + 101) % 200 => Some(-1_000),
+                        _ if i == other => Some(-1_000),
                         _ => Some(i as i64),
                     })
                     .collect();
                 let column: ArrayRef = Arc::new(Int64Array::from(values));
                 for start in [0, 1, 64] {
-                    let page = column.slice(start, 200 - start);
-                    let in_page = |row: usize| row >= start && row != null_at;
+                    let page = column.slice(start, ROWS - start);
+                    let in_page = |row: usize| row >= start && valid(row);
                     let (lo, hi) = min_max(&page).expect("an integer page has bounds");
-                    assert_eq!(hi == Some(StatValue::Int(1_000)), in_page(extreme), "max at {extreme}, start {start}, null at {null_at}");
-                    assert_eq!(lo == Some(StatValue::Int(-1_000)), in_page((extreme + 101) % 200), "min at {extreme}, start {start}");
+                    assert_eq!(hi == Some(StatValue::Int(1_000)), in_page(extreme), "max at {extreme}, start {start}, null at {null_at}, sparse {sparse}");
+                    assert_eq!(lo == Some(StatValue::Int(-1_000)), in_page(other), "min at {other}, start {start}, null at {null_at}, sparse {sparse}");
+                    // The other rows' values are bounds when the extremes are not in the page.
+                    let (Some(StatValue::Int(lo)), Some(StatValue::Int(hi))) = (lo, hi) else { panic!("integer bounds") };
+                    let rows: Vec<i64> = (start..ROWS).filter(|r| valid(*r)).map(|r| match r {
+                        _ if r == extreme => 1_000,
+                        _ if r == other => -1_000,
+                        _ => r as i64,
+                    }).collect();
+                    assert_eq!((lo, hi), (*rows.iter().min().expect("rows"), *rows.iter().max().expect("rows")));
                 }
             }
         }
@@ -591,6 +702,12 @@ mod tests {
             let page = unsigned.slice(start, len);
             let typed = page.as_primitive::<UInt64Type>();
             let want = (aggregate::min(typed).map(StatValue::UInt), aggregate::max(typed).map(StatValue::UInt));
+            proptest::prop_assert_eq!(min_max(&page), Some(want));
+            // 32-bit unsigned pages (link masks) are read in place too.
+            let narrow: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| v as u32)).collect::<UInt32Array>());
+            let page = narrow.slice(start, len);
+            let typed = page.as_primitive::<UInt32Type>();
+            let want = (aggregate::min(typed).map(|v| StatValue::UInt(v.into())), aggregate::max(typed).map(|v| StatValue::UInt(v.into())));
             proptest::prop_assert_eq!(min_max(&page), Some(want));
         }
     }
