@@ -672,10 +672,14 @@ impl IdWriter {
         // before linking either: a row with the same values in every slot
         // is then just one more repeat (sessions and campaigns are runs).
         let mut previous_clean = false;
-        for row in 0..n {
-            if previous_clean && prepared.slots.iter().all(|(rows, _)| rows[row] == rows[row - 1]) {
-                if let Some(mask) = self.state.graph.repeat_previous(&mut repeats, now_secs) {
-                    masks.push(mask);
+        let mut row = 0;
+        while row < n {
+            if previous_clean && prepared.repeats_previous[row] {
+                // The whole run at once: its rows are repeats of this one.
+                let run = prepared.repeats_previous[row..].iter().take_while(|same| **same).count();
+                if let Some(mask) = self.state.graph.repeat_previous_times(&mut repeats, now_secs, run as u32) {
+                    masks.extend(std::iter::repeat_n(mask, run));
+                    row += run;
                     continue;
                 }
             }
@@ -710,6 +714,7 @@ impl IdWriter {
             }
             previous_clean = !refused_before_linking && outcome.refused.is_empty() && outcome.mask != 0;
             masks.push(outcome.mask);
+            row += 1;
         }
         self.state.graph.flush_repeats(&mut repeats).map_err(Error::Internal)?;
         self.repeats = repeats;

@@ -93,6 +93,11 @@ pub(crate) struct PreparedBatch {
     pub(super) infos: Vec<Arc<TypeInfo>>,
     pub(super) rows: usize,
     pub(super) slots: Vec<(Vec<u32>, Vec<Prepared>)>,
+    /// Per row, whether it has the same prepared value as the row before
+    /// in every slot (NULL in the same slots): runs of such rows (a
+    /// session's events) are found here, on the preparing threads, rather
+    /// than row by row by the writer.
+    pub(super) repeats_previous: Vec<bool>,
 }
 
 /// Makes [`PreparedBatch`]es for one table, on any thread.
@@ -148,7 +153,24 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
         }
         slots.push((rows, outcomes));
     }
-    Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots })
+    let repeats_previous = repeats_previous(&slots, batch.num_rows());
+    Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots, repeats_previous })
+}
+
+/// For each of `rows` rows, whether every slot gives it the same value
+/// index as the row before (the first row repeats nothing).
+fn repeats_previous(slots: &[(Vec<u32>, Vec<Prepared>)], rows: usize) -> Vec<bool> {
+    let mut same = vec![true; rows];
+    if let Some(first) = same.first_mut() {
+        *first = false;
+    }
+    for (values, _) in slots {
+        debug_assert_eq!(values.len(), rows, "a value index per row");
+        for (row, pair) in values.windows(2).enumerate() {
+            same[row + 1] &= pair[0] == pair[1];
+        }
+    }
+    same
 }
 
 /// Values sampled from the start of a slot, and the repeats among them
@@ -238,6 +260,19 @@ mod tests {
             }
         }
     }
+    /// A row repeats the previous one exactly when every slot gives it
+    /// the previous row's value index, NULLs included; the first repeats
+    /// nothing.
+    #[test]
+    fn repeats_are_rows_equal_to_the_previous_in_every_slot() {
+        const N: u32 = NULL_VALUE;
+        let slots = vec![(vec![0, 0, 0, 1, 1, N, N, 2, 2], Vec::new()), (vec![N, N, 5, 5, 5, N, N, 6, 7], Vec::new())];
+        let same = repeats_previous(&slots, 9);
+        assert_eq!(same, vec![false, true, false, false, true, false, true, false, false]);
+        assert!(repeats_previous(&[], 0).is_empty());
+        assert_eq!(repeats_previous(&[], 3), vec![false, true, true], "rows without slots repeat");
+    }
+
 
     /// Each row's prepared value is the same whether the slot is
     /// deduplicated (values that repeat) or not (values that hardly do);

@@ -60,11 +60,17 @@ impl RepeatMemo {
     /// One more repeat of entry `i` (an index into `clean`), counted at
     /// the next flush; its mask.
     fn count_repeat(&mut self, i: usize) -> u32 {
+        self.count_repeats(i, 1)
+    }
+
+    /// `times` more repeats of entry `i`; its mask.
+    fn count_repeats(&mut self, i: usize, times: u32) -> u32 {
+        debug_assert!(times > 0, "a repeat is counted at least once");
         let clean = &mut self.clean[i];
         if clean.pending == 0 {
             self.pending.push(i);
         }
-        clean.pending += 1;
+        clean.pending = clean.pending.saturating_add(times);
         clean.mask
     }
 }
@@ -123,11 +129,18 @@ impl Graph {
     /// holds or something changed since that could make a repeat link
     /// differently; link the row in full then.
     pub fn repeat_previous(&mut self, memo: &mut RepeatMemo, now: u32) -> Option<u32> {
-        if memo.epoch != self.epoch || memo.now != now {
+        self.repeat_previous_times(memo, now, 1)
+    }
+
+    /// [`Graph::repeat_previous`] for a run of `times` rows, all the same
+    /// as the row just linked: counting repeats changes nothing a repeat
+    /// depends on, so the run's rows share one answer.
+    pub fn repeat_previous_times(&mut self, memo: &mut RepeatMemo, now: u32, times: u32) -> Option<u32> {
+        if memo.epoch != self.epoch || memo.now != now || times == 0 {
             return None;
         }
         let i = memo.last?;
-        Some(memo.count_repeat(i))
+        Some(memo.count_repeats(i, times))
     }
 
     /// Add the counts of every repeat `memo` holds. It goes on
