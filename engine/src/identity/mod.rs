@@ -418,26 +418,10 @@ pub(crate) enum Texts {
 }
 
 impl Texts {
-    pub fn is_null(&self, i: usize) -> bool {
-        match self {
-            Texts::Utf8(a) => a.is_null(i),
-            Texts::View(a) => a.is_null(i),
-        }
-    }
-
     pub fn value(&self, i: usize) -> &str {
         match self {
             Texts::Utf8(a) => a.value(i),
             Texts::View(a) => a.value(i),
-        }
-    }
-
-    /// Whether the value of row `i` (not NULL, nor row `i - 1`) equals the
-    /// previous row's; for views, by the views where they tell.
-    pub fn same_as_previous(&self, i: usize) -> bool {
-        match self {
-            Texts::Utf8(a) => a.value(i - 1) == a.value(i),
-            Texts::View(a) => tessera_storage::same_view_value(a, i - 1, i),
         }
     }
 }
@@ -902,17 +886,25 @@ impl Drop for IdWriter {
 /// NULL). Built as a values buffer and a validity bitmap directly: through
 /// an iterator of options it cost twice as much.
 fn node_column(rows: &[u32], of: &[Option<NodeId>]) -> UInt64Array {
+    // Each distinct value's node, and one more entry that every index
+    // past them (`NULL_VALUE`) maps to: a row is one lookup, without a
+    // branch. No node is `NO_NODE` (node ids are 32-bit).
+    const NO_NODE: u64 = u64::MAX;
+    let nodes: Vec<u64> = of.iter().map(|n| n.map_or(NO_NODE, u64::from)).chain([NO_NODE]).collect();
+    let past_the_values = of.len();
     let mut values: Vec<u64> = Vec::with_capacity(rows.len());
     // The validity packed 64 rows at a time, in the same pass: most slots
     // have a node on every row.
     let mut words: Vec<u64> = Vec::with_capacity(rows.len().div_ceil(64));
     for chunk in rows.chunks(64) {
         let mut word = 0u64;
-        for (bit, &d) in chunk.iter().enumerate() {
-            let node = of.get(d as usize).copied().flatten();
-            values.push(node.map_or(0, u64::from));
-            word |= u64::from(node.is_some()) << bit;
-        }
+        values.extend(chunk.iter().enumerate().map(|(bit, &d)| {
+            let node = nodes[(d as usize).min(past_the_values)];
+            let valid = node != NO_NODE;
+            word |= u64::from(valid) << bit;
+            // NULL rows hold 0, which compresses best.
+            node & u64::from(valid).wrapping_neg()
+        }));
         words.push(word);
     }
     let valid = arrow::buffer::BooleanBuffer::new(arrow::buffer::Buffer::from_vec(words), 0, rows.len());

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch, StringArray, StringViewArray};
 
 use super::graph::{self, Graph, NodeId, TypeId};
 use super::normalize::{self, key_of, Normalized, Normalizer};
-use super::{strings, TypeInfo};
+use super::{strings, Texts, TypeInfo};
 use crate::error::{Error, Result};
 
 pub(super) type PhoneCache = HashMap<TypeId, hashbrown::HashMap<u64, Prepared>>;
@@ -119,42 +119,118 @@ impl Preparer {
 pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], batch: &RecordBatch, phone_cache: &SharedPhoneCache) -> Result<PreparedBatch> {
     let mut slots = Vec::with_capacity(infos.len());
     for (info, &column) in infos.iter().zip(value_columns) {
-        let values = strings(batch.column(column))?;
-        let deduplicate = repeats_early(&values, batch.num_rows());
-        // Sized for a batch of repeated values (events); one of distinct
-        // values (contacts) is not deduplicated.
-        let mut distinct: hashbrown::HashMap<&str, u32> =
-            hashbrown::HashMap::with_capacity(if deduplicate { batch.num_rows() / 4 } else { 0 });
-        let mut outcomes: Vec<Prepared> = Vec::new();
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            if values.is_null(row) {
-                rows.push(NULL_VALUE);
-                continue;
-            }
-            // Runs of one value (a session's cookie) skip the hashing.
-            if let Some(&previous) = rows.last() {
-                if previous != NULL_VALUE && values.same_as_previous(row) {
-                    rows.push(previous);
-                    continue;
-                }
-            }
-            let raw = values.value(row);
-            if !deduplicate {
-                outcomes.push(prepare_cached(phone_cache, info, raw));
-                rows.push((outcomes.len() - 1) as u32);
-                continue;
-            }
-            let index = *distinct.entry(raw).or_insert_with(|| {
-                outcomes.push(prepare_cached(phone_cache, info, raw));
-                (outcomes.len() - 1) as u32
-            });
-            rows.push(index);
-        }
-        slots.push((rows, outcomes));
+        let slot = match strings(batch.column(column))? {
+            Texts::Utf8(values) => prepare_slot(&values, info, phone_cache),
+            Texts::View(values) => prepare_slot(&values, info, phone_cache),
+        };
+        slots.push(slot);
     }
     let repeats_previous = repeats_previous(&slots, batch.num_rows());
     Ok(PreparedBatch { infos: infos.to_vec(), rows: batch.num_rows(), slots, repeats_previous })
+}
+
+/// Rows of a text column, read the way of its type: [`prepare_slot`] is
+/// compiled once per type, so the type is not decided again on every row.
+trait TextRows {
+    fn rows(&self) -> usize;
+    fn null(&self, row: usize) -> bool;
+    fn text(&self, row: usize) -> &str;
+    /// Whether row `row`'s value equals row `row - 1`'s (neither NULL).
+    fn repeats(&self, row: usize) -> bool;
+}
+
+impl TextRows for StringArray {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn null(&self, row: usize) -> bool {
+        self.is_null(row)
+    }
+    fn text(&self, row: usize) -> &str {
+        self.value(row)
+    }
+    fn repeats(&self, row: usize) -> bool {
+        self.value(row - 1) == self.value(row)
+    }
+}
+
+impl TextRows for StringViewArray {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn null(&self, row: usize) -> bool {
+        self.is_null(row)
+    }
+    fn text(&self, row: usize) -> &str {
+        self.value(row)
+    }
+    fn repeats(&self, row: usize) -> bool {
+        tessera_storage::same_view_value(self, row - 1, row)
+    }
+}
+
+/// One slot of [`prepare_batch`]: each row's index into the slot's
+/// prepared values, and those values.
+fn prepare_slot<T: TextRows>(values: &T, info: &TypeInfo, phone_cache: &SharedPhoneCache) -> (Vec<u32>, Vec<Prepared>) {
+    let n = values.rows();
+    let deduplicate = repeats_early(values);
+    // Sized for a batch of repeated values (events); one of distinct
+    // values (contacts) is not deduplicated.
+    let mut distinct: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::with_capacity(if deduplicate { n / 4 } else { 0 });
+    let mut outcomes: Vec<Prepared> = Vec::new();
+    let mut rows = Vec::with_capacity(n);
+    for row in 0..n {
+        if values.null(row) {
+            rows.push(NULL_VALUE);
+            continue;
+        }
+        // Runs of one value (a session's cookie) skip the hashing.
+        if let Some(&previous) = rows.last() {
+            if previous != NULL_VALUE && values.repeats(row) {
+                rows.push(previous);
+                continue;
+            }
+        }
+        let raw = values.text(row);
+        if !deduplicate {
+            outcomes.push(prepare_cached(phone_cache, info, raw));
+            rows.push((outcomes.len() - 1) as u32);
+            continue;
+        }
+        let index = *distinct.entry(raw).or_insert_with(|| {
+            outcomes.push(prepare_cached(phone_cache, info, raw));
+            (outcomes.len() - 1) as u32
+        });
+        rows.push(index);
+    }
+    (rows, outcomes)
+}
+
+/// Values sampled from the start of a slot, and the repeats among them
+/// below which the slot is not deduplicated.
+const DEDUP_SAMPLE_VALUES: usize = 256;
+const DEDUP_MIN_REPEATS: usize = 8;
+
+/// Whether a batch's values of a slot repeat enough to be worth
+/// deduplicating before normalizing: a slot of distinct values (contacts'
+/// emails and ids) would hash every value into a map to find nothing,
+/// which cost more than normalizing the rare repeat twice. Runs of one
+/// value are skipped apart anyway; the writer's dictionary finds equal
+/// values whatever this decides.
+fn repeats_early<T: TextRows>(values: &T) -> bool {
+    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(DEDUP_SAMPLE_VALUES);
+    let mut sampled = 0;
+    for row in 0..values.rows() {
+        if sampled == DEDUP_SAMPLE_VALUES {
+            break;
+        }
+        if values.null(row) || (row > 0 && !values.null(row - 1) && values.repeats(row)) {
+            continue;
+        }
+        sampled += 1;
+        seen.insert(values.text(row));
+    }
+    sampled - seen.len() >= DEDUP_MIN_REPEATS
 }
 
 /// For each of `rows` rows, whether every slot gives it the same value
@@ -171,33 +247,6 @@ fn repeats_previous(slots: &[(Vec<u32>, Vec<Prepared>)], rows: usize) -> Vec<boo
         }
     }
     same
-}
-
-/// Values sampled from the start of a slot, and the repeats among them
-/// below which the slot is not deduplicated.
-const DEDUP_SAMPLE_VALUES: usize = 256;
-const DEDUP_MIN_REPEATS: usize = 8;
-
-/// Whether a batch's values of a slot repeat enough to be worth
-/// deduplicating before normalizing: a slot of distinct values (contacts'
-/// emails and ids) would hash every value into a map to find nothing,
-/// which cost more than normalizing the rare repeat twice. Runs of one
-/// value are skipped apart anyway; the writer's dictionary finds equal
-/// values whatever this decides.
-fn repeats_early(values: &super::Texts, rows: usize) -> bool {
-    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(DEDUP_SAMPLE_VALUES);
-    let mut sampled = 0;
-    for row in 0..rows {
-        if sampled == DEDUP_SAMPLE_VALUES {
-            break;
-        }
-        if values.is_null(row) || (row > 0 && !values.is_null(row - 1) && values.same_as_previous(row)) {
-            continue;
-        }
-        sampled += 1;
-        seen.insert(values.value(row));
-    }
-    sampled - seen.len() >= DEDUP_MIN_REPEATS
 }
 
 /// The node of each prepared value of a slot (`outcomes`, of type `t`):
@@ -253,9 +302,8 @@ mod tests {
             let indices = UInt32Array::from(picks.iter().map(|&p| p as u32).collect::<Vec<_>>());
             let taken = arrow::compute::take(&pool, &indices, None).expect("take");
             for array in [apart, taken.as_string_view().clone()] {
-                let texts = super::super::Texts::View(array.clone());
                 for row in 1..array.len() {
-                    proptest::prop_assert_eq!(texts.same_as_previous(row), array.value(row - 1) == array.value(row), "row {}", row);
+                    proptest::prop_assert_eq!(TextRows::repeats(&array, row), array.value(row - 1) == array.value(row), "row {}", row);
                 }
             }
         }
