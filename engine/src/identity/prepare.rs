@@ -131,21 +131,13 @@ pub(super) fn prepare_batch(infos: &[Arc<TypeInfo>], value_columns: &[usize], ba
 
 /// Rows of a text column, read the way of its type: [`prepare_slot`] is
 /// compiled once per type, so the type is not decided again on every row.
-trait TextRows {
-    fn rows(&self) -> usize;
-    fn null(&self, row: usize) -> bool;
+trait TextRows: Array {
     fn text(&self, row: usize) -> &str;
     /// Whether row `row`'s value equals row `row - 1`'s (neither NULL).
     fn repeats(&self, row: usize) -> bool;
 }
 
 impl TextRows for StringArray {
-    fn rows(&self) -> usize {
-        self.len()
-    }
-    fn null(&self, row: usize) -> bool {
-        self.is_null(row)
-    }
     fn text(&self, row: usize) -> &str {
         self.value(row)
     }
@@ -155,15 +147,10 @@ impl TextRows for StringArray {
 }
 
 impl TextRows for StringViewArray {
-    fn rows(&self) -> usize {
-        self.len()
-    }
-    fn null(&self, row: usize) -> bool {
-        self.is_null(row)
-    }
     fn text(&self, row: usize) -> &str {
         self.value(row)
     }
+    /// By the views where they tell, without reading the text.
     fn repeats(&self, row: usize) -> bool {
         tessera_storage::same_view_value(self, row - 1, row)
     }
@@ -172,7 +159,7 @@ impl TextRows for StringViewArray {
 /// One slot of [`prepare_batch`]: each row's index into the slot's
 /// prepared values, and those values.
 fn prepare_slot<T: TextRows>(values: &T, info: &TypeInfo, phone_cache: &SharedPhoneCache) -> (Vec<u32>, Vec<Prepared>) {
-    let n = values.rows();
+    let n = values.len();
     let deduplicate = repeats_early(values);
     // Sized for a batch of repeated values (events); one of distinct
     // values (contacts) is not deduplicated.
@@ -180,7 +167,7 @@ fn prepare_slot<T: TextRows>(values: &T, info: &TypeInfo, phone_cache: &SharedPh
     let mut outcomes: Vec<Prepared> = Vec::new();
     let mut rows = Vec::with_capacity(n);
     for row in 0..n {
-        if values.null(row) {
+        if values.is_null(row) {
             rows.push(NULL_VALUE);
             continue;
         }
@@ -220,11 +207,11 @@ const DEDUP_MIN_REPEATS: usize = 8;
 fn repeats_early<T: TextRows>(values: &T) -> bool {
     let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(DEDUP_SAMPLE_VALUES);
     let mut sampled = 0;
-    for row in 0..values.rows() {
+    for row in 0..values.len() {
         if sampled == DEDUP_SAMPLE_VALUES {
             break;
         }
-        if values.null(row) || (row > 0 && !values.null(row - 1) && values.repeats(row)) {
+        if values.is_null(row) || (row > 0 && !values.is_null(row - 1) && values.repeats(row)) {
             continue;
         }
         sampled += 1;
