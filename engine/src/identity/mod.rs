@@ -839,6 +839,9 @@ impl IdWriter {
             let batch = system::rejections_batch(&self.base, &mut self.rejections, self.now)?;
             txn.append(REJECTIONS_TABLE, batch)?;
         }
+        // Finished as soon as the storage commit is: a panic while
+        // trimming must not make `Drop` rebuild the state from before it.
+        let finished = &mut self.finished;
         let graph = &mut self.state.graph;
         let outcome = if graph.trimming_rebuilds() {
             // After a large load, giving the graph's growth room back
@@ -850,6 +853,7 @@ impl IdWriter {
             std::thread::scope(|scope| {
                 let trimming = scope.spawn(|| graph.trim_slack());
                 let outcome = txn.prepare();
+                *finished = outcome.is_ok();
                 if let Err(panic) = trimming.join() {
                     std::panic::resume_unwind(panic);
                 }
@@ -857,12 +861,12 @@ impl IdWriter {
             })
         } else {
             let outcome = txn.prepare();
+            *finished = outcome.is_ok();
             if outcome.is_ok() {
                 graph.trim_slack();
             }
             outcome
         };
-        self.finished = outcome.is_ok();
         Ok(outcome?)
     }
 }
