@@ -138,19 +138,23 @@ trait TextRows: Array {
 }
 
 impl TextRows for StringArray {
+    #[inline]
     fn text(&self, row: usize) -> &str {
         self.value(row)
     }
+    #[inline]
     fn repeats(&self, row: usize) -> bool {
         self.value(row - 1) == self.value(row)
     }
 }
 
 impl TextRows for StringViewArray {
+    #[inline]
     fn text(&self, row: usize) -> &str {
         self.value(row)
     }
     /// By the views where they tell, without reading the text.
+    #[inline]
     fn repeats(&self, row: usize) -> bool {
         tessera_storage::same_view_value(self, row - 1, row)
     }
