@@ -810,6 +810,14 @@ impl Graph {
             if let Some(mask) = self.link_known_alone(*slot, *node, now) {
                 return LinkOutcome { mask, refused: Vec::new() };
             }
+            // A value outside any profile, alone on its row (a new
+            // visitor's cookie): a profile of its own, with nothing to
+            // merge and no limit to reach. What the general path below
+            // does for it, without building its lists.
+            if !self.is_generic(*node) && self.pid_at[self.root(*node) as usize] == 0 {
+                self.commit_link(&[(*slot, *node)], &[], now, events);
+                return LinkOutcome { mask: 1 << slot, refused: Vec::new() };
+            }
         }
         let mut out = LinkOutcome::default();
         let mut live: RowNodes = RowNodes::new();
