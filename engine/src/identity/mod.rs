@@ -661,7 +661,7 @@ impl IdWriter {
             if previous_clean && prepared.repeats_previous[row] {
                 // The whole run at once: its rows are repeats of this one.
                 let run = prepared.repeats_previous[row..].iter().take_while(|same| **same).count();
-                if let Some(mask) = self.state.graph.repeat_previous_times(&mut repeats, now_secs, run as u32) {
+                if let Some(mask) = self.state.graph.repeat_previous(&mut repeats, now_secs, run as u32) {
                     masks.extend(std::iter::repeat_n(mask, run));
                     row += run;
                     continue;

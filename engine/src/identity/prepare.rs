@@ -299,6 +299,7 @@ mod tests {
             }
         }
     }
+
     /// A row repeats the previous one exactly when every slot gives it
     /// the previous row's value index, NULLs included; the first repeats
     /// nothing.
@@ -311,7 +312,6 @@ mod tests {
         assert!(repeats_previous(&[], 0).is_empty());
         assert_eq!(repeats_previous(&[], 3), vec![false, true, true], "rows without slots repeat");
     }
-
 
     /// Each row's prepared value is the same whether the slot is
     /// deduplicated (values that repeat) or not (values that hardly do);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, MAX_INLINE_VIEW_LEN};
 use arrow::compute::kernels::aggregate;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt32Type, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
 
 use super::{ChunkStats, PageEncoding, PageMeta, SegmentFormat, StatValue, MAX_STAT_STRING_BYTES};
 use crate::codec::encode_batch;
@@ -351,7 +351,6 @@ pub fn same_view_value(array: &arrow::array::StringViewArray, a: usize, b: usize
 /// up to 256 values, 2-byte beyond. None when there are no values.
 fn dictionary_array(distinct: &[&str], keys: Vec<u16>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
     use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
-    use arrow::datatypes::{UInt16Type, UInt8Type};
     if distinct.is_empty() {
         return None;
     }
@@ -448,24 +447,16 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
             let (min, max) = bounds(values, column.nulls()).unzip();
             Some((min.map(StatValue::Int), max.map(StatValue::Int)))
         }
-        UInt64 => {
-            let (min, max) = bounds(column.as_primitive::<UInt64Type>().values(), column.nulls()).unzip();
-            Some((min.map(StatValue::UInt), max.map(StatValue::UInt)))
-        }
+        // Unsigned integers of every width are read in place (node ids,
+        // link masks): a cast would copy the page first.
+        UInt64 => Some(unsigned_bounds::<UInt64Type>(column)),
+        UInt32 => Some(unsigned_bounds::<UInt32Type>(column)),
+        UInt16 => Some(unsigned_bounds::<UInt16Type>(column)),
+        UInt8 => Some(unsigned_bounds::<UInt8Type>(column)),
         Int8 | Int16 | Int32 | Date32 | Time32(_) => {
             let c = arrow::compute::cast(column, &Int64).ok()?;
             let c = c.as_primitive::<Int64Type>();
             Some((aggregate::min(c).map(StatValue::Int), aggregate::max(c).map(StatValue::Int)))
-        }
-        // Read in place too: the link masks of every identity table.
-        UInt32 => {
-            let (min, max) = bounds(column.as_primitive::<UInt32Type>().values(), column.nulls()).unzip();
-            Some((min.map(|v| StatValue::UInt(v.into())), max.map(|v| StatValue::UInt(v.into()))))
-        }
-        UInt8 | UInt16 => {
-            let c = arrow::compute::cast(column, &UInt64).ok()?;
-            let c = c.as_primitive::<UInt64Type>();
-            Some((aggregate::min(c).map(StatValue::UInt), aggregate::max(c).map(StatValue::UInt)))
         }
         Float32 | Float64 => {
             let c = arrow::compute::cast(column, &Float64).ok()?;
@@ -509,19 +500,24 @@ trait Bounded: Copy + PartialOrd {
     const LOWEST: Self;
 }
 
-impl Bounded for i64 {
-    const HIGHEST: i64 = i64::MAX;
-    const LOWEST: i64 = i64::MIN;
+macro_rules! bounded {
+    ($($t:ty),*) => {
+        $(impl Bounded for $t {
+            const HIGHEST: $t = <$t>::MAX;
+            const LOWEST: $t = <$t>::MIN;
+        })*
+    };
 }
 
-impl Bounded for u64 {
-    const HIGHEST: u64 = u64::MAX;
-    const LOWEST: u64 = u64::MIN;
-}
+bounded!(i64, u64, u32, u16, u8);
 
-impl Bounded for u32 {
-    const HIGHEST: u32 = u32::MAX;
-    const LOWEST: u32 = u32::MIN;
+/// The bounds of an unsigned integer page of any width.
+fn unsigned_bounds<P: arrow::datatypes::ArrowPrimitiveType>(column: &ArrayRef) -> MinMax
+where
+    P::Native: Bounded + Into<u64>,
+{
+    let (min, max) = bounds(column.as_primitive::<P>().values(), column.nulls()).unzip();
+    (min.map(|v| StatValue::UInt(v.into())), max.map(|v| StatValue::UInt(v.into())))
 }
 
 /// Valid rows in a word of 64 at or below which the word's valid values
@@ -703,12 +699,19 @@ mod tests {
             let typed = page.as_primitive::<UInt64Type>();
             let want = (aggregate::min(typed).map(StatValue::UInt), aggregate::max(typed).map(StatValue::UInt));
             proptest::prop_assert_eq!(min_max(&page), Some(want));
-            // 32-bit unsigned pages (link masks) are read in place too.
+            // Narrower unsigned pages (link masks) are read in place too.
             let narrow: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| v as u32)).collect::<UInt32Array>());
             let page = narrow.slice(start, len);
             let typed = page.as_primitive::<UInt32Type>();
             let want = (aggregate::min(typed).map(|v| StatValue::UInt(v.into())), aggregate::max(typed).map(|v| StatValue::UInt(v.into())));
             proptest::prop_assert_eq!(min_max(&page), Some(want));
+            for ty in [DataType::UInt16, DataType::UInt8] {
+                let page = arrow::compute::cast(&narrow, &ty).expect("narrowing cast").slice(start, len);
+                let wide = arrow::compute::cast(&page, &DataType::UInt64).expect("widening cast");
+                let wide = wide.as_primitive::<UInt64Type>();
+                let want = (aggregate::min(wide).map(StatValue::UInt), aggregate::max(wide).map(StatValue::UInt));
+                proptest::prop_assert_eq!(min_max(&page), Some(want), "{}", ty);
+            }
         }
     }
 }

@@ -57,13 +57,8 @@ pub struct RepeatMemo {
 }
 
 impl RepeatMemo {
-    /// One more repeat of entry `i` (an index into `clean`), counted at
-    /// the next flush; its mask.
-    fn count_repeat(&mut self, i: usize) -> u32 {
-        self.count_repeats(i, 1)
-    }
-
-    /// `times` more repeats of entry `i`; its mask.
+    /// `times` more repeats of entry `i` (an index into `clean`), counted
+    /// at the next flush; its mask.
     fn count_repeats(&mut self, i: usize, times: u32) -> u32 {
         debug_assert!(times > 0, "a repeat is counted at least once");
         let clean = &mut self.clean[i];
@@ -107,7 +102,7 @@ impl Graph {
         let clean = &memo.clean;
         let seen = || memo.by_row.find(hash(), |&i| clean[i].row.as_slice() == row).copied();
         if let Some(i) = same_as_last.or_else(seen) {
-            let mask = memo.count_repeat(i);
+            let mask = memo.count_repeats(i, 1);
             memo.last = Some(i);
             return Ok(LinkOutcome { mask, refused: Vec::new() });
         }
@@ -123,19 +118,14 @@ impl Graph {
     }
 
     /// The row just linked (by [`Graph::link_repeating`] or this) again,
-    /// which the caller knows carries the same values in the same slots:
-    /// its mask, with one more repeat to count, without building or
-    /// comparing the row. None when that row is not a clean link the memo
-    /// holds or something changed since that could make a repeat link
-    /// differently; link the row in full then.
-    pub fn repeat_previous(&mut self, memo: &mut RepeatMemo, now: u32) -> Option<u32> {
-        self.repeat_previous_times(memo, now, 1)
-    }
-
-    /// [`Graph::repeat_previous`] for a run of `times` rows, all the same
-    /// as the row just linked: counting repeats changes nothing a repeat
-    /// depends on, so the run's rows share one answer.
-    pub fn repeat_previous_times(&mut self, memo: &mut RepeatMemo, now: u32, times: u32) -> Option<u32> {
+    /// `times` times (a run), which the caller knows carry the same values
+    /// in the same slots: its mask, with the repeats to count, without
+    /// building or comparing the rows. Counting repeats changes nothing a
+    /// repeat depends on, so the run's rows share one answer. None when
+    /// that row is not a clean link the memo holds or something changed
+    /// since that could make a repeat link differently; link the next row
+    /// in full then.
+    pub fn repeat_previous(&mut self, memo: &mut RepeatMemo, now: u32, times: u32) -> Option<u32> {
         if memo.epoch != self.epoch || memo.now != now || times == 0 {
             return None;
         }

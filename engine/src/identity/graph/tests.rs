@@ -406,7 +406,7 @@ proptest! {
             let alone = plain.link(&row, 5, &r, &mut a);
             // A row equal to the one just linked may take the shortcut a
             // batch takes for runs; when it declines, the full path.
-            let shortcut = if inserted.last() == Some(&row) { memoized.repeat_previous(&mut memo, 5) } else { None };
+            let shortcut = if inserted.last() == Some(&row) { memoized.repeat_previous(&mut memo, 5, 1) } else { None };
             let repeated = match shortcut {
                 Some(mask) => LinkOutcome { mask, refused: Vec::new() },
                 None => memoized.link_repeating(&mut memo, &row, 5, &r, &mut b).unwrap(),
