@@ -24,10 +24,10 @@ const HEADER_LEN: usize = 8 + 8 + 4;
 /// allocating whatever a damaged length field says.
 const MAX_MANIFEST_BYTES: u64 = 1 << 30;
 /// The format this build writes. Version 2 added integer pages stored
-/// narrower than their column (storage/FORMAT.md): a version-1 build
-/// refuses a version-2 database by this number instead of reporting its
-/// pages as damaged.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// narrower than their column, version 3 packed integer pages
+/// (storage/FORMAT.md): an older build refuses a newer database by this
+/// number instead of reporting its pages as damaged.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// The oldest format this build reads (it writes `FORMAT_VERSION` from its
 /// first manifest on).
 pub(crate) const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
@@ -235,7 +235,7 @@ impl Manifest {
         }
         // Whatever this build writes from here on is in its own format, so
         // the next manifest says so (a version-1 build must then refuse
-        // the database, which may hold version-2 pages).
+        // the database, which may hold pages of this version).
         let mut manifest = manifest;
         manifest.format_version = FORMAT_VERSION;
         Ok(manifest)

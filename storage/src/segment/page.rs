@@ -21,11 +21,13 @@ pub(super) fn encode_page(format: SegmentFormat, path: &Path, field: &Field, col
         let stats = sequence_stats(column).unwrap_or_else(|| compute_stats(column));
         return Ok((Vec::new(), 0, stats, encoding));
     }
+    if let Some(packed) = super::packed::pack(column) {
+        return Ok((packed.bytes, packed.raw_len, packed.stats, PageEncoding::Packed));
+    }
     let stored = stored_form(column);
     // From the stored form: comparing plain strings is cheaper than
     // comparing views, and it holds the same values.
     let stats = compute_stats(&stored);
-    let stored = narrowed_integers(&stored, &stats).unwrap_or(stored);
     let field = field.clone().with_data_type(stored.data_type().clone());
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
     let raw = encode_batch(&batch)?;
@@ -144,47 +146,6 @@ pub(super) fn stored_form(column: &ArrayRef) -> ArrayRef {
         return cast;
     }
     compact_views(column)
-}
-
-/// An integer page in the narrowest integer type of the same signedness
-/// that holds its values (`stats` are the page's), if narrower than its
-/// own: node ids and small counts in 64-bit columns take 4 or fewer bytes
-/// a value before zstd, which spends its time per byte it is given. A
-/// page without values narrows to 8 bits. Readers widen it back
-/// ([`widened`]).
-pub(super) fn narrowed_integers(column: &ArrayRef, stats: &ChunkStats) -> Option<ArrayRef> {
-    let target = match (column.data_type(), &stats.min, &stats.max) {
-        (DataType::UInt16 | DataType::UInt32 | DataType::UInt64, _, max) => {
-            let max = match max {
-                Some(StatValue::UInt(max)) => *max,
-                None if stats.null_count == column.len() as u64 => 0,
-                _ => return None,
-            };
-            [DataType::UInt8, DataType::UInt16, DataType::UInt32]
-                .into_iter()
-                .zip([u64::from(u8::MAX), u64::from(u16::MAX), u64::from(u32::MAX)])
-                .find(|(_, most)| max <= *most)?
-                .0
-        }
-        (DataType::Int16 | DataType::Int32 | DataType::Int64, min, max) => {
-            let (min, max) = match (min, max) {
-                (Some(StatValue::Int(min)), Some(StatValue::Int(max))) => (*min, *max),
-                (None, None) if stats.null_count == column.len() as u64 => (0, 0),
-                _ => return None,
-            };
-            [DataType::Int8, DataType::Int16, DataType::Int32]
-                .into_iter()
-                .zip([(i64::from(i8::MIN), i64::from(i8::MAX)), (i64::from(i16::MIN), i64::from(i16::MAX)), (i64::from(i32::MIN), i64::from(i32::MAX))])
-                .find(|(_, (lo, hi))| *lo <= min && max <= *hi)?
-                .0
-        }
-        _ => return None,
-    };
-    if integer_width(&target) >= integer_width(column.data_type()) {
-        return None;
-    }
-    // In range by the statistics, so no value is lost (nulls stay nulls).
-    arrow::compute::cast(column, &target).ok()
 }
 
 /// Bytes per value of an integer type (0 for other types).

@@ -1,0 +1,747 @@
+//! Packed integer pages (format version 3): the valid values of an
+//! integer, date, time or timestamp page as fixed-width bit fields, after
+//! the cheapest of three transforms, each with a common factor taken out:
+//! a frame of reference (value minus the page's smallest), deltas of a
+//! sorted page, or runs of one value. zstd spends its time per byte and
+//! found little to take out of such pages (node ids, event times); bit
+//! fields cost a few instructions a value, and with the factor (whole
+//! seconds in nanosecond timestamps) and the deltas they take less space
+//! than zstd did. FORMAT.md has the bytes.
+//!
+//! Values are handled as order-preserving unsigned keys: an unsigned
+//! value is its own key, a signed one its two's complement bits with the
+//! sign bit flipped, so that every transform is unsigned arithmetic.
+
+use arrow::array::{make_array, Array, ArrayData, ArrayRef};
+use arrow::buffer::Buffer;
+use arrow::datatypes::DataType;
+
+use super::{ChunkStats, StatValue};
+
+const SIGN: u64 = 1 << 63;
+/// Flag: a validity bitmap follows the header (the page has NULLs).
+const HAS_NULLS: u8 = 1;
+const FRAME: u8 = 0;
+const DELTA: u8 = 1;
+const RUNS: u8 = 2;
+/// Form byte, flags byte, u32 rows, u32 count of values.
+const HEADER_BYTES: usize = 10;
+/// Leading values whose common factor is taken as the page's candidate
+/// (then checked on every value): a gcd per value would cost a division
+/// per value.
+const FACTOR_SAMPLE: usize = 64;
+/// Most rows a packed page may claim (a row group's; counts are u32).
+const MAX_ROWS: u64 = u32::MAX as u64;
+
+/// How a column type's values are stored: bytes per value and whether
+/// they are signed. None for types that are not packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    width: usize,
+    signed: bool,
+}
+
+fn layout(t: &DataType) -> Option<Layout> {
+    use DataType::*;
+    let (width, signed) = match t {
+        Int8 => (1, true),
+        Int16 => (2, true),
+        Int32 | Date32 | Time32(_) => (4, true),
+        Int64 | Date64 | Time64(_) | Timestamp(_, _) | Duration(_) => (8, true),
+        UInt8 => (1, false),
+        UInt16 => (2, false),
+        UInt32 => (4, false),
+        UInt64 => (8, false),
+        _ => return None,
+    };
+    Some(Layout { width, signed })
+}
+
+/// A packed page: its bytes, its decoded size (values and validity, as
+/// Arrow holds them) and its statistics. None for types that are not
+/// packed.
+pub(super) struct Packed {
+    pub bytes: Vec<u8>,
+    pub raw_len: u64,
+    pub stats: ChunkStats,
+}
+
+pub(super) fn pack(column: &ArrayRef) -> Option<Packed> {
+    let layout = layout(column.data_type())?;
+    let rows = column.len();
+    if rows as u64 > MAX_ROWS {
+        return None;
+    }
+    let keys = valid_keys(column, layout)?;
+    let nulls = column.nulls().filter(|n| n.null_count() > 0);
+    let validity_len = rows.div_ceil(8);
+    let mut out = Vec::with_capacity(HEADER_BYTES + validity_len + 32 + keys.len() * layout.width);
+    let shape = Shape::of(&keys);
+    let form = shape.as_ref().map_or(FRAME, |s| s.cheapest(&keys));
+    out.push(form);
+    out.push(if nulls.is_some() { HAS_NULLS } else { 0 });
+    out.extend_from_slice(&(rows as u32).to_le_bytes());
+    out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+    if let Some(nulls) = nulls {
+        let bits = nulls.inner().sliced();
+        let start = out.len();
+        out.extend_from_slice(bits.as_slice().get(..validity_len)?);
+        // Bits past the last row are zero, so equal pages are equal bytes.
+        if rows % 8 != 0 {
+            if let Some(last) = out.last_mut() {
+                *last &= (1u8 << (rows % 8)) - 1;
+            }
+        }
+        debug_assert_eq!(out.len() - start, validity_len);
+    }
+    match &shape {
+        None => write_frame(&mut out, &keys, 0, 0),
+        Some(shape) => match form {
+            DELTA => write_delta(&mut out, &keys, shape),
+            RUNS => write_runs(&mut out, &keys, shape),
+            _ => write_frame(&mut out, &keys, shape.min, shape.max - shape.min),
+        },
+    }
+    let stats = ChunkStats {
+        null_count: column.null_count() as u64,
+        min: shape.as_ref().map(|s| stat_value(s.min, layout)),
+        max: shape.as_ref().map(|s| stat_value(s.max, layout)),
+    };
+    let raw_len = (rows * layout.width + if nulls.is_some() { validity_len } else { 0 }) as u64;
+    Some(Packed { bytes: out, raw_len, stats })
+}
+
+/// A key as the statistic `compute_stats` keeps for the column's type.
+fn stat_value(key: u64, layout: Layout) -> StatValue {
+    if layout.signed {
+        StatValue::Int((key ^ SIGN) as i64)
+    } else {
+        StatValue::UInt(key)
+    }
+}
+
+/// The keys of a page's valid values, in row order.
+fn valid_keys(column: &ArrayRef, layout: Layout) -> Option<Vec<u64>> {
+    let data = column.to_data();
+    let len = data.len();
+    let nulls = column.nulls().filter(|n| n.null_count() > 0);
+    macro_rules! keys_of {
+        ($t:ty, $key:expr) => {{
+            let values: &[$t] = data.buffer::<$t>(0).get(..len)?;
+            let key = $key;
+            match nulls {
+                None => values.iter().map(|&v| key(v)).collect(),
+                Some(n) => n.valid_indices().map(|i| key(values[i])).collect(),
+            }
+        }};
+    }
+    Some(match (layout.width, layout.signed) {
+        (1, true) => keys_of!(i8, |v: i8| (i64::from(v) as u64) ^ SIGN),
+        (2, true) => keys_of!(i16, |v: i16| (i64::from(v) as u64) ^ SIGN),
+        (4, true) => keys_of!(i32, |v: i32| (i64::from(v) as u64) ^ SIGN),
+        (8, true) => keys_of!(i64, |v: i64| (v as u64) ^ SIGN),
+        (1, false) => keys_of!(u8, u64::from),
+        (2, false) => keys_of!(u16, u64::from),
+        (4, false) => keys_of!(u32, u64::from),
+        (8, false) => keys_of!(u64, |v: u64| v),
+        _ => return None,
+    })
+}
+
+/// What one pass over a page's keys tells of it.
+struct Shape {
+    min: u64,
+    max: u64,
+    /// Every key at least the one before.
+    sorted: bool,
+    /// Smallest and largest step between neighbours (meaningful when
+    /// sorted).
+    step_min: u64,
+    step_max: u64,
+    runs: usize,
+    longest_run: usize,
+}
+
+impl Shape {
+    /// None for a page without values. Branch-free per value: whether a
+    /// value starts a run is a coin toss in a page of session cookies.
+    fn of(keys: &[u64]) -> Option<Shape> {
+        let &first = keys.first()?;
+        let mut s = Shape { min: first, max: first, sorted: true, step_min: u64::MAX, step_max: 0, runs: 1, longest_run: 0 };
+        let mut run_start = 0;
+        for (i, pair) in keys.windows(2).enumerate() {
+            let (previous, key) = (pair[0], pair[1]);
+            s.min = s.min.min(key);
+            s.max = s.max.max(key);
+            s.sorted &= key >= previous;
+            let step = key.wrapping_sub(previous);
+            s.step_min = s.step_min.min(step);
+            s.step_max = s.step_max.max(step);
+            let starts_run = key != previous;
+            let at = i + 1;
+            s.longest_run = s.longest_run.max(if starts_run { at - run_start } else { 0 });
+            run_start = if starts_run { at } else { run_start };
+            s.runs += usize::from(starts_run);
+        }
+        s.longest_run = s.longest_run.max(keys.len() - run_start);
+        Some(s)
+    }
+
+    /// The form that takes the fewest bits, by the factors of the leading
+    /// values (a frame on ties, the simplest to read).
+    fn cheapest(&self, keys: &[u64]) -> u8 {
+        let n = keys.len() as u64;
+        let frame_factor = sampled_factor(keys.iter().map(|&k| k - self.min));
+        let frame_width = bits((self.max - self.min) / frame_factor);
+        let mut best = (n * frame_width, FRAME);
+        if self.sorted && keys.len() > 1 {
+            let factor = sampled_factor(keys.windows(2).map(|p| p[1] - p[0] - self.step_min));
+            let cost = (n - 1) * bits((self.step_max - self.step_min) / factor) + 64;
+            if cost < best.0 {
+                best = (cost, DELTA);
+            }
+        }
+        let run_cost = self.runs as u64 * (frame_width + bits(self.longest_run as u64 - 1)) + 32;
+        if run_cost < best.0 {
+            best = (run_cost, RUNS);
+        }
+        best.1
+    }
+}
+
+/// Bits needed to hold `x`.
+fn bits(x: u64) -> u64 {
+    u64::from(64 - x.leading_zeros())
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The common factor of the leading residuals (at least 1).
+fn sampled_factor(residuals: impl Iterator<Item = u64>) -> u64 {
+    residuals.take(FACTOR_SAMPLE).fold(0, gcd).max(1)
+}
+
+/// Exact division by a fixed factor with a multiply: a factor `2^s * m`
+/// (`m` odd) divides `x` exactly when the low `s` bits of `x` are zero and
+/// `(x >> s) * m⁻¹ mod 2^64` is at most `u64::MAX / m`, and that product
+/// is then the quotient (Hacker's Delight, 10-17).
+struct ExactDivider {
+    shift: u32,
+    inverse: u64,
+    limit: u64,
+}
+
+impl ExactDivider {
+    fn new(factor: u64) -> ExactDivider {
+        debug_assert!(factor >= 1);
+        let shift = factor.trailing_zeros();
+        let odd = factor >> shift;
+        // Newton's iteration doubles the correct low bits: 3, 6, ..., 96.
+        let mut inverse = odd;
+        for _ in 0..5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        debug_assert_eq!(odd.wrapping_mul(inverse), 1);
+        ExactDivider { shift, inverse, limit: u64::MAX / odd }
+    }
+
+    fn divide(&self, x: u64) -> Option<u64> {
+        if x & ((1u64 << self.shift) - 1) != 0 {
+            return None;
+        }
+        let quotient = (x >> self.shift).wrapping_mul(self.inverse);
+        (quotient <= self.limit).then_some(quotient)
+    }
+}
+
+/// The residuals divided by the factor of their leading values, packed at
+/// the width their largest (`most`) needs; with a factor of 1 when one of
+/// them is not a multiple. Appends factor, width and fields to `out`.
+fn write_scaled(out: &mut Vec<u8>, residuals: impl Iterator<Item = u64> + Clone, most: u64) {
+    let factor = sampled_factor(residuals.clone());
+    let start = out.len();
+    if factor > 1 {
+        let divider = ExactDivider::new(factor);
+        out.extend_from_slice(&factor.to_le_bytes());
+        let mut writer = BitWriter::new(out, bits(most / factor) as u32);
+        let mut all = true;
+        for r in residuals.clone() {
+            match divider.divide(r) {
+                Some(q) => writer.put(q),
+                None => {
+                    all = false;
+                    break;
+                }
+            }
+        }
+        writer.finish();
+        if all {
+            return;
+        }
+        out.truncate(start);
+    }
+    out.extend_from_slice(&1u64.to_le_bytes());
+    let mut writer = BitWriter::new(out, bits(most) as u32);
+    for r in residuals {
+        writer.put(r);
+    }
+    writer.finish();
+}
+
+fn write_frame(out: &mut Vec<u8>, keys: &[u64], min: u64, most: u64) {
+    out.extend_from_slice(&min.to_le_bytes());
+    write_scaled(out, keys.iter().map(move |&k| k - min), most);
+}
+
+fn write_delta(out: &mut Vec<u8>, keys: &[u64], shape: &Shape) {
+    out.extend_from_slice(&keys[0].to_le_bytes());
+    out.extend_from_slice(&shape.step_min.to_le_bytes());
+    let step_min = shape.step_min;
+    write_scaled(out, keys.windows(2).map(move |p| p[1] - p[0] - step_min), shape.step_max - shape.step_min);
+}
+
+fn write_runs(out: &mut Vec<u8>, keys: &[u64], shape: &Shape) {
+    // Each run's value and end, written whether or not a row starts a run
+    // (no branch per row): a row that continues its run rewrites them.
+    let mut values = vec![0u64; shape.runs];
+    let mut ends = vec![0usize; shape.runs];
+    let mut run = 0;
+    values[0] = keys[0];
+    for (i, pair) in keys.windows(2).enumerate() {
+        ends[run] = i + 1;
+        run += usize::from(pair[1] != pair[0]);
+        values[run] = pair[1];
+    }
+    ends[run] = keys.len();
+    debug_assert_eq!(run + 1, shape.runs);
+    out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    out.extend_from_slice(&shape.min.to_le_bytes());
+    let min = shape.min;
+    write_scaled(out, values.iter().map(move |&v| v - min), shape.max - shape.min);
+    let mut writer = BitWriter::new(out, bits(shape.longest_run as u64 - 1) as u32);
+    let mut start = 0;
+    for end in ends {
+        writer.put((end - start - 1) as u64);
+        start = end;
+    }
+    writer.finish();
+}
+
+/// Appends `width` (u8) and then fields of `width` bits, least
+/// significant bit first, the last byte padded with zeros.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    width: u32,
+    pending: u64,
+    pending_bits: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(out: &'a mut Vec<u8>, width: u32) -> BitWriter<'a> {
+        debug_assert!(width <= 64);
+        out.push(width as u8);
+        BitWriter { out, width, pending: 0, pending_bits: 0 }
+    }
+
+    #[inline]
+    fn put(&mut self, field: u64) {
+        debug_assert!(self.width == 64 || field >> self.width == 0, "field {field} wider than {}", self.width);
+        if self.width == 0 {
+            return;
+        }
+        self.pending |= field << self.pending_bits;
+        let total = self.pending_bits + self.width;
+        if total >= 64 {
+            self.out.extend_from_slice(&self.pending.to_le_bytes());
+            // The field's bits that did not fit (none when it ended the word).
+            self.pending = if self.pending_bits == 0 { 0 } else { field >> (64 - self.pending_bits) };
+            self.pending_bits = total - 64;
+        } else {
+            self.pending_bits = total;
+        }
+    }
+
+    /// Flush the last bits.
+    fn finish(self) {
+        let bytes = self.pending_bits.div_ceil(8) as usize;
+        self.out.extend_from_slice(&self.pending.to_le_bytes()[..bytes]);
+    }
+}
+
+/// Reads a packed page's bytes in order; every read is bounds-checked.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if n > self.bytes.len() {
+            return Err(format!("packed page ends inside its {what}"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4, what)?);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A factor, a width and `count` fields: each field times the factor.
+    fn scaled_fields(&mut self, count: usize, what: &str) -> Result<(u64, Vec<u64>), String> {
+        let factor = self.u64(what)?;
+        if factor == 0 {
+            return Err(format!("packed page has a zero factor in its {what}"));
+        }
+        let mut fields = self.fields(count, what)?;
+        for f in &mut fields {
+            *f = f.wrapping_mul(factor);
+        }
+        Ok((factor, fields))
+    }
+
+    /// A width and `count` fields of that many bits.
+    fn fields(&mut self, count: usize, what: &str) -> Result<Vec<u64>, String> {
+        let width = u32::from(self.u8(what)?);
+        if width > 64 {
+            return Err(format!("packed page has {width}-bit fields in its {what}"));
+        }
+        let len = (count as u64 * u64::from(width)).div_ceil(8) as usize;
+        let bytes = self.take(len, what)?;
+        Ok(read_fields(bytes, width, count))
+    }
+}
+
+/// `count` fields of `width` bits from `bytes` (exactly long enough).
+fn read_fields(bytes: &[u8], width: u32, count: usize) -> Vec<u64> {
+    if width == 0 {
+        return vec![0; count];
+    }
+    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
+    let mut out = Vec::with_capacity(count);
+    let mut bit = 0usize;
+    // A field starts in its first byte, so up to 56 bits fit in the 8
+    // bytes from there, and any width in 16; past the end the missing
+    // bytes read as zero.
+    if width <= 56 {
+        for _ in 0..count {
+            let (byte, shift) = (bit >> 3, bit & 7);
+            let word = match bytes.get(byte..byte + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                Some(word) => u64::from_le_bytes(word),
+                None => u64::from_le_bytes(padded(bytes, byte)),
+            };
+            out.push((word >> shift) & mask);
+            bit += width as usize;
+        }
+    } else {
+        for _ in 0..count {
+            let (byte, shift) = (bit >> 3, bit & 7);
+            let word = match bytes.get(byte..byte + 16).and_then(|s| <[u8; 16]>::try_from(s).ok()) {
+                Some(word) => u128::from_le_bytes(word),
+                None => u128::from_le_bytes(padded(bytes, byte)),
+            };
+            out.push(((word >> shift) as u64) & mask);
+            bit += width as usize;
+        }
+    }
+    out
+}
+
+/// The bytes of `bytes` from `at` (fewer than `N`), zero-padded to `N`.
+fn padded<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut word = [0u8; N];
+    let tail = bytes.get(at..).unwrap_or(&[]);
+    let n = tail.len().min(N);
+    word[..n].copy_from_slice(&tail[..n]);
+    word
+}
+
+/// The column a packed page holds: `rows` rows of type `want`.
+pub(super) fn unpack(bytes: &[u8], rows: u64, want: &DataType) -> Result<ArrayRef, String> {
+    let layout = layout(want).ok_or_else(|| format!("a packed page in a column of type {want}"))?;
+    if rows > MAX_ROWS {
+        return Err(format!("a packed page of {rows} rows"));
+    }
+    let rows = rows as usize;
+    let mut cursor = Cursor { bytes };
+    let form = cursor.u8("header")?;
+    let flags = cursor.u8("header")?;
+    let page_rows = cursor.u32("header")? as usize;
+    let count = cursor.u32("header")? as usize;
+    if page_rows != rows {
+        return Err(format!("packed page holds {page_rows} rows, its footer says {rows}"));
+    }
+    if flags & !HAS_NULLS != 0 {
+        return Err(format!("packed page has unknown flags {flags:#04x}"));
+    }
+    if count > rows || (flags & HAS_NULLS == 0 && count != rows) {
+        return Err(format!("packed page holds {count} values for {rows} rows"));
+    }
+    let validity = if flags & HAS_NULLS != 0 {
+        let bitmap = cursor.take(rows.div_ceil(8), "validity")?;
+        let valid = Buffer::from_slice_ref(bitmap).count_set_bits_offset(0, rows);
+        if valid != count {
+            return Err(format!("packed page's validity marks {valid} rows valid, not {count}"));
+        }
+        Some(bitmap)
+    } else {
+        None
+    };
+    let keys = match form {
+        FRAME => {
+            let base = cursor.u64("frame")?;
+            let (_, fields) = cursor.scaled_fields(count, "frame")?;
+            fields.into_iter().map(|f| base.wrapping_add(f)).collect()
+        }
+        DELTA => {
+            let first = cursor.u64("deltas")?;
+            let step_min = cursor.u64("deltas")?;
+            let (_, fields) = cursor.scaled_fields(count.saturating_sub(1), "deltas")?;
+            let mut keys = Vec::with_capacity(count);
+            if count > 0 {
+                keys.push(first);
+                let mut key = first;
+                for f in fields {
+                    key = key.wrapping_add(step_min).wrapping_add(f);
+                    keys.push(key);
+                }
+            }
+            keys
+        }
+        RUNS => {
+            let runs = cursor.u32("runs")? as usize;
+            if runs > count || (runs == 0) != (count == 0) {
+                return Err(format!("packed page has {runs} runs of {count} values"));
+            }
+            let base = cursor.u64("runs")?;
+            let (_, values) = cursor.scaled_fields(runs, "run values")?;
+            let lengths = cursor.fields(runs, "run lengths")?;
+            let mut keys = Vec::with_capacity(count);
+            for (value, extra) in values.into_iter().zip(lengths) {
+                let length = extra.saturating_add(1);
+                if length > (count - keys.len()) as u64 {
+                    return Err(format!("packed page's runs hold more than its {count} values"));
+                }
+                keys.extend(std::iter::repeat_n(base.wrapping_add(value), length as usize));
+            }
+            keys
+        }
+        other => return Err(format!("packed page has unknown form {other}")),
+    };
+    if keys.len() != count {
+        return Err(format!("packed page decodes to {} values, not {count}", keys.len()));
+    }
+    if !cursor.bytes.is_empty() {
+        return Err(format!("packed page has {} bytes past its values", cursor.bytes.len()));
+    }
+    let values = native_values(&keys, validity, rows, layout)?;
+    let data = ArrayData::try_new(want.clone(), rows, validity.map(Buffer::from_slice_ref), 0, vec![values], vec![])
+        .map_err(|e| format!("packed page: {e}"))?;
+    Ok(make_array(data))
+}
+
+/// The values buffer of `rows` rows: each key, in the column's native
+/// type, at its valid row (0 at NULL rows).
+fn native_values(keys: &[u64], validity: Option<&[u8]>, rows: usize, layout: Layout) -> Result<Buffer, String> {
+    macro_rules! place {
+        ($t:ty, $from:expr) => {{
+            let from = $from;
+            let mut out: Vec<$t> = vec![<$t>::default(); rows];
+            let out_of_range = |k: u64| format!("packed page holds {k:#x}, out of its column's range");
+            match validity {
+                None => {
+                    for (slot, &k) in out.iter_mut().zip(keys) {
+                        *slot = from(k).ok_or_else(|| out_of_range(k))?;
+                    }
+                }
+                Some(bitmap) => {
+                    let rows_valid = arrow::util::bit_iterator::BitIndexIterator::new(bitmap, 0, rows);
+                    for (row, &k) in rows_valid.zip(keys) {
+                        out[row] = from(k).ok_or_else(|| out_of_range(k))?;
+                    }
+                }
+            }
+            Buffer::from_vec(out)
+        }};
+    }
+    let signed = |k: u64| (k ^ SIGN) as i64;
+    Ok(match (layout.width, layout.signed) {
+        (1, true) => place!(i8, |k| i8::try_from(signed(k)).ok()),
+        (2, true) => place!(i16, |k| i16::try_from(signed(k)).ok()),
+        (4, true) => place!(i32, |k| i32::try_from(signed(k)).ok()),
+        (8, true) => place!(i64, |k| Some(signed(k))),
+        (1, false) => place!(u8, |k| u8::try_from(k).ok()),
+        (2, false) => place!(u16, |k| u16::try_from(k).ok()),
+        (4, false) => place!(u32, |k| u32::try_from(k).ok()),
+        (8, false) => place!(u64, Some),
+        _ => return Err(format!("no packed layout of {} bytes", layout.width)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int16Array, Int32Array, Int64Array, Int8Array, TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array, UInt8Array};
+    use std::sync::Arc;
+
+    fn form(column: &ArrayRef) -> u8 {
+        pack(column).expect("packs").bytes[0]
+    }
+
+    fn round_trip(column: &ArrayRef) -> Packed {
+        let packed = pack(column).expect("packs");
+        let back = unpack(&packed.bytes, column.len() as u64, column.data_type()).expect("unpacks");
+        assert_eq!(back.as_ref(), column.as_ref());
+        assert_eq!(packed.stats, super::super::page::compute_stats(column));
+        packed
+    }
+
+    #[test]
+    fn exact_division_finds_multiples_and_only_them() {
+        for factor in [1u64, 2, 3, 10, 1_000, 1_000_000_000, 3 << 40, u64::MAX] {
+            let d = ExactDivider::new(factor);
+            for q in [0u64, 1, 2, 7, 1 << 20, u64::MAX / factor].into_iter().filter(|&q| q <= u64::MAX / factor) {
+                let x = q * factor;
+                assert_eq!(d.divide(x), Some(q), "{x} / {factor}");
+                if factor > 1 && x < u64::MAX {
+                    assert_eq!(d.divide(x + 1), None, "{} / {factor}", x + 1);
+                }
+            }
+        }
+    }
+
+    /// Each form is chosen where it is the smallest, and reads back: node
+    /// ids (a frame), whole-second timestamps in order (deltas, the factor
+    /// of a second taken out), session runs (runs).
+    #[test]
+    fn each_form_where_it_is_smallest() {
+        let scattered = |i: u64| i.wrapping_mul(2_654_435_761) % 1_000_003;
+        let nodes: ArrayRef = Arc::new(UInt64Array::from_iter_values((0..8192).map(|i| 4_000_000 + scattered(i))));
+        let times: ArrayRef = Arc::new(TimestampNanosecondArray::from_iter_values(
+            (0..8192i64).map(|i| 1_730_421_364_000_000_000 + (i * 50 + (i * 7919) % 40) * 1_000_000_000),
+        ));
+        let sessions: ArrayRef = Arc::new((0..8192u64).map(|i| (i % 97 != 0).then(|| 9_000_000 + scattered(i / 4))).collect::<UInt64Array>());
+        for (column, expected, most_bytes) in [(nodes, FRAME, 8192 * 20 / 8), (times, DELTA, 8192 * 7 / 8), (sessions, RUNS, 2048 * 23 / 8 + 1024)] {
+            assert_eq!(form(&column), expected, "{column:?}");
+            let packed = round_trip(&column);
+            assert!(packed.bytes.len() <= most_bytes + 64, "{} bytes, expected at most {most_bytes}", packed.bytes.len());
+        }
+    }
+
+    #[test]
+    fn every_type_and_extreme_reads_back() {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int8Array::from(vec![Some(i8::MIN), None, Some(i8::MAX), Some(0)])),
+            Arc::new(Int16Array::from(vec![Some(i16::MIN), Some(i16::MAX), None])),
+            Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(-1), Some(i32::MAX)])),
+            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(i64::MAX), None, Some(0)])),
+            Arc::new(UInt8Array::from(vec![Some(0), Some(u8::MAX)])),
+            Arc::new(UInt16Array::from(vec![None, Some(u16::MAX)])),
+            Arc::new(UInt32Array::from(vec![Some(u32::MAX), Some(0), Some(u32::MAX)])),
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), Some(0), Some(u64::MAX - 1)])),
+            Arc::new(UInt64Array::from(vec![None, None, None])),
+            Arc::new(Int64Array::from(vec![Some(5); 100])),
+            Arc::new(arrow::array::Date32Array::from(vec![Some(19_000), None, Some(-3)])),
+        ];
+        for column in columns {
+            round_trip(&column);
+            // And as a slice, whose validity starts inside a byte.
+            if column.len() > 1 {
+                round_trip(&column.slice(1, column.len() - 1));
+            }
+        }
+    }
+
+    /// Damaged bytes are an error naming the problem, never a panic nor
+    /// values made up: cut short, a bad form or flag, lying counts.
+    #[test]
+    fn damaged_pages_are_errors() {
+        let column: ArrayRef = Arc::new((0..100u64).map(|i| (i % 9 != 0).then_some(i * 3 % 17)).collect::<UInt64Array>());
+        let good = pack(&column).expect("packs").bytes;
+        let ty = DataType::UInt64;
+        for cut in 0..good.len() {
+            assert!(unpack(&good[..cut], 100, &ty).is_err(), "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(unpack(&longer, 100, &ty).expect_err("trailing").contains("past its values"));
+        let mut bad = good.clone();
+        bad[0] = 9;
+        assert!(unpack(&bad, 100, &ty).expect_err("form").contains("unknown form"));
+        let mut bad = good.clone();
+        bad[1] = 0x80 | HAS_NULLS;
+        assert!(unpack(&bad, 100, &ty).expect_err("flags").contains("flags"));
+        let mut bad = good.clone();
+        bad[6] = bad[6].wrapping_add(1);
+        assert!(unpack(&bad, 100, &ty).expect_err("count").contains("validity marks"));
+        assert!(unpack(&good, 101, &ty).expect_err("rows").contains("footer says 101"));
+        assert!(unpack(&good, 100, &DataType::Utf8).expect_err("type").contains("Utf8"));
+        // A value too wide for a narrower column is reported.
+        let wide: ArrayRef = Arc::new(UInt64Array::from(vec![1u64 << 40, 3]));
+        let bytes = pack(&wide).expect("packs").bytes;
+        assert!(unpack(&bytes, 2, &DataType::UInt32).expect_err("range").contains("out of its column's range"));
+    }
+
+    proptest::proptest! {
+        /// Any page of any packed type reads back exactly, with the
+        /// statistics `compute_stats` gives, whatever its shape: scattered
+        /// values, runs, sorted steps, a common factor, NULLs.
+        #[test]
+        fn any_page_reads_back(
+            raw in proptest::collection::vec(proptest::option::weighted(0.9, proptest::num::i64::ANY), 0..400),
+            shape in 0u8..4,
+            factor in proptest::sample::select(vec![1i64, 2, 1000, 1_000_000_000, 7]),
+            shift in 0u32..63,
+        ) {
+            let mut values: Vec<Option<i64>> = raw.iter().map(|v| v.map(|v| (v >> shift).wrapping_mul(factor))).collect();
+            match shape {
+                1 => values.sort(),
+                2 => { let mut acc = 0i64; for v in values.iter_mut() { if let Some(x) = v { acc = acc.wrapping_add(*x & 0xff); *x = acc; } } }
+                3 => { for i in 1..values.len() { if i % 5 != 0 { values[i] = values[i - 1]; } } }
+                _ => {}
+            }
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(values.iter().copied().collect::<Int64Array>()),
+                Arc::new(values.iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>()),
+                Arc::new(values.iter().map(|v| v.map(|v| v as i32)).collect::<Int32Array>()),
+                Arc::new(values.iter().map(|v| v.map(|v| v as u32)).collect::<UInt32Array>()),
+                Arc::new(values.iter().map(|v| v.map(|v| v as i16)).collect::<Int16Array>()),
+                Arc::new(values.iter().map(|v| v.map(|v| v as u8)).collect::<UInt8Array>()),
+                Arc::new(values.iter().copied().collect::<TimestampNanosecondArray>()),
+            ];
+            for column in columns {
+                let packed = pack(&column).expect("packs");
+                let back = unpack(&packed.bytes, column.len() as u64, column.data_type()).expect("unpacks");
+                proptest::prop_assert_eq!(back.as_ref(), column.as_ref());
+                proptest::prop_assert_eq!(&packed.stats, &super::super::page::compute_stats(&column));
+                let layout = layout(column.data_type()).expect("layout");
+                // Never more than the values themselves, a bitmap and the header.
+                proptest::prop_assert!(packed.bytes.len() <= column.len() * layout.width + column.len().div_ceil(8) + 64);
+            }
+        }
+
+        /// Arbitrary bytes never panic the reader.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), rows in 0u64..100) {
+            let _ = unpack(&bytes, rows, &DataType::Int64);
+            let _ = unpack(&bytes, rows, &DataType::UInt16);
+        }
+    }
+}
