@@ -33,7 +33,7 @@ use crate::{RowId, ROW_ID_COLUMN};
 mod packed;
 mod page;
 pub use page::same_view_value;
-use page::{decode_sequence, decompress, encode_page, merge_stats, widened};
+use page::{decode_dictionary_page, decode_sequence, decompress, encode_page, merge_stats, widened};
 
 const MAGIC: &[u8; 8] = b"TESSEG01";
 const TRAILER_MAGIC: &[u8; 4] = b"TSG1";
@@ -115,6 +115,9 @@ pub(crate) enum PageEncoding {
     /// An integer, date, time or timestamp page as bit fields
     /// (`packed.rs`), whatever its chunk's compression.
     Packed,
+    /// A string page as a dictionary: its keys packed, its distinct
+    /// values an IPC stream compressed as its chunk says (`page.rs`).
+    Dictionary,
 }
 
 impl PageEncoding {
@@ -648,16 +651,22 @@ impl SegmentReader {
                 StorageError::corruption(&self.path, at.offset, format!("page of column '{name}': {detail}"))
             });
         }
-        let decoded = match compression {
-            COMPRESSION_NONE => decode_batch(bytes),
-            COMPRESSION_ZSTD => decompress(bytes, at.raw_len).and_then(|raw| decode_batch(&raw)),
-            other => Err(format!("unknown compression code {other}")),
+        let compressed = match compression {
+            COMPRESSION_NONE => false,
+            COMPRESSION_ZSTD => true,
+            other => return Err(StorageError::corruption(&self.path, at.offset, format!("unknown compression code {other}"))),
         };
-        let batch = decoded.map_err(|detail| StorageError::corruption(&self.path, at.offset, detail))?;
-        if batch.num_columns() != 1 || batch.num_rows() as u64 != at.rows {
+        let decoded = if at.encoding == PageEncoding::Dictionary {
+            decode_dictionary_page(bytes, at.rows, compressed)
+        } else if compressed {
+            decompress(bytes, at.raw_len).and_then(|raw| decode_batch(&raw)).and_then(single_column)
+        } else {
+            decode_batch(bytes).and_then(single_column)
+        };
+        let array = &decoded.map_err(|detail| StorageError::corruption(&self.path, at.offset, detail))?;
+        if array.len() as u64 != at.rows {
             return Err(StorageError::corruption(&self.path, at.offset, "page holds the wrong number of rows"));
         }
-        let array = batch.column(0);
         if array.data_type() == want {
             return Ok(array.clone());
         }
@@ -685,6 +694,14 @@ impl SegmentReader {
             }
         }
         Ok(())
+    }
+}
+
+/// The only column of a page's IPC batch.
+fn single_column(batch: RecordBatch) -> std::result::Result<ArrayRef, String> {
+    match batch.columns() {
+        [column] => Ok(column.clone()),
+        columns => Err(format!("page holds {} columns", columns.len())),
     }
 }
 
@@ -1142,11 +1159,50 @@ mod tests {
                 assert_eq!(dictionary.values().len(), distinct.len(), "each distinct value once");
             }
             let reader = one_column(dir.path(), column.clone(), 1024);
+            let encodings: Vec<PageEncoding> = reader.row_groups()[0].chunks[1].pages.iter().map(|p| p.encoding).collect();
+            let expected = if key.is_some() { PageEncoding::Dictionary } else { PageEncoding::Ipc };
+            assert!(encodings.iter().all(|e| *e == expected), "{encodings:?}");
             assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
             let page = reader.read_page(0, 3, 1).expect("page");
             assert_eq!(page.as_ref(), column.slice(3072, 1024).as_ref());
             assert_eq!(reader.row_groups()[0].page_stats(3, 1), Some(&compute_stats(&column.slice(3072, 1024))));
         }
+    }
+
+    /// A damaged dictionary page is an error naming the problem, never a
+    /// panic: cut anywhere, or with keys past its values.
+    #[test]
+    fn damaged_dictionary_pages_are_errors() {
+        use arrow::array::{StringViewArray, UInt8Array};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let column: ArrayRef = Arc::new((0..1000).map(|i| (i % 7 != 0).then(|| format!("category {}", i % 9))).collect::<StringViewArray>());
+        let reader = one_column(dir.path(), column, 1000);
+        let at = reader.row_groups()[0].page_location(0, 1).expect("page");
+        assert_eq!(at.encoding, PageEncoding::Dictionary);
+        let bytes = &reader.mmap[at.offset as usize..(at.offset + at.len) as usize];
+        assert!(decode_dictionary_page(bytes, 1000, true).is_ok());
+        for cut in 0..bytes.len() {
+            assert!(decode_dictionary_page(&bytes[..cut], 1000, true).is_err(), "cut at {cut}");
+        }
+        assert!(decode_dictionary_page(bytes, 1001, true).is_err(), "rows");
+        // Keys 0 and 5 over two values, written by hand.
+        let keys: ArrayRef = Arc::new(UInt8Array::from(vec![0u8, 5]));
+        let keys = super::packed::pack(&keys).expect("packs").bytes;
+        let values = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("values", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["a", "b"]))],
+        )
+        .expect("batch");
+        let values = crate::codec::encode_batch(&values).expect("ipc");
+        let mut page = vec![1u8];
+        page.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        page.extend_from_slice(&keys);
+        page.extend_from_slice(&(values.len() as u32).to_le_bytes());
+        page.extend_from_slice(&values);
+        let err = decode_dictionary_page(&page, 2, false).expect_err("key past the values");
+        assert!(err.contains("dictionary page"), "{err}");
+        page[0] = 7;
+        assert!(decode_dictionary_page(&page, 2, false).expect_err("code").contains("key width code 7"));
     }
 
     /// A sequence page that claims bytes, or sits in a column that is not a
