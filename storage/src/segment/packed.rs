@@ -434,64 +434,62 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// A factor, a width and `count` fields: each field times the factor.
-    fn scaled_fields(&mut self, count: usize, what: &str) -> Result<(u64, Vec<u64>), String> {
-        let factor = self.u64(what)?;
-        if factor == 0 {
-            return Err(format!("packed page has a zero factor in its {what}"));
+    /// A factor (at least 1).
+    fn factor(&mut self, what: &str) -> Result<u64, String> {
+        match self.u64(what)? {
+            0 => Err(format!("packed page has a zero factor in its {what}")),
+            factor => Ok(factor),
         }
-        let mut fields = self.fields(count, what)?;
-        for f in &mut fields {
-            *f = f.wrapping_mul(factor);
-        }
-        Ok((factor, fields))
     }
 
-    /// A width and `count` fields of that many bits.
-    fn fields(&mut self, count: usize, what: &str) -> Result<Vec<u64>, String> {
+    /// A width and `count` fields of that many bits, appended to `out`
+    /// through `map`.
+    fn fields_into(&mut self, count: usize, what: &str, out: &mut Vec<u64>, map: impl Fn(u64) -> u64) -> Result<(), String> {
         let width = u32::from(self.u8(what)?);
         if width > 64 {
             return Err(format!("packed page has {width}-bit fields in its {what}"));
         }
         let len = (count as u64 * u64::from(width)).div_ceil(8) as usize;
         let bytes = self.take(len, what)?;
-        Ok(read_fields(bytes, width, count))
+        read_fields(bytes, width, count, out, map);
+        Ok(())
     }
 }
 
-/// `count` fields of `width` bits from `bytes` (exactly long enough).
-fn read_fields(bytes: &[u8], width: u32, count: usize) -> Vec<u64> {
+/// Append `count` fields of `width` bits from `bytes` (exactly long
+/// enough) to `out`, each through `map`.
+#[inline]
+fn read_fields(bytes: &[u8], width: u32, count: usize, out: &mut Vec<u64>, map: impl Fn(u64) -> u64) {
     if width == 0 {
-        return vec![0; count];
+        out.extend(std::iter::repeat_n(map(0), count));
+        return;
     }
+    let w = width as usize;
     let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-    let mut out = Vec::with_capacity(count);
-    let mut bit = 0usize;
-    // A field starts in its first byte, so up to 56 bits fit in the 8
-    // bytes from there, and any width in 16; past the end the missing
-    // bytes read as zero.
+    // A field starts in its first byte, so up to 56 bits lie in the 8
+    // bytes from there, and any width in 16. The fields whose bytes lie
+    // inside `bytes` are read without a check; the last few through a
+    // zero-padded copy.
+    let span = if width <= 56 { 8 } else { 16 };
+    let inside = if bytes.len() >= span { (((bytes.len() - span) * 8 + 7) / w + 1).min(count) } else { 0 };
     if width <= 56 {
-        for _ in 0..count {
-            let (byte, shift) = (bit >> 3, bit & 7);
-            let word = match bytes.get(byte..byte + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                Some(word) => u64::from_le_bytes(word),
-                None => u64::from_le_bytes(padded(bytes, byte)),
-            };
-            out.push((word >> shift) & mask);
-            bit += width as usize;
-        }
+        out.extend((0..inside).map(|i| {
+            let bit = i * w;
+            let word: [u8; 8] = bytes[bit >> 3..(bit >> 3) + 8].try_into().unwrap_or([0; 8]);
+            map((u64::from_le_bytes(word) >> (bit & 7)) & mask)
+        }));
     } else {
-        for _ in 0..count {
-            let (byte, shift) = (bit >> 3, bit & 7);
-            let word = match bytes.get(byte..byte + 16).and_then(|s| <[u8; 16]>::try_from(s).ok()) {
-                Some(word) => u128::from_le_bytes(word),
-                None => u128::from_le_bytes(padded(bytes, byte)),
-            };
-            out.push(((word >> shift) as u64) & mask);
-            bit += width as usize;
-        }
+        out.extend((0..inside).map(|i| {
+            let bit = i * w;
+            let word: [u8; 16] = bytes[bit >> 3..(bit >> 3) + 16].try_into().unwrap_or([0; 16]);
+            map(((u128::from_le_bytes(word) >> (bit & 7)) as u64) & mask)
+        }));
     }
-    out
+    out.extend((inside..count).map(|i| {
+        let bit = i * w;
+        let word = u128::from_le_bytes(padded(bytes, bit >> 3));
+        map(((word >> (bit & 7)) as u64) & mask)
+    }));
 }
 
 /// The bytes of `bytes` from `at` (fewer than `N`), zero-padded to `N`.
@@ -534,26 +532,29 @@ pub(super) fn unpack(bytes: &[u8], rows: u64, want: &DataType) -> Result<ArrayRe
     } else {
         None
     };
-    let keys = match form {
+    let mut keys = Vec::with_capacity(count);
+    match form {
         FRAME => {
             let base = cursor.u64("frame")?;
-            let (_, fields) = cursor.scaled_fields(count, "frame")?;
-            fields.into_iter().map(|f| base.wrapping_add(f)).collect()
+            let factor = cursor.factor("frame")?;
+            cursor.fields_into(count, "frame", &mut keys, |f| base.wrapping_add(f.wrapping_mul(factor)))?;
         }
         DELTA => {
             let first = cursor.u64("deltas")?;
             let step_min = cursor.u64("deltas")?;
-            let (_, fields) = cursor.scaled_fields(count.saturating_sub(1), "deltas")?;
-            let mut keys = Vec::with_capacity(count);
+            let factor = cursor.factor("deltas")?;
             if count > 0 {
                 keys.push(first);
+                cursor.fields_into(count - 1, "deltas", &mut keys, |f| step_min.wrapping_add(f.wrapping_mul(factor)))?;
+                // Steps to keys, in place.
                 let mut key = first;
-                for f in fields {
-                    key = key.wrapping_add(step_min).wrapping_add(f);
-                    keys.push(key);
+                for step in &mut keys[1..] {
+                    key = key.wrapping_add(*step);
+                    *step = key;
                 }
+            } else {
+                cursor.fields_into(0, "deltas", &mut keys, |f| f)?;
             }
-            keys
         }
         RUNS => {
             let runs = cursor.u32("runs")? as usize;
@@ -561,27 +562,28 @@ pub(super) fn unpack(bytes: &[u8], rows: u64, want: &DataType) -> Result<ArrayRe
                 return Err(format!("packed page has {runs} runs of {count} values"));
             }
             let base = cursor.u64("runs")?;
-            let (_, values) = cursor.scaled_fields(runs, "run values")?;
-            let lengths = cursor.fields(runs, "run lengths")?;
-            let mut keys = Vec::with_capacity(count);
+            let factor = cursor.factor("run values")?;
+            let mut values = Vec::with_capacity(runs);
+            cursor.fields_into(runs, "run values", &mut values, |f| base.wrapping_add(f.wrapping_mul(factor)))?;
+            let mut lengths = Vec::with_capacity(runs);
+            cursor.fields_into(runs, "run lengths", &mut lengths, |f| f)?;
             for (value, extra) in values.into_iter().zip(lengths) {
                 let length = extra.saturating_add(1);
                 if length > (count - keys.len()) as u64 {
                     return Err(format!("packed page's runs hold more than its {count} values"));
                 }
-                keys.extend(std::iter::repeat_n(base.wrapping_add(value), length as usize));
+                keys.extend(std::iter::repeat_n(value, length as usize));
             }
-            keys
         }
         other => return Err(format!("packed page has unknown form {other}")),
-    };
+    }
     if keys.len() != count {
         return Err(format!("packed page decodes to {} values, not {count}", keys.len()));
     }
     if !cursor.bytes.is_empty() {
         return Err(format!("packed page has {} bytes past its values", cursor.bytes.len()));
     }
-    let values = native_values(&keys, validity, rows, layout)?;
+    let values = native_values(keys, validity, rows, layout)?;
     let data = ArrayData::try_new(want.clone(), rows, validity.map(Buffer::from_slice_ref), 0, vec![values], vec![])
         .map_err(|e| format!("packed page: {e}"))?;
     Ok(make_array(data))
@@ -589,7 +591,16 @@ pub(super) fn unpack(bytes: &[u8], rows: u64, want: &DataType) -> Result<ArrayRe
 
 /// The values buffer of `rows` rows: each key, in the column's native
 /// type, at its valid row (0 at NULL rows).
-fn native_values(keys: &[u64], validity: Option<&[u8]>, rows: usize, layout: Layout) -> Result<Buffer, String> {
+fn native_values(mut keys: Vec<u64>, validity: Option<&[u8]>, rows: usize, layout: Layout) -> Result<Buffer, String> {
+    // A 64-bit page without NULLs is its keys (a signed value's bits are
+    // its key with the top bit flipped back), in the same allocation.
+    if layout.width == 8 && validity.is_none() && keys.len() == rows {
+        if layout.signed {
+            keys.iter_mut().for_each(|k| *k ^= SIGN);
+        }
+        return Ok(Buffer::from_vec(keys));
+    }
+    let keys = keys.as_slice();
     macro_rules! place {
         ($t:ty, $from:expr) => {{
             let from = $from;
@@ -776,6 +787,9 @@ mod tests {
     }
 }
 
+/// The speed of packing and unpacking pages of each shape; a measurement,
+/// not a check: `cargo test --release -p tessera-storage --lib pack_speed
+/// -- --ignored --nocapture`.
 #[cfg(test)]
 mod speed {
     use super::*;
@@ -783,7 +797,7 @@ mod speed {
     use std::sync::Arc;
 
     #[test]
-    #[ignore]
+    #[ignore = "a measurement: run it in release with --ignored --nocapture"]
     fn pack_speed() {
         let scattered = |i: u64| i.wrapping_mul(2_654_435_761) % 1_000_003;
         let cases: Vec<(&str, ArrayRef)> = vec![
