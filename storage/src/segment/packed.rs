@@ -58,14 +58,14 @@ fn layout(t: &DataType) -> Option<Layout> {
 }
 
 /// A packed page: its bytes, its decoded size (values and validity, as
-/// Arrow holds them) and its statistics. None for types that are not
-/// packed.
+/// Arrow holds them) and its statistics.
 pub(super) struct Packed {
     pub bytes: Vec<u8>,
     pub raw_len: u64,
     pub stats: ChunkStats,
 }
 
+/// A page packed; None for types that are not packed.
 pub(super) fn pack(column: &ArrayRef) -> Option<Packed> {
     let layout = layout(column.data_type())?;
     let rows = column.len();
@@ -108,6 +108,11 @@ pub(super) fn pack(column: &ArrayRef) -> Option<Packed> {
         max: shape.as_ref().map(|s| stat_value(s.max, layout)),
     };
     let raw_len = (rows * layout.width + if nulls.is_some() { validity_len } else { 0 }) as u64;
+    // The pair of the reader's checks: what was written reads back.
+    debug_assert!(
+        unpack(&out, rows as u64, column.data_type()).is_ok_and(|back| back.as_ref() == column.as_ref()),
+        "a packed page does not read back"
+    );
     Some(Packed { bytes: out, raw_len, stats })
 }
 

@@ -76,6 +76,11 @@ fn dictionary_page(format: SegmentFormat, path: &Path, stored: &ArrayRef) -> Res
     out.extend_from_slice(&keys.bytes);
     out.extend_from_slice(&values_len.to_le_bytes());
     out.extend_from_slice(&values_bytes);
+    // The pair of the reader's checks: what was written reads back.
+    debug_assert!(
+        decode_dictionary_page(&out, stored.len() as u64, format.zstd_level != 0).is_ok_and(|back| back.as_ref() == stored.as_ref()),
+        "a dictionary page does not read back"
+    );
     Ok(Some((out, keys.raw_len + values_raw_len)))
 }
 
