@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the building blocks the peer comparisons rest on:
-//! identifier normalizers, the identity graph's union-find, and the
-//! bitmap operations behind `in_segment`. Run with
+//! identifier normalizers, the identity graph's union-find, the bitmap
+//! operations behind `in_segment`, and packed pages. Run with
 //! `cargo bench -p tessera-benches --bench micro` (or `benches/run.sh`,
 //! which also writes the figures into BENCHMARKS.md).
 
@@ -10,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use roaring::RoaringTreemap;
 use tessera::internals::{key_of, Graph, NodeId, Rules, TypeRules};
 use tessera::internals::Normalizer;
+use tessera::internals::{pack_page, unpack_page};
 
 #[path = "../src/rng.rs"]
 mod rng;
@@ -154,5 +155,44 @@ fn bitmaps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(micro, normalizers, union_find, bitmaps);
+/// Rows of a page, as segments write them.
+const PAGE_ROWS: usize = 8192;
+
+/// Pages of the shapes a load writes: node ids (a frame of reference),
+/// a session's cookie node over a few rows (runs), a sparse identifier's
+/// node column (mostly NULL), event times in whole seconds in order
+/// (deltas with a factor), and dictionary keys of repeated strings.
+fn page_shapes() -> Vec<(&'static str, arrow::array::ArrayRef)> {
+    use arrow::array::{TimestampNanosecondArray, UInt16Array, UInt64Array};
+    use std::sync::Arc;
+    let scattered = |i: u64| i.wrapping_mul(2_654_435_761) % 1_000_003;
+    let rows = 0..PAGE_ROWS as u64;
+    vec![
+        ("nodes", Arc::new(UInt64Array::from_iter_values(rows.clone().map(|i| 4_000_000 + scattered(i))))),
+        ("sessions", Arc::new(UInt64Array::from_iter_values(rows.clone().map(|i| 9_000_000 + scattered(i / 4))))),
+        ("sparse", Arc::new(rows.clone().map(|i| (i % 9 == 0).then(|| scattered(i))).collect::<UInt64Array>())),
+        (
+            "times",
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.clone().map(|i| 1_730_421_364_000_000_000 + (i as i64 * 50 + (i as i64 * 7919) % 40) * 1_000_000_000),
+            )),
+        ),
+        ("keys", Arc::new(UInt16Array::from_iter_values(rows.map(|i| (scattered(i / 3) % 2000) as u16)))),
+    ]
+}
+
+fn packed_pages(c: &mut Criterion) {
+    let mut group = c.benchmark_group("packed_pages");
+    group.throughput(Throughput::Elements(PAGE_ROWS as u64));
+    for (name, page) in page_shapes() {
+        group.bench_function(format!("pack_{name}"), |b| b.iter(|| pack_page(black_box(&page)).map(|bytes| bytes.len())));
+        let Some(bytes) = pack_page(&page) else { continue };
+        group.bench_function(format!("unpack_{name}"), |b| {
+            b.iter(|| unpack_page(black_box(&bytes), PAGE_ROWS as u64, page.data_type()).map(|column| column.len()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(micro, normalizers, union_find, bitmaps, packed_pages);
 criterion_main!(micro);

@@ -36,6 +36,7 @@ pub use tessera_storage::StoreOptions;
 pub mod internals {
     pub use crate::identity::graph::{Graph, NodeId, ProfileEvent, Rules, TypeRules};
     pub use crate::identity::normalize::{key_of, Normalized, Normalizer};
+    pub use tessera_storage::internals::{pack_page, unpack_page};
 }
 
 /// Re-exported so users build batches with the same Arrow version.

@@ -28,6 +28,8 @@ pub use dictionary::{DictionaryEntry, DICTIONARY_FILE};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnDef, TableMeta};
 pub use segment::{same_view_value, ChunkStats, RowGroupMeta, SegmentReader, StatValue};
+#[doc(hidden)]
+pub use segment::internals;
 pub use snapshot::{ScanUnit, Snapshot, TableSnapshot};
 pub use store::{CommitInfo, PendingCommit, Store, StoreOptions, WriteTxn};
 

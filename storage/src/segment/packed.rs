@@ -34,13 +34,14 @@ const FACTOR_SAMPLE: usize = 64;
 const MAX_ROWS: u64 = u32::MAX as u64;
 
 /// How a column type's values are stored: bytes per value and whether
-/// they are signed. None for types that are not packed.
+/// they are signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Layout {
     width: usize,
     signed: bool,
 }
 
+/// The layout of a packed type; None for types that are not packed.
 fn layout(t: &DataType) -> Option<Layout> {
     use DataType::*;
     let (width, signed) = match t {
@@ -788,44 +789,6 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), rows in 0u64..100) {
             let _ = unpack(&bytes, rows, &DataType::Int64);
             let _ = unpack(&bytes, rows, &DataType::UInt16);
-        }
-    }
-}
-
-/// The speed of packing and unpacking pages of each shape; a measurement,
-/// not a check: `cargo test --release -p tessera-storage --lib pack_speed
-/// -- --ignored --nocapture`.
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use arrow::array::{TimestampNanosecondArray, UInt16Array, UInt64Array};
-    use std::sync::Arc;
-
-    #[test]
-    #[ignore = "a measurement: run it in release with --ignored --nocapture"]
-    fn pack_speed() {
-        let scattered = |i: u64| i.wrapping_mul(2_654_435_761) % 1_000_003;
-        let cases: Vec<(&str, ArrayRef)> = vec![
-            ("nodes", Arc::new(UInt64Array::from_iter_values((0..8192).map(|i| 4_000_000 + scattered(i))))),
-            ("sessions", Arc::new((0..8192u64).map(|i| Some(9_000_000 + scattered(i / 4))).collect::<UInt64Array>())),
-            ("sparse", Arc::new((0..8192u64).map(|i| (i % 9 == 0).then(|| scattered(i))).collect::<UInt64Array>())),
-            ("times", Arc::new(TimestampNanosecondArray::from_iter_values((0..8192i64).map(|i| 1_730_421_364_000_000_000 + (i * 50 + (i * 7919) % 40) * 1_000_000_000)))),
-            ("keys", Arc::new(UInt16Array::from_iter_values((0..8192u64).map(|i| (scattered(i / 3) % 2000) as u16)))),
-        ];
-        for (name, column) in cases {
-            let start = std::time::Instant::now();
-            let mut bytes = 0;
-            for _ in 0..2000 {
-                bytes += pack(&column).expect("packs").bytes.len();
-            }
-            let packed = pack(&column).expect("packs");
-            let t = start.elapsed().as_secs_f64() / 2000.0 / 8192.0 * 1e9;
-            let start = std::time::Instant::now();
-            for _ in 0..2000 {
-                let _ = unpack(&packed.bytes, 8192, column.data_type()).expect("unpacks");
-            }
-            let u = start.elapsed().as_secs_f64() / 2000.0 / 8192.0 * 1e9;
-            println!("{name:10} pack {t:5.2} ns/value unpack {u:5.2} ns/value, {} bytes", bytes / 2000);
         }
     }
 }

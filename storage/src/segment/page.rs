@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, MAX_INLINE_VIEW_LEN};
 use arrow::compute::kernels::aggregate;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt16Type, UInt64Type, UInt8Type};
 
 use super::{ChunkStats, PageEncoding, PageMeta, SegmentFormat, StatValue, MAX_STAT_STRING_BYTES};
 use crate::codec::encode_batch;
@@ -35,11 +35,16 @@ pub(super) fn encode_page(format: SegmentFormat, path: &Path, field: &Field, col
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
     let raw = encode_batch(&batch)?;
     let raw_len = raw.len() as u64;
+    Ok((compressed(format, path, raw)?, raw_len, stats, PageEncoding::Ipc))
+}
+
+/// An IPC stream as its chunk stores it: zstd-compressed at the format's
+/// level, or as is at level 0.
+fn compressed(format: SegmentFormat, path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if format.zstd_level == 0 {
-        return Ok((raw, raw_len, stats, PageEncoding::Ipc));
+        return Ok(raw);
     }
-    let compressed = compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))?;
-    Ok((compressed, raw_len, stats, PageEncoding::Ipc))
+    compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))
 }
 
 /// Key widths of a dictionary page, as its first byte says.
@@ -68,7 +73,7 @@ fn dictionary_page(format: SegmentFormat, path: &Path, stored: &ArrayRef) -> Res
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("values", DataType::Utf8, false)])), vec![values])?;
     let raw = encode_batch(&batch)?;
     let values_raw_len = raw.len() as u64;
-    let values_bytes = if format.zstd_level == 0 { raw } else { compress(&raw, format.zstd_level).map_err(|e| StorageError::io(path, e))? };
+    let values_bytes = compressed(format, path, raw)?;
     let (Ok(keys_len), Ok(values_len)) = (u32::try_from(keys.bytes.len()), u32::try_from(values_raw_len)) else { return Ok(None) };
     let mut out = Vec::with_capacity(9 + keys.bytes.len() + values_bytes.len());
     out.push(code);
@@ -495,16 +500,19 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
             let (min, max) = bounds(values, column.nulls()).unzip();
             Some((min.map(StatValue::Int), max.map(StatValue::Int)))
         }
-        // Unsigned integers of every width are read in place (node ids,
-        // link masks): a cast would copy the page first.
-        UInt64 => Some(unsigned_bounds::<UInt64Type>(column)),
-        UInt32 => Some(unsigned_bounds::<UInt32Type>(column)),
-        UInt16 => Some(unsigned_bounds::<UInt16Type>(column)),
-        UInt8 => Some(unsigned_bounds::<UInt8Type>(column)),
+        UInt64 => {
+            let (min, max) = bounds(column.as_primitive::<UInt64Type>().values(), column.nulls()).unzip();
+            Some((min.map(StatValue::UInt), max.map(StatValue::UInt)))
+        }
         Int8 | Int16 | Int32 | Date32 | Time32(_) => {
             let c = arrow::compute::cast(column, &Int64).ok()?;
             let c = c.as_primitive::<Int64Type>();
             Some((aggregate::min(c).map(StatValue::Int), aggregate::max(c).map(StatValue::Int)))
+        }
+        UInt8 | UInt16 | UInt32 => {
+            let c = arrow::compute::cast(column, &UInt64).ok()?;
+            let c = c.as_primitive::<UInt64Type>();
+            Some((aggregate::min(c).map(StatValue::UInt), aggregate::max(c).map(StatValue::UInt)))
         }
         Float32 | Float64 => {
             let c = arrow::compute::cast(column, &Float64).ok()?;
@@ -541,48 +549,14 @@ pub(super) fn min_max(column: &ArrayRef) -> Option<MinMax> {
     }
 }
 
-/// Integers a page keeps bounds of, with the values every other value
-/// beats as a minimum and as a maximum.
-trait Bounded: Copy + PartialOrd {
-    const HIGHEST: Self;
-    const LOWEST: Self;
-}
-
-macro_rules! bounded {
-    ($($t:ty),*) => {
-        $(impl Bounded for $t {
-            const HIGHEST: $t = <$t>::MAX;
-            const LOWEST: $t = <$t>::MIN;
-        })*
-    };
-}
-
-bounded!(i64, u64, u32, u16, u8);
-
-/// The bounds of an unsigned integer page of any width.
-fn unsigned_bounds<P: arrow::datatypes::ArrowPrimitiveType>(column: &ArrayRef) -> MinMax
-where
-    P::Native: Bounded + Into<u64>,
-{
-    let (min, max) = bounds(column.as_primitive::<P>().values(), column.nulls()).unzip();
-    (min.map(|v| StatValue::UInt(v.into())), max.map(|v| StatValue::UInt(v.into())))
-}
-
-/// Valid rows in a word of 64 at or below which the word's valid values
-/// are visited one by one; above it, all 64 are folded with the invalid
-/// ones masked out (no branch per row).
-const SPARSE_WORD_ROWS: u32 = 8;
-
 /// The smallest and largest non-NULL value of a slice (`nulls` its
 /// validity), in one pass; None when every value is NULL. With NULLs the
 /// validity is read 64 rows at a time: a word of valid rows folds its
-/// slice like a page without NULLs, an empty one is skipped, a sparse one
-/// visits its valid rows, and the others fold every row with the NULL
-/// ones masked out (hidden node columns of sparse identifiers are mostly
-/// NULL, those of common ones mostly not; a row-by-row walk of the valid
-/// indices made their statistics cost as much as a sixth of their
-/// compression).
-fn bounds<T: Bounded>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
+/// slice like a page without NULLs, an empty one is skipped, and only the
+/// others go bit by bit. Integer pages take their statistics from packing
+/// (`packed.rs`); this serves sequences that wrap around, and tests as the
+/// reference packing's statistics are checked against.
+fn bounds<T: Copy + PartialOrd>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -> Option<(T, T)> {
     fn fold<T: Copy + PartialOrd>(mut values: impl Iterator<Item = T>) -> Option<(T, T)> {
         let first = values.next()?;
         Some(values.fold((first, first), |(lo, hi), v| (if v < lo { v } else { lo }, if v > hi { v } else { hi })))
@@ -594,13 +568,6 @@ fn bounds<T: Bounded>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -
             (None, part) => part,
         }
     }
-    /// Bounds of the rows of `word` (at least one set) among `values`.
-    fn masked<T: Bounded>(values: &[T], word: u64) -> (T, T) {
-        values.iter().enumerate().fold((T::HIGHEST, T::LOWEST), |(lo, hi), (i, &v)| {
-            let valid = (word >> i) & 1 == 1;
-            (if valid && v < lo { v } else { lo }, if valid && v > hi { v } else { hi })
-        })
-    }
     let Some(nulls) = nulls.filter(|n| n.null_count() > 0) else {
         return fold(values.iter().copied());
     };
@@ -610,11 +577,6 @@ fn bounds<T: Bounded>(values: &[T], nulls: Option<&arrow::buffer::NullBuffer>) -
         let part = match word {
             0 => None,
             u64::MAX => fold(values.get(base..base + 64)?.iter().copied()),
-            bits if bits.count_ones() > SPARSE_WORD_ROWS => {
-                // The last word is padded with NULLs past the slice's end.
-                let rows = values.get(base..values.len().min(base + 64))?;
-                Some(masked(rows, bits))
-            }
             mut bits => {
                 let mut part = None;
                 while bits != 0 {
@@ -652,6 +614,7 @@ pub(super) fn decompress(bytes: &[u8], raw_len: u64) -> std::result::Result<Vec<
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt32Array, UInt64Array};
+    use arrow::datatypes::UInt32Type;
     use proptest::strategy::Strategy;
 
     /// A sequence page's statistics from its ends equal those of a pass
@@ -747,7 +710,7 @@ mod tests {
             let typed = page.as_primitive::<UInt64Type>();
             let want = (aggregate::min(typed).map(StatValue::UInt), aggregate::max(typed).map(StatValue::UInt));
             proptest::prop_assert_eq!(min_max(&page), Some(want));
-            // Narrower unsigned pages (link masks) are read in place too.
+            // Narrower unsigned pages (dictionary keys, link masks) too.
             let narrow: ArrayRef = Arc::new(values.iter().map(|v| v.map(|v| v as u32)).collect::<UInt32Array>());
             let page = narrow.slice(start, len);
             let typed = page.as_primitive::<UInt32Type>();
