@@ -252,6 +252,19 @@ fn footers_with_inconsistent_pages_are_corruption() {
     assert!(check_pages(&group).expect_err("inconsistent").contains("row ids"));
 }
 
+/// Column `column` of row group 0 reads back as `want`, whole and page by
+/// page (of `page_rows` rows), with each page's statistics, and the file
+/// verifies.
+fn assert_reads_back(reader: &SegmentReader, column: usize, want: &ArrayRef, page_rows: usize) {
+    assert_eq!(reader.read_column(0, column).expect("read").as_ref(), want.as_ref());
+    for page in 0..want.len().div_ceil(page_rows) {
+        let slice = want.slice(page * page_rows, page_rows.min(want.len() - page * page_rows));
+        assert_eq!(reader.read_page(0, page, column).expect("page").as_ref(), slice.as_ref());
+        assert_eq!(reader.row_groups()[0].page_stats(page, column), Some(&compute_stats(&slice)));
+    }
+    reader.verify().expect("verify");
+}
+
 /// A segment of one column beside the row ids, written with `page_rows`
 /// rows per page, and its reader.
 fn one_column(dir: &Path, column: ArrayRef, page_rows: usize) -> SegmentReader {
@@ -301,13 +314,7 @@ fn integer_pages_are_packed_and_read_back_exactly() {
         assert!(group.chunks[1].pages.iter().all(|p| p.encoding == PageEncoding::Packed), "{column:?}");
         let values_bytes = column.len() * column.data_type().primitive_width().expect("primitive");
         assert!(group.chunks[1].len < values_bytes as u64 * 3 / 4, "{} bytes for {values_bytes} of values", group.chunks[1].len);
-        assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
-        for page in 0..3 {
-            let want = column.slice(page * 1000, 1000);
-            assert_eq!(reader.read_page(0, page, 1).expect("page").as_ref(), want.as_ref());
-            assert_eq!(group.page_stats(page, 1), Some(&compute_stats(&want)));
-        }
-        reader.verify().expect("verify");
+        assert_reads_back(&reader, 1, &column, 1000);
     }
 }
 
@@ -346,15 +353,8 @@ fn version_2_narrowed_integer_pages_read_back() {
         assert_eq!(got, stored, "{name}");
     }
     for c in 1..batch.num_columns() {
-        let want = batch.column(c);
-        assert_eq!(reader.read_column(0, c).expect("read").as_ref(), want.as_ref(), "{}", batch.schema().field(c).name());
-        for page in 0..3 {
-            let slice = want.slice(page * 1000, 1000);
-            assert_eq!(reader.read_page(0, page, c).expect("page").as_ref(), slice.as_ref());
-            assert_eq!(reader.row_groups()[0].page_stats(page, c), Some(&compute_stats(&slice)));
-        }
+        assert_reads_back(&reader, c, batch.column(c), 1000);
     }
-    reader.verify().expect("verify");
 }
 
 /// Only a narrower integer of the same signedness widens back to an
@@ -414,13 +414,7 @@ fn evenly_stepping_integer_pages_are_sequences_without_bytes() {
         assert!(group.chunks[0].pages.iter().all(|p| matches!(p.encoding, PageEncoding::Sequence { .. }) && p.len == 0));
         let sequences: Vec<bool> = group.chunks[1].pages.iter().map(|p| matches!(p.encoding, PageEncoding::Sequence { .. })).collect();
         assert_eq!(sequences, expected, "{column:?}");
-        assert_eq!(reader.read_column(0, 1).expect("read").as_ref(), column.as_ref());
-        for page in 0..3 {
-            let want = column.slice(page * 1000, 1000);
-            assert_eq!(reader.read_page(0, page, 1).expect("page").as_ref(), want.as_ref());
-            assert_eq!(group.page_stats(page, 1), Some(&compute_stats(&want)));
-        }
-        reader.verify().expect("verify");
+        assert_reads_back(&reader, 1, &column, 1000);
     }
 }
 
