@@ -25,16 +25,20 @@ const FILE_BATCH_ROWS: usize = 64 * 1024;
 
 /// Commit batches (full storage rows) as one transaction.
 pub(crate) async fn commit_batches(store: Store, identity: Arc<Identity>, meta: Arc<TableMeta>, batches: Vec<RecordBatch>) -> Result<u64> {
-    blocking(move || commit_stream(&store, &identity, &meta, batches.into_iter().map(|b| Ok((b, None))))).await
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    blocking(move || commit_stream(&store, &identity, &meta, Some(rows), batches.into_iter().map(|b| Ok((b, None))))).await
 }
 
 /// Commit a stream of full storage rows as one transaction, resolving
 /// identities batch by batch (blocking). The first error abandons the
-/// transaction: nothing of it becomes visible.
+/// transaction: nothing of it becomes visible. `expected_rows`, when the
+/// source knows it, lets the identity dictionary make room for the whole
+/// load at once.
 fn commit_stream(
     store: &Store,
     identity: &Arc<Identity>,
     meta: &Arc<TableMeta>,
+    expected_rows: Option<u64>,
     batches: impl Iterator<Item = Result<(RecordBatch, Option<PreparedBatch>)>>,
 ) -> Result<u64> {
     if RESERVED_NAMES.contains(&meta.name.as_str()) {
@@ -42,6 +46,9 @@ fn commit_stream(
     }
     let mut txn = store.begin_write()?;
     let mut writer = identity.writer_for(&txn, meta)?;
+    if let (Some(w), Some(rows)) = (writer.as_mut(), expected_rows) {
+        w.expect_rows(rows);
+    }
     for batch in batches {
         let (mut b, prepared) = batch?;
         if let Some(w) = writer.as_mut() {
@@ -207,7 +214,7 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
     let (store, identity) = (store.clone(), identity.clone());
     let meta_for_reader = meta.clone();
     blocking(move || {
-        let batches = read_source(&meta, source, format, &file_columns, &copy)?;
+        let (batches, expected_rows) = read_source(&meta, source, format, &file_columns, &copy)?;
         // Identifier values are normalized and hashed ahead of the writer,
         // on as many threads as there are cores, leaving the writer the
         // dictionary and the links.
@@ -218,7 +225,7 @@ async fn copy_from_source(store: &Store, identity: &Arc<Identity>, copy: &CopyFr
             let prepared = preparer.as_ref().map(|p| p.prepare(&b)).transpose()?;
             Ok((b, prepared))
         };
-        read_ahead(batches, prepare, workers, |batches| commit_stream(&store, &identity, &meta, batches))
+        read_ahead(batches, prepare, workers, |batches| commit_stream(&store, &identity, &meta, expected_rows, batches))
     })
     .await
 }
@@ -348,13 +355,15 @@ fn open(path: &str) -> Result<File> {
 type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
 /// The rows of a source as batches of the file's columns, parsed one batch
-/// at a time as the iterator is driven.
-fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<Batches> {
+/// at a time as the iterator is driven, and how many rows there are when
+/// the source says (a Parquet file's footer).
+fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &SchemaRef, copy: &CopyFrom) -> Result<(Batches, Option<u64>)> {
     // Errors name the statement and the source (the closure is cloned into
     // each parser's iterator).
     let prefix: Arc<str> = format!("COPY {} from {}", meta.name, source.name()).into();
     let in_file = move |e: String| Error::user(format!("{prefix}: {e}"));
-    Ok(match format {
+    let mut rows = None;
+    let batches: Batches = match format {
         FileFormat::Text => {
             let (meta, columns) = (meta.clone(), columns.clone());
             let delimiter = copy.delimiter.unwrap_or(b'\t');
@@ -400,6 +409,7 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
                 return Err(Error::Unsupported("Parquet from STDIN".into()));
             };
             let builder = ParquetRecordBatchReaderBuilder::try_new(open(&file)?).map_err(|e| in_file(e.to_string()))?;
+            rows = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
             let builder = decode_strings_as_views(builder, &file, columns)?;
             let reader = builder.with_batch_size(FILE_BATCH_ROWS).build().map_err(|e| in_file(e.to_string()))?;
             let (meta, columns) = (meta.clone(), columns.clone());
@@ -408,7 +418,8 @@ fn read_source(meta: &TableMeta, source: Source, format: FileFormat, columns: &S
                 pick_columns(&meta, &b, &columns)
             }))
         }
-    })
+    };
+    Ok((batches, rows))
 }
 
 /// A Parquet reader that decodes the file's string and binary columns

@@ -29,6 +29,9 @@ pub struct KeyIndex {
     /// Members added since the last [`KeyIndex::settle`] (the current
     /// transaction's new identifiers): how fast the index is growing.
     added: usize,
+    /// Members the current transaction is expected to add beyond those
+    /// added so far ([`KeyIndex::expect`]).
+    expected: usize,
 }
 
 /// Least load [`KeyIndex::settle`] leaves: below it, the table is rebuilt
@@ -36,6 +39,13 @@ pub struct KeyIndex {
 /// so that a table just grown by a quarter is not rebuilt again.
 const SETTLED_LOAD_NUM: usize = 3;
 const SETTLED_LOAD_DEN: usize = 5;
+
+/// The load a table sized for a transaction's expected growth is left
+/// at when the expectation holds: between the settled load and the load
+/// limit, so that neither the end of the transaction nor an expectation a
+/// little short rebuilds it.
+const EXPECTED_LOAD_NUM: usize = 7;
+const EXPECTED_LOAD_DEN: usize = 10;
 
 /// Slot of a hash in a table of `slots` slots: its high bits scaled
 /// (Lemire's "fastrange"), so no power-of-two size is needed.
@@ -136,21 +146,38 @@ impl KeyIndex {
         self.nodes[i] = node;
     }
 
+    /// Members added since the last [`KeyIndex::settle`].
+    pub fn added(&self) -> usize {
+        self.added
+    }
+
+    /// The current transaction expects to add about `more` members beyond
+    /// those it has added so far (a load that knows its rows, from the
+    /// share of new identifiers among those it has read): the next
+    /// [`KeyIndex::rebuild`] makes room for them all at once.
+    pub fn expect(&mut self, more: usize) {
+        self.expected = more;
+    }
+
     /// Rebuild the table from every member (`(hash, node)`, all `members`
     /// of them) with room for `additional` more, and more slots than the
     /// load limit needs: a quarter more, or as many more members as were
-    /// added since the last [`KeyIndex::settle`] if that is more. Growing by
+    /// added since the last [`KeyIndex::settle`] if that is more, or room
+    /// for what the transaction expects to add still
+    /// ([`KeyIndex::expect`]) at the load a settled table has. Growing by
     /// a quarter keeps the table near its load limit between
     /// transactions; a transaction adding millions of identifiers (a load
     /// of new contacts) doubles it instead, so that it takes every member
     /// again a few times rather than dozens, and `settle` gives the room
-    /// back after it. The caller lists members in node order, so their
+    /// back after it. A load that expects its growth takes every member
+    /// once. The caller lists members in node order, so their
     /// keys are read sequentially, and each chunk's slots are prefetched
     /// before it is placed.
     pub fn rebuild(&mut self, members: impl Iterator<Item = (u64, u32)>, additional: usize) {
         let needed = (self.len + additional) * LOAD_DEN / LOAD_NUM + 1;
         let growth = (needed / 4).max(self.added.min(self.len) * LOAD_DEN / LOAD_NUM);
-        let slots = (needed + growth).max(MIN_SLOTS);
+        let expected = (self.len + additional).saturating_add(self.expected).saturating_mul(EXPECTED_LOAD_DEN) / EXPECTED_LOAD_NUM;
+        let slots = (needed + growth).max(expected).max(MIN_SLOTS);
         self.tags = vec![EMPTY; slots];
         self.nodes = vec![0; slots];
         let before = self.len;
@@ -185,6 +212,7 @@ impl KeyIndex {
     /// for the memory per identifier. Members as for [`KeyIndex::rebuild`].
     pub fn settle(&mut self, members: impl Iterator<Item = (u64, u32)>) {
         self.added = 0;
+        self.expected = 0;
         if self.settling_rebuilds() {
             // With nothing added, a rebuild grows by a quarter.
             self.rebuild(members, 0);
@@ -274,6 +302,39 @@ mod tests {
         assert_eq!(index.tags.len(), slots, "no growth after reserving");
         for n in 0..51_000u32 {
             assert_eq!(index.find(hash(n), |m| m == n), Some(n));
+        }
+    }
+
+    /// A transaction that expects its growth takes its members again
+    /// once, and is left between the settled load and the limit, so
+    /// settling gives nothing back; an expectation far short of what
+    /// comes only makes growth start from a larger table.
+    #[test]
+    fn an_expected_growth_is_made_room_for_at_once() {
+        let hash = |n: u32| u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for (expect, actual, rebuilds_at_most) in [(200_000usize, 200_000u32, 1), (190_000, 200_000, 2), (20_000, 200_000, 5)] {
+            let mut index = filled(10_000, hash);
+            index.settle((0..10_000).map(|k| (hash(k), k)));
+            let mut rebuilds = 0;
+            for n in 10_000..10_000 + actual {
+                if index.needs_room(1) {
+                    // The load projects the rest from the share so far.
+                    index.expect(expect.saturating_sub(index.added()));
+                    index.rebuild((0..n).map(|k| (hash(k), k)), 1);
+                    rebuilds += 1;
+                }
+                index.insert_unique(hash(n), n);
+            }
+            assert!(rebuilds <= rebuilds_at_most, "{rebuilds} growths expecting {expect} of {actual}");
+            let slots = index.tags.len();
+            index.settle((0..10_000 + actual).map(|k| (hash(k), k)));
+            if expect == actual as usize {
+                assert_eq!(index.tags.len(), slots, "nothing to give back when the expectation held");
+            }
+            assert!(index.len() * 10 >= index.tags.len() * 6 && index.len() * LOAD_DEN <= index.tags.len() * LOAD_NUM);
+            for n in 0..10_000 + actual {
+                assert_eq!(index.find(hash(n), |m| m == n), Some(n));
+            }
         }
     }
 

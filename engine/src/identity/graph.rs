@@ -465,6 +465,19 @@ impl Graph {
         }
     }
 
+    /// Nodes added since the last [`Graph::trim_slack`] (in this
+    /// transaction).
+    pub fn nodes_added(&self) -> usize {
+        self.dict.added()
+    }
+
+    /// The transaction expects to add about `more` nodes beyond those it
+    /// has added: the dictionary's index makes room for them at its next
+    /// growth rather than growing step by step.
+    pub fn expect_nodes(&mut self, more: usize) {
+        self.dict.expect(more.min(MAX_NODES.saturating_sub(self.keys.len())));
+    }
+
     /// Make room for `nodes` more nodes at once (loading a saved
     /// dictionary): no growth steps, no rehashing of the index on the way.
     pub fn reserve_nodes(&mut self, nodes: usize) {

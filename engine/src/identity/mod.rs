@@ -258,6 +258,8 @@ impl Identity {
             kept_rows: 0,
             notices: self.notices.clone(),
             repeats: RepeatMemo::default(),
+            expected_rows: None,
+            rows_resolved: 0,
         })
     }
 
@@ -599,9 +601,33 @@ pub(crate) struct IdWriter {
     notices: Arc<parking_lot::Mutex<Vec<CommitNotice>>>,
     /// Kept across batches for its memory; flushed after each.
     repeats: RepeatMemo,
+    /// Rows the transaction is expected to resolve in all (a load that
+    /// knows its source's size), and those resolved so far.
+    expected_rows: Option<u64>,
+    rows_resolved: u64,
 }
 
 impl IdWriter {
+    /// The transaction will resolve about `rows` rows in all: from the
+    /// share of new identifiers among the rows resolved so far, the
+    /// dictionary makes room for the rest of them at once.
+    pub(crate) fn expect_rows(&mut self, rows: u64) {
+        self.expected_rows = Some(rows);
+    }
+
+    /// Project the nodes the rest of the expected rows will add, from the
+    /// rows resolved so far.
+    fn project_growth(&mut self) {
+        let Some(expected) = self.expected_rows else { return };
+        if self.rows_resolved == 0 {
+            return;
+        }
+        let left = expected.saturating_sub(self.rows_resolved);
+        let added = self.state.graph.nodes_added() as u128;
+        let more = added * u128::from(left) / u128::from(self.rows_resolved);
+        self.state.graph.expect_nodes(usize::try_from(more).unwrap_or(usize::MAX));
+    }
+
     /// Fill the hidden identity columns of rows about to be appended to a
     /// table with identifiers (`batch` in the table's append schema; rows
     /// get ids from `first_row_id`). Other tables pass through.
@@ -639,6 +665,8 @@ impl IdWriter {
                 prepare_batch(&infos, &columns, &batch, &self.state.phone_cache)?
             }
         };
+        self.project_growth();
+        self.rows_resolved += n as u64;
         // Per slot, the node of each prepared value (None when absent or
         // refused before linking), found for the whole batch at once.
         let mut distinct_nodes: Vec<Vec<Option<NodeId>>> = Vec::with_capacity(prepared.slots.len());
