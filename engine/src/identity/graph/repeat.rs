@@ -112,7 +112,7 @@ impl Graph {
             let clean = &memo.clean;
             memo.by_row.insert_unique(hash(), clean.len(), |&i| row_hash(&clean[i].row));
             memo.last = Some(memo.clean.len());
-            memo.clean.push(Clean { row: row.iter().copied().collect(), mask: outcome.mask, pending: 0 });
+            memo.clean.push(Clean { row: MemoRow::from_slice(row), mask: outcome.mask, pending: 0 });
         }
         Ok(outcome)
     }
