@@ -116,14 +116,22 @@ impl Normalizer {
         if let Some(refused) = refused_by_length(trimmed) {
             return Err(refused);
         }
+        // One pass over the bytes answers what lower-casing and the
+        // email's shape ask of plain values.
+        let scan = PlainScan::of(trimmed);
         // Lower-cased once, for the blocked list and as the value.
-        let lower = lowercase(trimmed);
+        let lower = lowercase_scanned(trimmed, scan);
         if is_blocked(&lower, extra_blocked) {
             return Err(Normalized::Blocked);
         }
         let value = match self {
             Normalizer::Email => {
-                if !is_email_shaped(&lower) {
+                let shaped = match scan {
+                    // Lower-casing ASCII moves no `@`.
+                    Some(scan) => scan.ats == 1 && !lower.starts_with('@') && !lower.ends_with('@'),
+                    None => is_email_shaped(&lower),
+                };
+                if !shaped {
                     return Err(Normalized::Invalid("not an email address".into()));
                 }
                 lower
@@ -147,6 +155,74 @@ impl Normalizer {
             return Err(Normalized::Blocked);
         }
         Ok(value)
+    }
+}
+
+/// What one pass over a plain value's bytes (ASCII, no control
+/// characters or spaces: nearly every identifier) tells: whether it has
+/// upper case, and how many `@` it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PlainScan {
+    upper: bool,
+    ats: usize,
+}
+
+impl PlainScan {
+    /// None when `text` is not plain (then the general paths decide).
+    /// Eight bytes at a time, as bit fields of a word: a value takes a
+    /// handful of words rather than a loop iteration per byte.
+    fn of(text: &str) -> Option<PlainScan> {
+        let bytes = text.as_bytes();
+        let mut words = bytes.chunks_exact(8);
+        let (mut not_plain, mut upper, mut ats) = (0u64, 0u64, 0u32);
+        let mut take = |word: u64| {
+            let flags = plain_word(word);
+            not_plain |= flags.not_plain;
+            upper |= flags.upper;
+            ats += flags.ats.count_ones();
+        };
+        for chunk in &mut words {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            take(u64::from_le_bytes(word));
+        }
+        // The last bytes padded with a plain byte that is neither upper
+        // case nor `@`.
+        let mut last = [b'a'; 8];
+        let rest = words.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        take(u64::from_le_bytes(last));
+        (not_plain == 0).then_some(PlainScan { upper: upper != 0, ats: ats as usize })
+    }
+}
+
+/// Per byte of a word, the high bit of the byte's lane set when: the
+/// byte is not plain (a space or control character, or beyond ASCII), is
+/// upper case, or is `@`. The upper-case and `@` lanes are exact only
+/// where every byte is ASCII (a word that is not is not plain anyway).
+struct WordFlags {
+    not_plain: u64,
+    upper: u64,
+    ats: u64,
+}
+
+fn plain_word(x: u64) -> WordFlags {
+    const LANES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = x & !HIGH;
+    // Lane high bit set when the (7-bit) byte is at least `b`: adding
+    // 0x80 - b carries into the high bit exactly then, never further.
+    let at_least = |b: u8| (low7 + LANES * u64::from(0x80 - b)) & HIGH;
+    // Lane high bit set when the byte equals `b`: the exact zero-byte
+    // test on x ^ b.
+    let equals = |b: u8| {
+        let y = x ^ (LANES * u64::from(b));
+        !(((y & !HIGH) + !HIGH) | y) & HIGH
+    };
+    WordFlags {
+        not_plain: (x & HIGH) | (!at_least(b'!') & HIGH) | equals(0x7f),
+        upper: at_least(b'A') & !at_least(b'[') & HIGH,
+        ats: equals(b'@'),
     }
 }
 
@@ -191,6 +267,16 @@ fn refused_by_length(trimmed: &str) -> Option<Normalized> {
 /// Borrowed when there is nothing to lower (phone numbers, most ids): no
 /// allocation for a value only compared against the blocked list.
 fn lowercase(s: &str) -> Cow<'_, str> {
+    lowercase_scanned(s, PlainScan::of(s))
+}
+
+/// [`lowercase`] of a value already scanned.
+fn lowercase_scanned(s: &str, scan: Option<PlainScan>) -> Cow<'_, str> {
+    match scan {
+        Some(PlainScan { upper: false, .. }) => return Cow::Borrowed(s),
+        Some(PlainScan { upper: true, .. }) => return Cow::Owned(s.to_ascii_lowercase()),
+        None => {}
+    }
     if !s.is_ascii() {
         Cow::Owned(s.to_lowercase())
     } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -364,6 +450,24 @@ mod tests {
             let text: String = chars.into_iter().collect();
             let plain = text.matches('@').count() == 1 && !text.starts_with('@') && !text.ends_with('@') && !text.contains(char::is_whitespace);
             proptest::prop_assert_eq!(is_email_shaped(&text), plain, "{:?}", text);
+        }
+    }
+
+    proptest::proptest! {
+        /// For plain values, the one-pass scan agrees with lower-casing
+        /// and with the email shape; values it does not call plain hold
+        /// a space, a control character or a byte beyond ASCII.
+        #[test]
+        fn the_plain_scan_agrees_with_the_general_paths(chars in proptest::collection::vec(proptest::sample::select(vec!['a', 'z', 'A', 'Z', '@', '[', '`', '{', '.', '0', '!', ' ', '\t', '\u{1f}', '\u{7f}', '\u{e9}', '\u{c9}']), 0..26)) {
+            let text: String = chars.into_iter().collect();
+            match PlainScan::of(&text) {
+                Some(scan) => {
+                    proptest::prop_assert_eq!(scan.upper, text != text.to_lowercase(), "{:?}", text);
+                    let shaped = scan.ats == 1 && !text.starts_with('@') && !text.ends_with('@');
+                    proptest::prop_assert_eq!(shaped, is_email_shaped(&text.to_lowercase()), "{:?}", text);
+                }
+                None => proptest::prop_assert!(text.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()), "{:?}", text),
+            }
         }
     }
 
