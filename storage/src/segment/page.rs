@@ -24,13 +24,15 @@ pub(super) fn encode_page(format: SegmentFormat, path: &Path, field: &Field, col
     if let Some(packed) = super::packed::pack(column) {
         return Ok((packed.bytes, packed.raw_len, packed.stats, PageEncoding::Packed));
     }
-    let stored = stored_form(column);
+    if let Some(dictionary) = dictionary_form(column) {
+        if let Some((bytes, raw_len)) = dictionary_page(format, path, &dictionary)? {
+            return Ok((bytes, raw_len, dictionary.stats(), PageEncoding::Dictionary));
+        }
+    }
+    let stored = plain_form(column);
     // From the stored form: comparing plain strings is cheaper than
     // comparing views, and it holds the same values.
     let stats = compute_stats(&stored);
-    if let Some((bytes, raw_len)) = dictionary_page(format, path, &stored)? {
-        return Ok((bytes, raw_len, stats, PageEncoding::Dictionary));
-    }
     let field = field.clone().with_data_type(stored.data_type().clone());
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![stored])?;
     let raw = encode_batch(&batch)?;
@@ -55,21 +57,19 @@ const DICTIONARY_KEYS_U16: u8 = 2;
 /// values an IPC stream through zstd. zstd took longer over the keys,
 /// one or two bytes a row, than over the values themselves, and found
 /// less in them than packing does (runs of a session's cookie, a few bits
-/// for a handful of event types). None when `stored` is not a dictionary
-/// of strings.
-fn dictionary_page(format: SegmentFormat, path: &Path, stored: &ArrayRef) -> Result<Option<(Vec<u8>, u64)>> {
-    let Some(dictionary) = stored.as_any_dictionary_opt() else { return Ok(None) };
-    let code = match dictionary.keys().data_type() {
+/// for a handful of event types). None when its keys or values are of a
+/// type a dictionary page does not hold.
+fn dictionary_page(format: SegmentFormat, path: &Path, dictionary: &PageDictionary) -> Result<Option<(Vec<u8>, u64)>> {
+    let code = match dictionary.keys.data_type() {
         DataType::UInt8 => DICTIONARY_KEYS_U8,
         DataType::UInt16 => DICTIONARY_KEYS_U16,
         _ => return Ok(None),
     };
-    if dictionary.values().data_type() != &DataType::Utf8 {
+    if dictionary.values.data_type() != &DataType::Utf8 {
         return Ok(None);
     }
-    let keys = arrow::array::make_array(dictionary.keys().to_data());
-    let Some(keys) = super::packed::pack(&keys) else { return Ok(None) };
-    let values = dictionary.values().clone();
+    let Some(keys) = super::packed::pack(&dictionary.keys) else { return Ok(None) };
+    let values = dictionary.values.clone();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("values", DataType::Utf8, false)])), vec![values])?;
     let raw = encode_batch(&batch)?;
     let values_raw_len = raw.len() as u64;
@@ -83,7 +83,9 @@ fn dictionary_page(format: SegmentFormat, path: &Path, stored: &ArrayRef) -> Res
     out.extend_from_slice(&values_bytes);
     // The pair of the reader's checks: what was written reads back.
     debug_assert!(
-        decode_dictionary_page(&out, stored.len() as u64, format.zstd_level != 0).is_ok_and(|back| back.as_ref() == stored.as_ref()),
+        dictionary.to_array().is_some_and(|stored| {
+            decode_dictionary_page(&out, stored.len() as u64, format.zstd_level != 0).is_ok_and(|back| back.as_ref() == stored.as_ref())
+        }),
         "a dictionary page does not read back"
     );
     Ok(Some((out, keys.raw_len + values_raw_len)))
@@ -222,10 +224,13 @@ pub(super) fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
 /// large for 32-bit offsets, keep their views, compacted: a slice of a
 /// view array references every data buffer of the array it was cut from,
 /// and the IPC writer would write them all.
+#[cfg(test)]
 pub(super) fn stored_form(column: &ArrayRef) -> ArrayRef {
-    if let Some(dictionary) = dictionary_form(column) {
-        return dictionary;
-    }
+    dictionary_form(column).and_then(|d| d.to_array()).unwrap_or_else(|| plain_form(column))
+}
+
+/// [`stored_form`] of a page that is not a dictionary.
+fn plain_form(column: &ArrayRef) -> ArrayRef {
     let plain = match column.data_type() {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
@@ -276,7 +281,7 @@ const DICTIONARY_SAMPLE_MAX_DISTINCT: usize = 224;
 /// space, and of zstd's time (building the dictionary costs about what
 /// that saves). A page of unique values (emails of contacts) is given up
 /// on after its first rows.
-pub(super) fn dictionary_form(column: &ArrayRef) -> Option<ArrayRef> {
+pub(super) fn dictionary_form(column: &ArrayRef) -> Option<PageDictionary> {
     match column.data_type() {
         DataType::Utf8View => dictionary_of_views(column.as_string_view()),
         DataType::Utf8 => dictionary_of(column.as_string::<i32>(), column.nulls()),
@@ -284,7 +289,7 @@ pub(super) fn dictionary_form(column: &ArrayRef) -> Option<ArrayRef> {
     }
 }
 
-pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = &'a str>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
+pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = &'a str>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<PageDictionary> {
     let rows = values.len();
     let most = (rows / 2).min(usize::from(u16::MAX));
     let mut index: hashbrown::HashMap<&str, u16> = hashbrown::HashMap::with_capacity(256);
@@ -327,7 +332,7 @@ pub(super) fn dictionary_of<'a>(values: impl arrow::array::ArrayAccessor<Item = 
 /// which hashes a 16-byte integer instead of text and never compares
 /// bytes. Longer values are keyed by their text. Runs of one value are
 /// noticed by [`same_view_value`].
-pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Option<ArrayRef> {
+pub(super) fn dictionary_of_views(array: &arrow::array::StringViewArray) -> Option<PageDictionary> {
     let (views, nulls) = (array.views(), array.nulls());
     let rows = views.len();
     let most = (rows / 2).min(usize::from(u16::MAX));
@@ -400,24 +405,52 @@ pub fn same_view_value(array: &arrow::array::StringViewArray, a: usize, b: usize
     x == y || (x as u64 == y as u64 && (y as u32) > MAX_INLINE_VIEW_LEN && array.value(a) == array.value(b))
 }
 
-/// A dictionary array of `distinct` values and a key per row: 1-byte keys
-/// up to 256 values, 2-byte beyond. None when there are no values.
-fn dictionary_array(distinct: &[&str], keys: Vec<u16>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<ArrayRef> {
-    use arrow::array::{DictionaryArray, PrimitiveArray, StringArray};
+/// A page's values as a dictionary: each distinct value once, and a key
+/// per row (1-byte keys up to 256 values, 2-byte beyond) carrying the
+/// page's validity. Kept apart rather than as an Arrow dictionary array,
+/// whose constructor checks every key again (0.9% of a load's
+/// instructions): the keys index the values by construction.
+pub(super) struct PageDictionary {
+    keys: ArrayRef,
+    values: ArrayRef,
+}
+
+impl PageDictionary {
+    /// The page's statistics: its NULLs, and the bounds of its distinct
+    /// values (exactly the page's values).
+    fn stats(&self) -> ChunkStats {
+        let (min, max) = min_max(&self.values).unwrap_or((None, None));
+        ChunkStats { null_count: self.keys.null_count() as u64, min, max }
+    }
+
+    /// As an Arrow dictionary array (its keys checked), for the checks
+    /// that compare it with what a page reads back.
+    pub(super) fn to_array(&self) -> Option<ArrayRef> {
+        use arrow::array::DictionaryArray;
+        Some(match self.keys.data_type() {
+            DataType::UInt8 => Arc::new(DictionaryArray::try_new(self.keys.as_primitive::<UInt8Type>().clone(), self.values.clone()).ok()?),
+            DataType::UInt16 => Arc::new(DictionaryArray::try_new(self.keys.as_primitive::<UInt16Type>().clone(), self.values.clone()).ok()?),
+            _ => return None,
+        })
+    }
+}
+
+/// The dictionary of `distinct` values and a key per row. None when
+/// there are no values.
+fn dictionary_array(distinct: &[&str], keys: Vec<u16>, nulls: Option<&arrow::buffer::NullBuffer>) -> Option<PageDictionary> {
+    use arrow::array::{PrimitiveArray, StringArray};
     if distinct.is_empty() {
         return None;
     }
-    let dictionary: ArrayRef = Arc::new(StringArray::from_iter_values(distinct.iter()));
+    let values: ArrayRef = Arc::new(StringArray::from_iter_values(distinct.iter()));
     let nulls = nulls.cloned();
-    let array: ArrayRef = if distinct.len() <= usize::from(u8::MAX) + 1 {
-        let keys = PrimitiveArray::<UInt8Type>::new(keys.iter().map(|&k| k as u8).collect(), nulls);
-        Arc::new(DictionaryArray::try_new(keys, dictionary).ok()?)
+    let keys: ArrayRef = if distinct.len() <= usize::from(u8::MAX) + 1 {
+        Arc::new(PrimitiveArray::<UInt8Type>::new(keys.iter().map(|&k| k as u8).collect(), nulls))
     } else {
-        Arc::new(DictionaryArray::try_new(PrimitiveArray::<UInt16Type>::new(keys.into(), nulls), dictionary).ok()?)
+        Arc::new(PrimitiveArray::<UInt16Type>::new(keys.into(), nulls))
     };
-    Some(array)
+    Some(PageDictionary { keys, values })
 }
-
 
 /// Whether every value of a view column sits inside its view: then the
 /// views are the whole data, and short repeated values (categories,
