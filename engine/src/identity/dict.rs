@@ -154,6 +154,12 @@ impl KeyIndex {
         self.added
     }
 
+    /// Members the current transaction expects to add beyond those it
+    /// has added (0: no expectation).
+    pub fn expected(&self) -> usize {
+        self.expected
+    }
+
     /// The current transaction expects to add about `more` members beyond
     /// those it has added so far (a load that knows its rows, from the
     /// share of new identifiers among those it has read): the next
