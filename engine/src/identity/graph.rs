@@ -763,6 +763,12 @@ impl Graph {
             self.edges[e].rows = self.edges[e].rows.saturating_add(1);
             return;
         }
+        if self.edges.len() == self.edges.capacity() && self.dict.expected() > 0 {
+            // A load expecting new identifiers links each to another
+            // about once: room for as many edges at once.
+            let expected = self.dict.expected();
+            self.edges.reserve_exact(expected.saturating_add(expected / 16));
+        }
         grow(&mut self.edges, 1);
         let k = self.edges.len() as u32;
         let (lo, hi) = (a.min(b), a.max(b));
