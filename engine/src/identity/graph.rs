@@ -46,21 +46,15 @@ pub const MAX_EDGES: usize = (u32::MAX - 1) as usize;
 /// Smallest growth of the graph's arrays, in entries.
 const MIN_GROWTH: usize = 1024;
 
-/// Make room for `extra` more entries, doubling: a load adding millions
-/// of nodes copies (and faults in) each array a few times, not the dozens
-/// of times growing by an eighth did. [`Graph::trim_slack`] gives the
-/// slack back at the end of each transaction.
+/// Make room for `extra` more entries, at least doubling: a load adding
+/// millions of nodes copies (and faults in) each array a few times, not
+/// the dozens of times growing by an eighth did, and a load that expects
+/// its growth ([`Graph::growth_wanted`]) makes room for it once.
+/// [`Graph::trim_slack`] gives the slack back at the end of each
+/// transaction.
 fn grow<T>(v: &mut Vec<T>, extra: usize) {
     if v.len().saturating_add(extra) > v.capacity() {
         v.reserve_exact(v.len().max(MIN_GROWTH).max(extra));
-    }
-}
-
-/// Make room for `extra` more entries exactly (the per-node arrays follow
-/// the keys' growth).
-fn grow_to<T>(v: &mut Vec<T>, extra: usize) {
-    if v.len().saturating_add(extra) > v.capacity() {
-        v.reserve_exact(extra);
     }
 }
 
@@ -486,6 +480,16 @@ impl Graph {
         self.dict.expect(more.min(MAX_NODES.saturating_sub(self.keys.len())));
     }
 
+    /// Room to make when the node or edge arrays fill up: what the load
+    /// expects to add still (and a 16th more), or one entry. Each growth
+    /// copies the arrays (40 bytes a node) and faults in the copy's pages:
+    /// a third of the writer's time in a load of new contacts when they
+    /// doubled step by step.
+    fn growth_wanted(&self) -> usize {
+        let expected = self.dict.expected();
+        expected.saturating_add(expected / 16).max(1)
+    }
+
     /// Make room for `nodes` more nodes at once (loading a saved
     /// dictionary): no growth steps, no rehashing of the index on the way.
     pub fn reserve_nodes(&mut self, nodes: usize) {
@@ -505,24 +509,18 @@ impl Graph {
     fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
         debug_assert_eq!(n as usize, self.keys.len());
         if self.keys.len() == self.keys.capacity() {
-            // A load that expects its growth makes room for all of it at
-            // once: each growth copies the arrays (40 bytes a node) and
-            // faulted in the copy's pages, a third of the writer's time
-            // in a load of new contacts.
-            let expected = self.dict.expected();
-            if expected > 0 {
-                self.keys.reserve_exact(expected.saturating_add(expected / 16).max(MIN_GROWTH));
-            }
-            grow(&mut self.keys, 1);
+            let wanted = self.growth_wanted();
+            grow(&mut self.keys, wanted);
+            // At least as much room as they hold: each takes exactly it.
             let room = self.keys.capacity() - self.keys.len();
-            grow_to(&mut self.node_type, room);
-            grow_to(&mut self.parent, room);
-            grow_to(&mut self.ring, room);
-            grow_to(&mut self.occurrences, room);
-            grow_to(&mut self.merges, room);
-            grow_to(&mut self.last_seen, room);
-            grow_to(&mut self.pid_at, room);
-            grow_to(&mut self.adj_head, room);
+            grow(&mut self.node_type, room);
+            grow(&mut self.parent, room);
+            grow(&mut self.ring, room);
+            grow(&mut self.occurrences, room);
+            grow(&mut self.merges, room);
+            grow(&mut self.last_seen, room);
+            grow(&mut self.pid_at, room);
+            grow(&mut self.adj_head, room);
         }
         self.keys.push(key);
         self.node_type.push(t);
@@ -763,13 +761,11 @@ impl Graph {
             self.edges[e].rows = self.edges[e].rows.saturating_add(1);
             return;
         }
-        if self.edges.len() == self.edges.capacity() && self.dict.expected() > 0 {
-            // A load expecting new identifiers links each to another
-            // about once: room for as many edges at once.
-            let expected = self.dict.expected();
-            self.edges.reserve_exact(expected.saturating_add(expected / 16));
+        if self.edges.len() == self.edges.capacity() {
+            // A load's new identifiers link to another about once each.
+            let wanted = self.growth_wanted();
+            grow(&mut self.edges, wanted);
         }
-        grow(&mut self.edges, 1);
         let k = self.edges.len() as u32;
         let (lo, hi) = (a.min(b), a.max(b));
         self.edges.push(Edge { ends: a ^ b, next: [self.adj_head[lo as usize], self.adj_head[hi as usize]], rows: 1 });

@@ -273,16 +273,11 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 /// [`lowercase`] of a value already scanned.
 fn lowercase_scanned(s: &str, scan: Option<PlainScan>) -> Cow<'_, str> {
     match scan {
-        Some(PlainScan { upper: false, .. }) => return Cow::Borrowed(s),
-        Some(PlainScan { upper: true, .. }) => return Cow::Owned(s.to_ascii_lowercase()),
-        None => {}
-    }
-    if !s.is_ascii() {
-        Cow::Owned(s.to_lowercase())
-    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(s)
+        Some(PlainScan { upper: false, .. }) => Cow::Borrowed(s),
+        Some(PlainScan { upper: true, .. }) => Cow::Owned(s.to_ascii_lowercase()),
+        None if !s.is_ascii() => Cow::Owned(s.to_lowercase()),
+        None if s.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(s.to_ascii_lowercase()),
+        None => Cow::Borrowed(s),
     }
 }
 

@@ -57,17 +57,14 @@ const DICTIONARY_KEYS_U16: u8 = 2;
 /// values an IPC stream through zstd. zstd took longer over the keys,
 /// one or two bytes a row, than over the values themselves, and found
 /// less in them than packing does (runs of a session's cookie, a few bits
-/// for a handful of event types). None when its keys or values are of a
-/// type a dictionary page does not hold.
+/// for a handful of event types). None when the keys cannot be packed
+/// (the page is then stored plain).
 fn dictionary_page(format: SegmentFormat, path: &Path, dictionary: &PageDictionary) -> Result<Option<(Vec<u8>, u64)>> {
     let code = match dictionary.keys.data_type() {
         DataType::UInt8 => DICTIONARY_KEYS_U8,
         DataType::UInt16 => DICTIONARY_KEYS_U16,
         _ => return Ok(None),
     };
-    if dictionary.values.data_type() != &DataType::Utf8 {
-        return Ok(None);
-    }
     let Some(keys) = super::packed::pack(&dictionary.keys) else { return Ok(None) };
     let values = dictionary.values.clone();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("values", DataType::Utf8, false)])), vec![values])?;
@@ -216,20 +213,21 @@ pub(super) fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
-/// How a page stores a column. String and binary views with values
-/// longer than a view holds are stored as plain strings and binaries
-/// (offsets and bytes): a view costs 16 bytes per value to decompress
-/// against 4 for an offset, and repeats each value's first bytes. Readers
-/// cast back to the column's type. Pages of short values, and pages too
-/// large for 32-bit offsets, keep their views, compacted: a slice of a
-/// view array references every data buffer of the array it was cut from,
-/// and the IPC writer would write them all.
+/// How a page stores a column, as one array: its dictionary form, or
+/// its plain form (tests look at it whole).
 #[cfg(test)]
 pub(super) fn stored_form(column: &ArrayRef) -> ArrayRef {
     dictionary_form(column).and_then(|d| d.to_array()).unwrap_or_else(|| plain_form(column))
 }
 
-/// [`stored_form`] of a page that is not a dictionary.
+/// How a page that is not a dictionary stores a column. String and
+/// binary views with values longer than a view holds are stored as plain
+/// strings and binaries (offsets and bytes): a view costs 16 bytes per
+/// value to decompress against 4 for an offset, and repeats each value's
+/// first bytes. Readers cast back to the column's type. Pages of short
+/// values, and pages too large for 32-bit offsets, keep their views,
+/// compacted: a slice of a view array references every data buffer of
+/// the array it was cut from, and the IPC writer would write them all.
 fn plain_form(column: &ArrayRef) -> ArrayRef {
     let plain = match column.data_type() {
         DataType::Utf8View => DataType::Utf8,
