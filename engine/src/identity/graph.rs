@@ -11,11 +11,12 @@
 
 use std::collections::BTreeSet;
 
-use super::dict::{self, KeyIndex};
 use smallvec::SmallVec;
 
+mod dictionary;
 mod repeat;
 mod split;
+pub use dictionary::Dictionary;
 pub use repeat::RepeatMemo;
 
 pub type NodeId = u32;
@@ -49,7 +50,7 @@ const MIN_GROWTH: usize = 1024;
 /// Make room for `extra` more entries, at least doubling: a load adding
 /// millions of nodes copies (and faults in) each array a few times, not
 /// the dozens of times growing by an eighth did, and a load that expects
-/// its growth ([`Graph::growth_wanted`]) makes room for it once.
+/// its growth ([`growth_for`]) makes room for it once.
 /// [`Graph::trim_slack`] gives the slack back at the end of each
 /// transaction.
 fn grow<T>(v: &mut Vec<T>, extra: usize) {
@@ -194,20 +195,6 @@ impl Edge {
     }
 }
 
-/// A dictionary key as kept in memory: the first 96 of its 128 bits (see
-/// [`pack`]).
-type PackedKey = [u32; 3];
-
-/// 96 bits of the key: colliding values among 2^32 (the node limit) has a
-/// probability near 2^-33, and 4 bytes per identifier are saved.
-fn pack(key: &Key) -> PackedKey {
-    [(key[0] >> 32) as u32, key[0] as u32, (key[1] >> 32) as u32]
-}
-
-fn unpack(key: &PackedKey) -> Key {
-    [(u64::from(key[0]) << 32) | u64::from(key[1]), u64::from(key[2]) << 32]
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Anchor {
     pub node: NodeId,
@@ -220,8 +207,15 @@ pub struct Anchor {
 /// profile id ever issued, 8 bytes.
 #[derive(Default)]
 pub struct Graph {
-    keys: Vec<PackedKey>,
-    dict: KeyIndex,
+    /// Keys by node id and the index over them. Every node in the arrays
+    /// below is in it; a load interning on a thread of its own takes it
+    /// out for a while ([`Graph::take_dictionary`]), and adds the nodes
+    /// the arrays then adopt ([`Graph::adopt_nodes`]).
+    dictionary: Dictionary,
+    /// Nodes the transaction expects to add still (a load that knows its
+    /// rows): the arrays make room for them at once when they fill up.
+    expected_nodes: usize,
+    /// `TypeId::MAX` for a hole (an id no row refers to).
     node_type: Vec<TypeId>,
     /// Union-find parent (a root is its own). Roots are linked by a fixed
     /// pseudo-random order of node ids ([`link_priority`]) rather than by
@@ -267,15 +261,13 @@ fn link_priority(n: NodeId) -> u32 {
     n.wrapping_mul(0x9e37_79b9)
 }
 
-/// The dictionary index's members, `(hash, node)` in node order: every
-/// node with a type (holes have none).
-fn dictionary_members<'a>(keys: &'a [PackedKey], types: &'a [TypeId]) -> impl Iterator<Item = (u64, NodeId)> + 'a {
-    keys.iter().zip(types).enumerate().filter(|(_, (_, &t))| t != TypeId::MAX).map(|(n, (key, _))| (key_hash(key), n as NodeId))
-}
-
-fn key_hash(key: &PackedKey) -> u64 {
-    // The key is already a strong hash.
-    (u64::from(key[0]) << 32 | u64::from(key[1])) ^ u64::from(key[2]).rotate_left(17)
+/// Room to make when an array of nodes fills up during a transaction that
+/// expects to add `expected` more: all of them (and a 16th more), or one
+/// entry. Each growth copies the arrays (40 bytes a node) and faults in
+/// the copy's pages: a third of the writer's time in a load of new
+/// contacts when they doubled step by step.
+fn growth_for(expected: usize) -> usize {
+    expected.saturating_add(expected / 16).max(1)
 }
 
 impl Graph {
@@ -336,7 +328,7 @@ impl Graph {
     }
 
     pub fn node_count(&self) -> usize {
-        self.keys.len()
+        self.node_type.len()
     }
 
     pub fn profile_count(&self) -> usize {
@@ -346,20 +338,17 @@ impl Graph {
     /// Every node's type and key, by node id (unused ids have type
     /// `TypeId::MAX`): what the dictionary file saves.
     pub fn dictionary(&self) -> Vec<(TypeId, Key)> {
-        self.node_type.iter().copied().zip(self.keys.iter().map(unpack)).collect()
+        debug_assert_eq!(self.dictionary.len(), self.node_type.len(), "the dictionary is out");
+        self.node_type.iter().copied().zip(self.dictionary.stored_keys()).collect()
     }
 
     pub fn lookup(&self, key: &Key) -> Option<NodeId> {
-        self.lookup_packed(&pack(key))
-    }
-
-    fn lookup_packed(&self, key: &PackedKey) -> Option<NodeId> {
-        self.dict.find(key_hash(key), |n| self.keys[n as usize] == *key)
+        self.dictionary.lookup(key)
     }
 
     #[cfg(test)]
     pub fn key_of(&self, node: NodeId) -> Key {
-        unpack(&self.keys[node as usize])
+        self.dictionary.key(node)
     }
 
     pub fn type_of(&self, node: NodeId) -> TypeId {
@@ -368,133 +357,96 @@ impl Graph {
 
     /// The node for `key`, created when new.
     pub fn intern(&mut self, t: TypeId, key: Key) -> Result<NodeId, String> {
-        let key = pack(&key);
-        if let Some(n) = self.lookup_packed(&key) {
-            return Ok(n);
-        }
-        self.add_node(t, key)
+        let n = self.dictionary.intern(&key)?;
+        self.adopt_nodes(self.dictionary.len(), t);
+        Ok(n)
     }
 
-    /// A new node for a key not in the dictionary.
-    fn add_node(&mut self, t: TypeId, key: PackedKey) -> Result<NodeId, String> {
-        let n = self.keys.len();
-        if n >= MAX_NODES {
-            return Err(format!("the identity graph holds its limit of {MAX_NODES} identifiers"));
-        }
-        self.insert_node(n as NodeId, t, key);
-        Ok(n as NodeId)
-    }
-
-    /// [`Graph::intern`] for many keys of one type, in order: the lookups
-    /// run as a pipeline, each prefetching the index slots of a key
-    /// `AHEAD` places on and the stored key of the one `AHEAD / 2` on, so
-    /// their cache misses overlap (the dictionary is far larger than the
-    /// caches). A key not found is added at once, while the slots its
-    /// probe just read are in cache; an equal key later in the batch
-    /// (values that normalize alike) then finds it.
+    /// [`Graph::intern`] for many keys of one type, in order
+    /// ([`Dictionary::intern_all`]).
     pub fn intern_all(&mut self, t: TypeId, keys: &[Key]) -> Result<Vec<NodeId>, String> {
-        const AHEAD: usize = 16;
-        let packed: Vec<PackedKey> = keys.iter().map(pack).collect();
-        let hashes: Vec<u64> = packed.iter().map(key_hash).collect();
-        let mut nodes = Vec::with_capacity(keys.len());
-        for j in 0..keys.len() + AHEAD {
-            if let Some(h) = hashes.get(j) {
-                self.dict.prefetch(*h);
-            }
-            if let Some(h) = j.checked_sub(AHEAD / 2).and_then(|k| hashes.get(k)) {
-                if let Some(n) = self.dict.likely(*h) {
-                    dict::prefetch(&self.keys[n as usize]);
-                }
-            }
-            if let Some(k) = j.checked_sub(AHEAD).filter(|k| *k < keys.len()) {
-                let key = &packed[k];
-                let node = match self.dict.find(hashes[k], |n| self.keys[n as usize] == *key) {
-                    Some(n) => n,
-                    None => self.add_node(t, *key)?,
-                };
-                nodes.push(node);
-            }
-        }
-        debug_assert_eq!(nodes.len(), keys.len());
+        let nodes = self.dictionary.intern_all(keys)?;
+        self.adopt_nodes(self.dictionary.len(), t);
         Ok(nodes)
+    }
+
+    /// Lend the dictionary out: a load interns its batches with it on a
+    /// thread of its own while the graph links (which never consults it).
+    /// Until [`Graph::restore_dictionary`], only linking and
+    /// [`Graph::adopt_nodes`] may be used.
+    pub fn take_dictionary(&mut self) -> Dictionary {
+        debug_assert_eq!(self.dictionary.len(), self.node_type.len());
+        std::mem::take(&mut self.dictionary)
+    }
+
+    /// Take back the dictionary lent out, once the arrays have adopted
+    /// every node it added.
+    pub fn restore_dictionary(&mut self, dictionary: Dictionary) -> Result<(), String> {
+        if dictionary.len() != self.node_type.len() {
+            return Err(format!("the dictionary holds {} nodes, the graph {}", dictionary.len(), self.node_type.len()));
+        }
+        self.dictionary = dictionary;
+        Ok(())
+    }
+
+    /// Give the nodes the dictionary added, up to node id `upto`
+    /// (exclusive), their place in the arrays: type `t`, alone in their
+    /// component, linked by no row.
+    pub fn adopt_nodes(&mut self, upto: usize, t: TypeId) {
+        let more = upto.saturating_sub(self.node_type.len());
+        if more == 0 {
+            return;
+        }
+        self.make_node_room(more);
+        for _ in 0..more {
+            self.push_node(t);
+        }
     }
 
     /// Insert a node with a given id (rebuilding from stored node ids).
     /// Ids in between stay unused (holes no row refers to).
     pub fn insert_at(&mut self, node: NodeId, t: TypeId, key: Key) -> Result<(), String> {
-        if node as usize >= MAX_NODES {
-            return Err(format!("node id {node} is beyond the limit of {MAX_NODES} identifiers"));
-        }
-        let key = pack(&key);
-        if let Some(existing) = self.lookup_packed(&key) {
-            if existing != node {
-                return Err(format!("identifier key stored under node {node} and node {existing}"));
-            }
-            return Ok(());
-        }
-        if (node as usize) < self.keys.len() {
-            if self.node_type[node as usize] != TypeId::MAX {
-                return Err(format!("node {node} stored for two different identifier values"));
-            }
-            self.make_room(1);
+        let before = self.dictionary.len();
+        self.dictionary.insert_at(node, &key)?;
+        if (node as usize) < before {
+            // The key was there already, or filled a hole.
             let k = node as usize;
-            self.keys[k] = key;
-            self.node_type[k] = t;
-            self.dict.insert_unique(key_hash(&key), node);
+            if self.node_type[k] == TypeId::MAX {
+                self.node_type[k] = t;
+            }
             return Ok(());
         }
-        while self.keys.len() < node as usize {
-            let hole = self.keys.len() as NodeId;
-            // Holes are never in the dictionary; their key is not looked up.
-            self.push_node(hole, TypeId::MAX, [u32::MAX, u32::MAX, hole]);
-        }
-        self.insert_node(node, t, key);
+        self.adopt_nodes(node as usize, TypeId::MAX);
+        self.adopt_nodes(node as usize + 1, t);
+        debug_assert_eq!(self.dictionary.len(), self.node_type.len());
         Ok(())
-    }
-
-    fn insert_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
-        self.make_room(1);
-        self.push_node(n, t, key);
-        self.dict.insert_unique(key_hash(&key), n);
-    }
-
-    /// Grow the dictionary's index, if it must, to take `additional` more
-    /// nodes. Called before a new node is stored: every node with a type
-    /// (holes have none) is then exactly the index's members.
-    fn make_room(&mut self, additional: usize) {
-        if self.dict.needs_room(additional) {
-            self.dict.rebuild(dictionary_members(&self.keys, &self.node_type), additional);
-        }
     }
 
     /// Nodes added since the last [`Graph::trim_slack`] (in this
     /// transaction).
     pub fn nodes_added(&self) -> usize {
-        self.dict.added()
+        self.dictionary.added()
     }
 
     /// The transaction expects to add about `more` nodes beyond those it
-    /// has added: the dictionary's index makes room for them at its next
-    /// growth rather than growing step by step.
+    /// has added: the dictionary's index and the node arrays make room
+    /// for them at their next growth rather than growing step by step.
     pub fn expect_nodes(&mut self, more: usize) {
-        self.dict.expect(more.min(MAX_NODES.saturating_sub(self.keys.len())));
+        self.dictionary.expect(more);
+        self.expect_more_nodes(self.dictionary.expected());
     }
 
-    /// Room to make when the node or edge arrays fill up: what the load
-    /// expects to add still (and a 16th more), or one entry. Each growth
-    /// copies the arrays (40 bytes a node) and faults in the copy's pages:
-    /// a third of the writer's time in a load of new contacts when they
-    /// doubled step by step.
-    fn growth_wanted(&self) -> usize {
-        let expected = self.dict.expected();
-        expected.saturating_add(expected / 16).max(1)
+    /// [`Graph::expect_nodes`] for the node arrays alone (the dictionary
+    /// being lent out, and told by its borrower).
+    pub fn expect_more_nodes(&mut self, more: usize) {
+        self.expected_nodes = more;
     }
 
     /// Make room for `nodes` more nodes at once (loading a saved
     /// dictionary): no growth steps, no rehashing of the index on the way.
     pub fn reserve_nodes(&mut self, nodes: usize) {
-        self.keys.reserve_exact(nodes);
-        let room = self.keys.capacity() - self.keys.len();
+        self.dictionary.reserve(nodes);
+        let room = self.dictionary.capacity() - self.node_type.len();
         self.node_type.reserve_exact(room);
         self.parent.reserve_exact(room);
         self.ring.reserve_exact(room);
@@ -503,26 +455,29 @@ impl Graph {
         self.last_seen.reserve_exact(room);
         self.pid_at.reserve_exact(room);
         self.adj_head.reserve_exact(room);
-        self.make_room(nodes);
     }
 
-    fn push_node(&mut self, n: NodeId, t: TypeId, key: PackedKey) {
-        debug_assert_eq!(n as usize, self.keys.len());
-        if self.keys.len() == self.keys.capacity() {
-            let wanted = self.growth_wanted();
-            grow(&mut self.keys, wanted);
-            // At least as much room as they hold: each takes exactly it.
-            let room = self.keys.capacity() - self.keys.len();
-            grow(&mut self.node_type, room);
-            grow(&mut self.parent, room);
-            grow(&mut self.ring, room);
-            grow(&mut self.occurrences, room);
-            grow(&mut self.merges, room);
-            grow(&mut self.last_seen, room);
-            grow(&mut self.pid_at, room);
-            grow(&mut self.adj_head, room);
+    /// Room for `more` nodes in every array, grown together (by what the
+    /// transaction expects when they must grow).
+    fn make_node_room(&mut self, more: usize) {
+        if self.node_type.len() + more <= self.node_type.capacity() {
+            return;
         }
-        self.keys.push(key);
+        let wanted = growth_for(self.expected_nodes).max(more);
+        grow(&mut self.node_type, wanted);
+        // At least as much room as they hold: each takes exactly it.
+        let room = self.node_type.capacity() - self.node_type.len();
+        grow(&mut self.parent, room);
+        grow(&mut self.ring, room);
+        grow(&mut self.occurrences, room);
+        grow(&mut self.merges, room);
+        grow(&mut self.last_seen, room);
+        grow(&mut self.pid_at, room);
+        grow(&mut self.adj_head, room);
+    }
+
+    fn push_node(&mut self, t: TypeId) {
+        let n = self.node_type.len() as NodeId;
         self.node_type.push(t);
         self.parent.push(n);
         self.ring.push(n);
@@ -666,8 +621,8 @@ impl Graph {
             v.capacity() * std::mem::size_of::<T>()
         }
         vec![
-            ("keys", vec(&self.keys)),
-            ("dictionary", self.dict.memory_bytes()),
+            self.dictionary.memory_parts()[0],
+            self.dictionary.memory_parts()[1],
             ("node_type", vec(&self.node_type)),
             ("parent", vec(&self.parent)),
             ("ring", vec(&self.ring)),
@@ -685,15 +640,15 @@ impl Graph {
     /// Whether [`Graph::trim_slack`] would rebuild the dictionary index
     /// (the rest of it only shrinks blocks in place).
     pub fn trimming_rebuilds(&self) -> bool {
-        self.dict.settling_rebuilds()
+        self.dictionary.trimming_rebuilds()
     }
 
     /// Give back the arrays' growth slack beyond a 32nd of their length,
     /// and the dictionary index's beyond its settled load (after a
     /// transaction: it grew them by doubling).
     pub fn trim_slack(&mut self) {
-        self.dict.settle(dictionary_members(&self.keys, &self.node_type));
-        trim(&mut self.keys);
+        self.dictionary.trim_slack();
+        self.expected_nodes = 0;
         trim(&mut self.node_type);
         trim(&mut self.parent);
         trim(&mut self.ring);
@@ -763,7 +718,7 @@ impl Graph {
         }
         if self.edges.len() == self.edges.capacity() {
             // A load's new identifiers link to another about once each.
-            let wanted = self.growth_wanted();
+            let wanted = growth_for(self.expected_nodes);
             grow(&mut self.edges, wanted);
         }
         let k = self.edges.len() as u32;
@@ -1164,7 +1119,7 @@ impl Graph {
                     .ring_of(self.root(a.node))
                     .into_iter()
                     .filter(|m| self.occurrences[*m as usize] > 0)
-                    .map(|m| unpack(&self.keys[m as usize]))
+                    .map(|m| self.dictionary.key(m))
                     .collect();
                 keys.sort_unstable();
                 (pid, keys)

@@ -456,10 +456,10 @@ fn trimming_leaves_a_32nd_of_spare_room() {
     // Spread like real keys (hashes): the index places keys by their high bits.
     let keys: Vec<Key> = (0..n).map(|v| [u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15), 7]).collect();
     let nodes = g.intern_all(0, &keys).unwrap();
-    assert!(g.keys.capacity() >= n as usize);
+    assert!(g.dictionary.capacity() >= n as usize);
     g.trim_slack();
     let room = n as usize + (n as usize / 32).max(MIN_GROWTH);
-    for (name, capacity) in [("keys", g.keys.capacity()), ("parent", g.parent.capacity()), ("ring", g.ring.capacity()), ("merges", g.merges.capacity())] {
+    for (name, capacity) in [("keys", g.dictionary.capacity()), ("parent", g.parent.capacity()), ("ring", g.ring.capacity()), ("merges", g.merges.capacity())] {
         assert!(capacity <= room, "{name}: capacity {capacity} for {n} nodes");
     }
     for (k, node) in keys.iter().zip(nodes) {
