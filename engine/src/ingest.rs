@@ -39,7 +39,7 @@ fn commit_stream(
     identity: &Arc<Identity>,
     meta: &Arc<TableMeta>,
     expected_rows: Option<u64>,
-    batches: impl Iterator<Item = Result<(RecordBatch, Option<PreparedBatch>)>>,
+    batches: impl Iterator<Item = Result<(RecordBatch, Option<PreparedBatch>)>> + Send,
 ) -> Result<u64> {
     if RESERVED_NAMES.contains(&meta.name.as_str()) {
         return Err(Error::user(format!("system table '{}' cannot be changed directly", meta.name)));
@@ -48,6 +48,13 @@ fn commit_stream(
     let mut writer = identity.writer_for(&txn, meta)?;
     if let (Some(w), Some(rows)) = (writer.as_mut(), expected_rows) {
         w.expect_rows(rows);
+    }
+    // Interning beside linking pays for its thread from the second batch
+    // on; a few rows (an INSERT) are resolved on this thread alone.
+    let batched = expected_rows.is_none_or(|rows| rows > FILE_BATCH_ROWS as u64);
+    if let Some(w) = writer.as_mut().filter(|_| batched) {
+        w.resolve_stream(meta, &mut txn, batches)?;
+        return Ok(crate::identity::commit(store, txn, writer)?.rows_appended);
     }
     for batch in batches {
         let (mut b, prepared) = batch?;
@@ -253,7 +260,7 @@ fn read_ahead<T: Send, U: Send, R>(
     source: impl Iterator<Item = Result<T>> + Send,
     map: impl Fn(T) -> Result<U> + Sync,
     workers: usize,
-    consume: impl FnOnce(&mut dyn Iterator<Item = Result<U>>) -> R,
+    consume: impl FnOnce(&mut (dyn Iterator<Item = Result<U>> + Send)) -> R,
 ) -> R {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::mpsc::sync_channel;
@@ -298,7 +305,8 @@ fn read_ahead<T: Send, U: Send, R>(
             }
         });
         let mut next = 0;
-        let mut received = std::iter::from_fn(|| {
+        // Owns the receivers: the consumer may hand it to a thread.
+        let mut received = std::iter::from_fn(move || {
             // Item i comes from worker i mod workers; a worker that hung
             // up has delivered everything before the source's end.
             let item = outputs[next % workers].recv().ok();

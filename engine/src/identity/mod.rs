@@ -33,7 +33,7 @@ use parking_lot::{ArcRwLockWriteGuard, RawRwLock, RwLock};
 use tessera_storage::{ColumnDef, PendingCommit, Snapshot, Store, TableMeta, WriteTxn, ROW_ID_COLUMN};
 
 use crate::error::{Error, Result};
-use graph::{Graph, NodeId, ProfileEvent, ProfileId, RepeatMemo, Rules, TypeId};
+use graph::{Dictionary, Graph, NodeId, ProfileEvent, ProfileId, RepeatMemo, Rules, TypeId};
 use normalize::{key_of, Normalized, Normalizer};
 pub(crate) use prepare::{PreparedBatch, Preparer};
 use prepare::{intern_distinct, prepare_batch, prepare_cached, Prepared, SharedPhoneCache, NULL_VALUE};
@@ -615,19 +615,6 @@ impl IdWriter {
         self.expected_rows = Some(rows);
     }
 
-    /// Project the nodes the rest of the expected rows will add, from the
-    /// rows resolved so far.
-    fn project_growth(&mut self) {
-        let Some(expected) = self.expected_rows else { return };
-        if self.rows_resolved == 0 {
-            return;
-        }
-        let left = expected.saturating_sub(self.rows_resolved);
-        let added = self.state.graph.nodes_added() as u128;
-        let more = added * u128::from(left) / u128::from(self.rows_resolved);
-        self.state.graph.expect_nodes(usize::try_from(more).unwrap_or(usize::MAX));
-    }
-
     /// Fill the hidden identity columns of rows about to be appended to a
     /// table with identifiers (`batch` in the table's append schema; rows
     /// get ids from `first_row_id`). Other tables pass through.
@@ -647,32 +634,121 @@ impl IdWriter {
     ) -> Result<RecordBatch> {
         let Some(ti) = TableIdentity::of(meta)? else { return Ok(batch) };
         self.touched = true;
+        let mut interner = self.interner(&ti)?;
+        let mut dictionary = self.state.graph.take_dictionary();
+        let interned = interner.intern(&mut dictionary, batch, prepared);
+        match &interned {
+            Ok(interned) => self.adopt(interned),
+            // Nodes added before the failure stay as placeholders: the
+            // transaction fails, and its writer rebuilds the state.
+            Err(_) => self.state.graph.adopt_nodes(dictionary.len(), TypeId::MAX),
+        }
+        self.state.graph.restore_dictionary(dictionary).map_err(Error::Internal)?;
+        self.rows_resolved = interner.rows_resolved;
+        self.link_interned(meta, &ti, interned?, first_row_id)
+    }
+
+    /// Resolve a load's batches (as [`IdWriter::resolve_prepared`]) and
+    /// append them to `txn`: interning each batch's values on a thread of
+    /// its own while this one links the batch before. On a new source
+    /// (contacts, members) interning is a third to half of resolving, and
+    /// with both on one thread the preparing threads and a core sat idle.
+    /// Tables without identifiers are appended as they come.
+    pub(crate) fn resolve_stream(
+        &mut self,
+        meta: &TableMeta,
+        txn: &mut WriteTxn,
+        batches: impl Iterator<Item = Result<(RecordBatch, Option<PreparedBatch>)>> + Send,
+    ) -> Result<()> {
+        let Some(ti) = TableIdentity::of(meta)? else {
+            for batch in batches {
+                txn.append(&meta.name, batch?.0)?;
+            }
+            return Ok(());
+        };
+        self.touched = true;
+        let mut interner = self.interner(&ti)?;
+        let mut dictionary = self.state.graph.take_dictionary();
+        let (result, returned) = std::thread::scope(|scope| {
+            let (to_linker, interned) = std::sync::mpsc::sync_channel::<Result<Interned>>(INTERNED_AHEAD);
+            let interning = std::thread::Builder::new().name("tessera-intern".into()).spawn_scoped(scope, move || {
+                for item in batches {
+                    let done = item.and_then(|(batch, prepared)| interner.intern(&mut dictionary, batch, prepared));
+                    let failed = done.is_err();
+                    // A closed channel: the linker stopped (an error).
+                    if to_linker.send(done).is_err() || failed {
+                        break;
+                    }
+                }
+                (dictionary, interner.rows_resolved)
+            });
+            let interning = match interning {
+                Ok(handle) => handle,
+                Err(e) => return (Err(Error::Internal(format!("starting the interning thread: {e}"))), None),
+            };
+            let mut result = Ok(());
+            for batch in interned.iter() {
+                result = batch.and_then(|batch| {
+                    self.adopt(&batch);
+                    let first_row_id = txn.next_row_id(&meta.name)?;
+                    let resolved = self.link_interned(meta, &ti, batch, first_row_id)?;
+                    self.flush_events(txn)?;
+                    txn.append(&meta.name, resolved)?;
+                    Ok(())
+                });
+                if result.is_err() {
+                    break;
+                }
+            }
+            // Wakes the interning thread if it waits to hand over a batch.
+            drop(interned);
+            match interning.join() {
+                Ok(returned) => (result, Some(returned)),
+                Err(_) => (result.and(Err(Error::Internal("interning a batch panicked".into()))), None),
+            }
+        });
+        // On failure the dictionary may hold nodes the graph never adopted
+        // (or be gone): the writer is then dropped without committing,
+        // which rebuilds the whole state.
+        result?;
+        let (dictionary, rows_resolved) = returned.ok_or_else(|| Error::Internal("the interned dictionary was lost".into()))?;
+        self.state.graph.restore_dictionary(dictionary).map_err(Error::Internal)?;
+        self.rows_resolved = rows_resolved;
+        Ok(())
+    }
+
+    /// What interning needs for a table's batches, carrying the load's
+    /// expectation along.
+    fn interner(&self, ti: &TableIdentity) -> Result<Interner> {
+        let infos: Vec<Arc<TypeInfo>> = ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
+        Ok(Interner {
+            value_columns: ti.slots.iter().map(|s| s.value_index).collect(),
+            infos,
+            phone_cache: self.state.phone_cache.clone(),
+            expected_rows: self.expected_rows,
+            rows_resolved: self.rows_resolved,
+        })
+    }
+
+    /// Give the nodes a batch's interning added their place in the graph,
+    /// slot by slot, sized by what the load expects still.
+    fn adopt(&mut self, interned: &Interned) {
+        self.state.graph.expect_more_nodes(interned.expected_nodes);
+        for &(upto, t) in &interned.added {
+            self.state.graph.adopt_nodes(upto, t);
+        }
+    }
+
+    /// Link an interned batch's rows (their ids from `first_row_id`) and
+    /// fill its hidden identity columns.
+    fn link_interned(&mut self, meta: &TableMeta, ti: &TableIdentity, interned: Interned, first_row_id: u64) -> Result<RecordBatch> {
+        let Interned { batch, prepared, distinct_nodes, nodes, .. } = interned;
         let mut settle_events = Vec::new();
         self.state.graph.settle(secs(self.now), &mut settle_events).map_err(Error::ResourcesExhausted)?;
         self.log(&mut settle_events, None, None);
         let n = batch.num_rows();
-        let infos: Vec<Arc<TypeInfo>> =
-            ti.slots.iter().map(|s| self.state.type_named(&s.type_name).cloned()).collect::<Result<_>>()?;
         let values: Vec<Texts> = ti.slots.iter().map(|s| strings(batch.column(s.value_index))).collect::<Result<_>>()?;
         self.state.graph.check_headroom(n, ti.slots.len()).map_err(Error::ResourcesExhausted)?;
-        let current = |p: &PreparedBatch| {
-            p.rows == n && p.infos.len() == infos.len() && p.infos.iter().zip(&infos).all(|(a, b)| Arc::ptr_eq(a, b))
-        };
-        let prepared = match prepared.filter(current) {
-            Some(p) => p,
-            None => {
-                let columns: Vec<usize> = ti.slots.iter().map(|s| s.value_index).collect();
-                prepare_batch(&infos, &columns, &batch, &self.state.phone_cache)?
-            }
-        };
-        self.project_growth();
-        self.rows_resolved += n as u64;
-        // Per slot, the node of each prepared value (None when absent or
-        // refused before linking), found for the whole batch at once.
-        let mut distinct_nodes: Vec<Vec<Option<NodeId>>> = Vec::with_capacity(prepared.slots.len());
-        for (info, (_, outcomes)) in infos.iter().zip(&prepared.slots) {
-            distinct_nodes.push(intern_distinct(&mut self.state.graph, info.spec.id, outcomes)?);
-        }
         let mut masks: Vec<u32> = Vec::with_capacity(n);
         let mut row_nodes: Vec<(u8, NodeId)> = Vec::with_capacity(ti.slots.len());
         let mut events = Vec::new();
@@ -730,8 +806,6 @@ impl IdWriter {
         }
         self.state.graph.flush_repeats(&mut repeats).map_err(Error::Internal)?;
         self.repeats = repeats;
-        // Every row keeps the node of each value it carries, linked or not.
-        let nodes: Vec<UInt64Array> = prepared.slots.iter().zip(&distinct_nodes).map(|((rows, _), of)| node_column(rows, of)).collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for (slot, column) in ti.slots.iter().zip(nodes) {
             columns[slot.node_index] = Arc::new(column);
@@ -896,6 +970,75 @@ impl IdWriter {
             outcome
         };
         Ok(outcome?)
+    }
+}
+
+/// Batches interned ahead of the linker, beyond the one it links.
+const INTERNED_AHEAD: usize = 1;
+
+/// One batch interned: its values' nodes (new ones added to the
+/// dictionary, not yet adopted by the graph) and node columns.
+struct Interned {
+    batch: RecordBatch,
+    prepared: PreparedBatch,
+    /// Per slot, the node of each distinct prepared value (None when
+    /// absent or refused before linking).
+    distinct_nodes: Vec<Vec<Option<NodeId>>>,
+    /// Per slot in order, the dictionary's length after interning it and
+    /// the slot's type: the nodes the graph adopts, with their types.
+    added: Vec<(usize, TypeId)>,
+    /// Per slot, every row's node, linked or not.
+    nodes: Vec<UInt64Array>,
+    /// Nodes the load expected to add still when the batch was interned.
+    expected_nodes: usize,
+}
+
+/// Interns one table's batches with a dictionary lent by the graph.
+struct Interner {
+    value_columns: Vec<usize>,
+    infos: Vec<Arc<TypeInfo>>,
+    phone_cache: SharedPhoneCache,
+    /// Rows the transaction is expected to resolve in all, and those
+    /// interned so far ([`IdWriter::expect_rows`]).
+    expected_rows: Option<u64>,
+    rows_resolved: u64,
+}
+
+impl Interner {
+    fn intern(&mut self, dictionary: &mut Dictionary, batch: RecordBatch, prepared: Option<PreparedBatch>) -> Result<Interned> {
+        let n = batch.num_rows();
+        let infos = &self.infos;
+        let current = |p: &PreparedBatch| {
+            p.rows == n && p.infos.len() == infos.len() && p.infos.iter().zip(infos).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
+        let prepared = match prepared.filter(current) {
+            Some(p) => p,
+            None => prepare_batch(&self.infos, &self.value_columns, &batch, &self.phone_cache)?,
+        };
+        self.project_growth(dictionary);
+        self.rows_resolved += n as u64;
+        let mut distinct_nodes: Vec<Vec<Option<NodeId>>> = Vec::with_capacity(prepared.slots.len());
+        let mut added = Vec::with_capacity(prepared.slots.len());
+        for (info, (_, outcomes)) in self.infos.iter().zip(&prepared.slots) {
+            distinct_nodes.push(intern_distinct(dictionary, outcomes)?);
+            added.push((dictionary.len(), info.spec.id));
+        }
+        // Every row keeps the node of each value it carries, linked or not.
+        let nodes = prepared.slots.iter().zip(&distinct_nodes).map(|((rows, _), of)| node_column(rows, of)).collect();
+        Ok(Interned { batch, prepared, distinct_nodes, added, nodes, expected_nodes: dictionary.expected() })
+    }
+
+    /// Project the nodes the rest of the expected rows will add, from the
+    /// rows interned so far.
+    fn project_growth(&self, dictionary: &mut Dictionary) {
+        let Some(expected) = self.expected_rows else { return };
+        if self.rows_resolved == 0 {
+            return;
+        }
+        let left = expected.saturating_sub(self.rows_resolved);
+        let added = dictionary.added() as u128;
+        let more = added * u128::from(left) / u128::from(self.rows_resolved);
+        dictionary.expect(usize::try_from(more).unwrap_or(usize::MAX));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StringArray, StringViewArray};
 
-use super::graph::{self, Graph, NodeId, TypeId};
+use super::graph::{self, Dictionary, NodeId, TypeId};
 use super::normalize::{self, key_of, Normalized, Normalizer};
 use super::{strings, Texts, TypeInfo};
 use crate::error::{Error, Result};
@@ -240,10 +240,10 @@ fn repeats_previous(slots: &[(Vec<u32>, Vec<Prepared>)], rows: usize) -> Vec<boo
     same
 }
 
-/// The node of each prepared value of a slot (`outcomes`, of type `t`):
-/// found or added for all of them at once ([`Graph::intern_all`]); None
-/// for values absent or refused before linking.
-pub(super) fn intern_distinct(graph: &mut Graph, t: TypeId, outcomes: &[Prepared]) -> Result<Vec<Option<NodeId>>> {
+/// The node of each prepared value of a slot (`outcomes`): found or added
+/// for all of them at once ([`Dictionary::intern_all`]); None for values
+/// absent or refused before linking. The graph adopts the nodes added.
+pub(super) fn intern_distinct(dictionary: &mut Dictionary, outcomes: &[Prepared]) -> Result<Vec<Option<NodeId>>> {
     let keys: Vec<graph::Key> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -251,7 +251,7 @@ pub(super) fn intern_distinct(graph: &mut Graph, t: TypeId, outcomes: &[Prepared
             _ => None,
         })
         .collect();
-    let mut nodes = graph.intern_all(t, &keys).map_err(Error::ResourcesExhausted)?.into_iter();
+    let mut nodes = dictionary.intern_all(&keys).map_err(Error::ResourcesExhausted)?.into_iter();
     let of: Vec<Option<NodeId>> = outcomes
         .iter()
         .map(|o| match o {
