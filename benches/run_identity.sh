@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Identity benchmark: Tessera and DuckDB on the same generated multi-source
-# data set (Parquet), in the same run. Usage: benches/run_identity.sh [PEOPLE]
+# data set (Parquet), in the same run. Usage: benches/run_identity.sh [PEOPLE] [LOADS]
 # (100000 is a smoke run of a few minutes; 1000000 is the reference run).
+# Each side's timed load and resolution runs LOADS times (default 3), each
+# into a new database; the tables give the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEOPLE="${1:-100000}"
+LOADS="${2:-3}"
 . benches/setup.sh
 
-/usr/bin/time -f "%M" -o "$WORK/tessera.rss" "$CARGO_TARGET_DIR/release/tessera-bench" identity "$WORK" "$PEOPLE" > "$WORK/tessera-identity.json"
-/usr/bin/time -f "%M" -o "$WORK/duckdb.rss" "$VENV/bin/python" benches/duckdb_identity.py "$WORK" "$PEOPLE" > "$WORK/duckdb-identity.json"
+/usr/bin/time -f "%M" -o "$WORK/tessera.rss" "$CARGO_TARGET_DIR/release/tessera-bench" identity "$WORK" "$PEOPLE" "$LOADS" > "$WORK/tessera-identity.json"
+/usr/bin/time -f "%M" -o "$WORK/duckdb.rss" "$VENV/bin/python" benches/duckdb_identity.py "$WORK" "$PEOPLE" "$LOADS" > "$WORK/duckdb-identity.json"
 
 "$VENV/bin/python" - "$WORK" <<'PY'
 import json, sys
@@ -17,6 +20,13 @@ t = json.load(open(f"{w}/tessera-identity.json")); d = json.load(open(f"{w}/duck
 t_rss = int(open(f"{w}/tessera.rss").read().split()[-1]) / 1024; d_rss = int(open(f"{w}/duckdb.rss").read().split()[-1]) / 1024
 resolve_t = max(t["end_to_end_s"] - t["load_only_s"], 1e-9)
 print(f"people: {t['people']:,.0f}   rows: {t['rows']:,.0f}   identifier values: {t['identifier_values']:,.0f}   duckdb {d['version']} (threads={d['threads']}, {d['iterations']} iterations)")
+loads = int(t["loads"])
+t_runs = ", ".join(f"{t[f'end_to_end_s_{i}']:.2f}" for i in range(1, loads + 1))
+p_runs = ", ".join(f"{t[f'load_only_s_{i}']:.2f}" for i in range(1, loads + 1))
+d_runs = ", ".join(f"{x:.2f}" for x in d["end_to_end_runs_s"])
+print(f"Times are medians of {loads} runs of each side, each into a new database (end to end, s: Tessera {t_runs}; "
+      f"its load only {p_runs}; DuckDB {d_runs}).")
+print()
 print("| measure | Tessera | DuckDB | DuckDB / Tessera |")
 print("|---|---|---|---|")
 print(f"| load and resolve, files to profiles (s) | {t['end_to_end_s']:.2f} | {d['end_to_end_s']:.2f} | {d['end_to_end_s'] / t['end_to_end_s']:.2f}x |")

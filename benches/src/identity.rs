@@ -161,7 +161,13 @@ pub(crate) fn write_identity_spec(work: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
+/// The identity benchmark. The timed loads (without identifiers, then
+/// with them) alternate `loads` times, each into a new database, and their
+/// medians are reported, with every run's times: on a shared machine one
+/// run of each moved the ratios by several percent between runs minutes
+/// apart. The rest is measured on the last database loaded.
+pub async fn run(work: &Path, people: u64, loads: usize) -> anyhow::Result<String> {
+    anyhow::ensure!(loads >= 1, "at least one load");
     let data = work.join(format!("data-{people}"));
     if !data.join("web_events.parquet").exists() {
         tessera_datagen::generate(&tessera_datagen::Config::new(people, 42), &data, tessera_datagen::Formats::BOTH)?;
@@ -169,29 +175,41 @@ pub async fn run(work: &Path, people: u64) -> anyhow::Result<String> {
     write_identity_spec(work)?;
     let mut out = super::serde_like::Obj::new();
     out.num("people", people as f64);
-
-    // The load alone (no identifiers declared).
-    let plain = work.join("tessera-plain");
-    let db = fresh_database(&plain)?;
-    let started = Instant::now();
-    let cpu = cpu_seconds();
-    load_all(&db, &data, false).await?;
-    let load_s = started.elapsed().as_secs_f64();
-    out.num("load_only_cpu_s", cpu_seconds() - cpu);
-    db.close().await?;
-    out.num("load_only_s", load_s);
-
-    // Load and resolve: files to queryable profiles.
+    out.num("loads", loads as f64);
     let dir = work.join("tessera-identity");
-    let db = fresh_database(&dir)?;
-    let started = Instant::now();
-    let cpu = cpu_seconds();
-    let rows = load_all(&db, &data, true).await?;
-    let profiles = int(&db.session().sql("SELECT count(*) FROM profiles").await?, 0);
-    let end_to_end_s = started.elapsed().as_secs_f64();
-    out.num("end_to_end_cpu_s", cpu_seconds() - cpu);
+    let (mut plain_s, mut plain_cpu, mut both_s, mut both_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last: Option<(Database, u64, i64)> = None;
+    for run in 1..=loads {
+        // The load alone (no identifiers declared).
+        let plain = work.join("tessera-plain");
+        let db = fresh_database(&plain)?;
+        let started = Instant::now();
+        let cpu = cpu_seconds();
+        load_all(&db, &data, false).await?;
+        plain_s.push(started.elapsed().as_secs_f64());
+        plain_cpu.push(cpu_seconds() - cpu);
+        db.close().await?;
+        // Load and resolve: files to queryable profiles.
+        if let Some((db, _, _)) = last.take() {
+            db.close().await?;
+        }
+        let db = fresh_database(&dir)?;
+        let started = Instant::now();
+        let cpu = cpu_seconds();
+        let rows = load_all(&db, &data, true).await?;
+        let profiles = int(&db.session().sql("SELECT count(*) FROM profiles").await?, 0);
+        both_s.push(started.elapsed().as_secs_f64());
+        both_cpu.push(cpu_seconds() - cpu);
+        out.num(&format!("load_only_s_{run}"), plain_s[run - 1]);
+        out.num(&format!("end_to_end_s_{run}"), both_s[run - 1]);
+        last = Some((db, rows, profiles));
+    }
+    let (db, rows, profiles) = last.context("no load ran")?;
+    out.num("load_only_s", super::median(plain_s));
+    out.num("load_only_cpu_s", super::median(plain_cpu));
+    out.num("end_to_end_s", super::median(both_s));
+    out.num("end_to_end_cpu_s", super::median(both_cpu));
     out.num("rows", rows as f64);
-    out.num("end_to_end_s", end_to_end_s);
     out.num("profiles", profiles as f64);
     let links = identifier_values(&db).await?;
     out.num("identifier_values", links as f64);

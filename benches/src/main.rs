@@ -173,7 +173,7 @@ mod serde_like {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE | tessera-bench identity-load WORK_DIR PEOPLE [plain] | tessera-bench identity-insert DB_DIR [COUNT] | tessera-bench segments WORK_DIR PEOPLE";
+    let usage = "usage: tessera-bench foundation WORK_DIR [ROWS] [REPEAT] | tessera-bench generate FILE ROWS | tessera-bench identity WORK_DIR PEOPLE [LOADS] | tessera-bench identity-load WORK_DIR PEOPLE [plain] | tessera-bench identity-insert DB_DIR [COUNT] | tessera-bench segments WORK_DIR PEOPLE";
     match args.get(1).map(String::as_str) {
         Some("foundation") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
@@ -184,7 +184,8 @@ async fn main() -> anyhow::Result<()> {
         Some("identity") => {
             let work = PathBuf::from(args.get(2).context(usage)?);
             let people = args.get(3).map(|r| r.parse()).transpose()?.unwrap_or(100_000);
-            println!("{}", identity::run(&work, people).await?);
+            let loads = args.get(4).map(|r| r.parse()).transpose()?.unwrap_or(3);
+            println!("{}", identity::run(&work, people, loads).await?);
             Ok(())
         }
         // The identity benchmark's timed load alone (with identifiers, or
