@@ -419,3 +419,68 @@ async fn identifiers_refused_by_changed_rules_keep_their_links_on_reopen() -> an
     db.close().await?;
     Ok(())
 }
+
+/// A large load interns its batches on a thread of its own while the
+/// writer links the batch before; small appends do both on one thread.
+/// The same rows either way give every row the same profile id, every
+/// profile the same identifiers, the same merges and the same refusals: rows that merge profiles
+/// across batches, values that repeat in later batches, blocked and
+/// generic values. The load spans several batches (more than 64 Ki rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_interning_beside_linking_resolves_as_one_thread_does() -> anyhow::Result<()> {
+    let rows: i64 = 150_000;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("n", DataType::Int64, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("phone", DataType::Utf8, true),
+    ]));
+    let batch = |from: i64, to: i64| -> anyhow::Result<RecordBatch> {
+        let n = Int64Array::from_iter_values(from..to);
+        // Emails repeat every 50,000 rows (in later batches); phones
+        // every 60,000 at another stride, merging the emails' profiles
+        // across batches. Every 1000th email is blocked, and one phone on
+        // every 97th row is shared by so many profiles it turns generic.
+        let emails: StringArray =
+            (from..to).map(|i| Some(if i % 1000 == 0 { "null".to_string() } else { format!("P{}@Example.com", i % 50_000) })).collect();
+        let phones: StringArray = (from..to)
+            .map(|i| match i {
+                _ if i % 97 == 0 => Some("+1 415 555 0100".to_string()),
+                _ if i % 5 == 0 => None,
+                _ => Some(format!("+1 212 555 {:04}", (i * 7) % 60_000 % 10_000)),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(schema.clone(), vec![Arc::new(n), Arc::new(emails), Arc::new(phones)])?)
+    };
+    async fn open_table(dir: &std::path::Path) -> anyhow::Result<Database> {
+        let db = Database::open(dir)?;
+        let s = db.session();
+        s.sql("CREATE IDENTIFIER email (normalize = 'email')").await?;
+        s.sql("CREATE IDENTIFIER phone (normalize = 'phone', region = 'US', max_per_profile = 3)").await?;
+        s.sql("CREATE TABLE t (n BIGINT NOT NULL, email TEXT, phone TEXT) WITH (identifiers = 'email AS email, phone AS phone')").await?;
+        Ok(db)
+    }
+    let (one, many) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let at_once = open_table(one.path()).await?;
+    let thirds = vec![batch(0, 50_000)?, batch(50_000, 100_000)?, batch(100_000, rows)?];
+    assert_eq!(at_once.append("t", thirds).await?, rows as u64);
+    let piecewise = open_table(many.path()).await?;
+    for from in (0..rows).step_by(10_000) {
+        piecewise.append("t", vec![batch(from, (from + 10_000).min(rows))?]).await?;
+    }
+    for sql in [
+        "SELECT n, profile_id FROM t ORDER BY n",
+        "SELECT profile_id, identifier_type, value, rows FROM profile_identifiers ORDER BY profile_id, identifier_type, value",
+        "SELECT event, profile_id, other_profile_id, source_row FROM profile_merges ORDER BY source_row, profile_id, other_profile_id",
+        "SELECT source_row, column_name, value, reason, detail FROM identity_rejections ORDER BY source_row, column_name, reason",
+        "SELECT count(*), count(DISTINCT profile_id) FROM t",
+    ] {
+        let (a, b) = (pretty(&at_once.session().sql(sql).await?)?, pretty(&piecewise.session().sql(sql).await?)?);
+        let differ = a.lines().zip(b.lines()).find(|(x, y)| x != y);
+        assert!(differ.is_none() && a.len() == b.len(), "{sql}: {differ:?}");
+    }
+    assert!(count(&at_once, "SELECT count(*) FROM profile_merges").await? > 0, "rows merged profiles");
+    assert!(count(&at_once, "SELECT count(*) FROM identity_rejections WHERE reason = 'generic'").await? > 0, "a value turned generic");
+    assert!(count(&at_once, "SELECT count(*) FROM identity_rejections WHERE reason = 'blocked'").await? > 0, "values were blocked");
+    at_once.session().sql("RESOLVE IDENTITIES").await?;
+    Ok(())
+}

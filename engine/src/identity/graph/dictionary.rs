@@ -154,10 +154,13 @@ impl Dictionary {
             return Ok(());
         }
         if (node as usize) < self.keys.len() {
-            if !self.holes.remove(node) {
+            if !self.is_hole(node) {
                 return Err(format!("node {node} stored for two different identifier values"));
             }
+            // Room first: a growth lists the index's members, which the
+            // hole is not yet.
             self.make_room(1);
+            self.holes.remove(node);
             self.keys[node as usize] = key;
             self.index.insert_unique(key_hash(&key), node);
             return Ok(());

@@ -466,3 +466,34 @@ fn trimming_leaves_a_32nd_of_spare_room() {
         assert_eq!(g.lookup(k), Some(node));
     }
 }
+
+proptest! {
+    /// Rebuilding from stored node ids in any order (the rows of a table
+    /// are not in node order): ids skipped become holes, filled later,
+    /// across the index's growths; every key is then found under its
+    /// node, and the dictionary saved is the one interned.
+    #[test]
+    fn nodes_inserted_in_any_order_are_found(order in Just((0..700u32).collect::<Vec<_>>()).prop_shuffle(), skip in 0usize..700) {
+        let mut interned = Graph::new();
+        for v in 0..700u32 {
+            interned.intern(v as TypeId % 3, key(v)).unwrap();
+        }
+        let mut rebuilt = Graph::new();
+        // Some ids arrive twice (a value on several rows).
+        for &v in order.iter().chain(order.iter().take(skip)) {
+            rebuilt.insert_at(v, v as TypeId % 3, key(v)).map_err(TestCaseError::fail)?;
+        }
+        for v in 0..700u32 {
+            prop_assert_eq!(rebuilt.lookup(&key(v)), Some(v));
+        }
+        prop_assert_eq!(rebuilt.dictionary(), interned.dictionary());
+        // A filled id is refused another key; an unfilled one is a hole.
+        prop_assert!(rebuilt.insert_at(order[0], 0, key(9_999)).is_err());
+        rebuilt.insert_at(800, 1, key(800)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(rebuilt.dictionary()[750].0, TypeId::MAX);
+        prop_assert_eq!(rebuilt.lookup(&key(800)), Some(800));
+        rebuilt.insert_at(750, 2, key(750)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(rebuilt.dictionary()[750].0, 2);
+        prop_assert_eq!(rebuilt.lookup(&key(750)), Some(750));
+    }
+}
