@@ -160,31 +160,46 @@ struct Shape {
     max: u64,
     /// Every key at least the one before.
     sorted: bool,
-    /// Smallest and largest step between neighbours (when sorted).
+    /// Smallest and largest step between neighbours (when sorted; 0
+    /// otherwise).
     step_min: u64,
     step_max: u64,
     runs: usize,
 }
 
 impl Shape {
-    /// None for a page without values. One pass without a branch per
-    /// key (the run length is measured only when runs could win).
+    /// None for a page without values. One pass: the steps are followed
+    /// while the keys rise (a sorted page may be stored as deltas); past
+    /// the first fall only the bounds and the runs are, with no branch
+    /// per key (most pages of node ids and dictionary keys fall at once).
     fn of(keys: &[u64]) -> Option<Shape> {
         let (&first, rest) = keys.split_first()?;
-        let (mut min, mut max, mut sorted) = (first, first, true);
         let (mut step_min, mut step_max, mut changes) = (u64::MAX, 0, 0usize);
         let mut previous = first;
+        let mut rising = 0;
         for &key in rest {
-            min = min.min(key);
-            max = max.max(key);
-            sorted &= key >= previous;
-            let step = key.wrapping_sub(previous);
+            if key < previous {
+                break;
+            }
+            let step = key - previous;
             step_min = step_min.min(step);
             step_max = step_max.max(step);
+            changes += usize::from(step != 0);
+            previous = key;
+            rising += 1;
+        }
+        if rising == rest.len() {
+            return Some(Shape { min: first, max: previous, sorted: true, step_min, step_max, runs: changes + 1 });
+        }
+        // The rising prefix's bounds are its ends.
+        let (mut min, mut max) = (first, previous);
+        for &key in &rest[rising..] {
+            min = min.min(key);
+            max = max.max(key);
             changes += usize::from(key != previous);
             previous = key;
         }
-        Some(Shape { min, max, sorted, step_min, step_max, runs: changes + 1 })
+        Some(Shape { min, max, sorted: false, step_min: 0, step_max: 0, runs: changes + 1 })
     }
 
     /// The form that takes the fewest bits, by the factors of the leading
@@ -201,11 +216,13 @@ impl Shape {
                 best = (cost, DELTA);
             }
         }
-        // The run lengths' width takes a pass to know; it is at least 0
-        // bits and at most what the longest possible run needs (every
-        // repeat in one run), and often those bounds decide alone.
+        // The run lengths' width takes a pass to know; it is at least
+        // what the average run needs (the longest is at least as long)
+        // and at most what the longest possible run needs (every repeat
+        // in one run), and often those bounds decide alone: a page of
+        // keys that seldom repeat is not worth the pass.
         let runs = self.runs as u64;
-        if runs * frame_width + 32 < best.0 {
+        if runs * (frame_width + bits(n.div_ceil(runs) - 1)) + 32 < best.0 {
             let at_most = runs * (frame_width + bits(n - runs)) + 32;
             let cost = if at_most < best.0 { at_most } else { runs * (frame_width + bits(longest_run(keys) as u64 - 1)) + 32 };
             if cost < best.0 {
@@ -333,31 +350,29 @@ fn write_delta(out: &mut Vec<u8>, keys: &[u64], shape: &Shape) {
 }
 
 fn write_runs(out: &mut Vec<u8>, keys: &[u64], shape: &Shape) {
-    // Each run's value and end, written whether or not a row starts a run
-    // (no branch per row): a row that continues its run rewrites them.
-    let mut values = vec![0u64; shape.runs];
-    let mut ends = vec![0usize; shape.runs];
-    let mut run = 0;
-    values[0] = keys[0];
-    for (i, pair) in keys.windows(2).enumerate() {
-        ends[run] = i + 1;
-        run += usize::from(pair[1] != pair[0]);
-        values[run] = pair[1];
+    // Where each run starts, and the end as the last entry: every row is
+    // written as the next start and counted only if its key differs from
+    // the one before (no branch per row; a row continuing its run is
+    // overwritten by the next).
+    let mut starts = vec![0u32; shape.runs + 1];
+    let mut run = 1;
+    let mut previous = keys[0];
+    for (i, &key) in keys.iter().enumerate().skip(1) {
+        starts[run] = i as u32;
+        run += usize::from(key != previous);
+        previous = key;
     }
-    ends[run] = keys.len();
-    debug_assert_eq!(run + 1, shape.runs);
-    out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    debug_assert_eq!(run, shape.runs);
+    starts[shape.runs] = keys.len() as u32;
+    out.extend_from_slice(&(shape.runs as u32).to_le_bytes());
     out.extend_from_slice(&shape.min.to_le_bytes());
     let min = shape.min;
-    write_scaled(out, values.iter().map(move |&v| v - min), shape.max - shape.min);
-    // Each run's length less one, in place of its end.
-    let mut start = 0;
-    for end in ends.iter_mut() {
-        (start, *end) = (*end, *end - start - 1);
-    }
-    let most = ends.iter().copied().max().unwrap_or(0) as u64;
+    write_scaled(out, starts[..shape.runs].iter().map(move |&s| keys[s as usize] - min), shape.max - shape.min);
+    // Each run's length less one.
+    let lengths = starts.windows(2).map(|w| u64::from(w[1] - w[0] - 1));
+    let most = lengths.clone().max().unwrap_or(0);
     let mut writer = BitWriter::new(out, bits(most) as u32);
-    writer.put_all(ends.iter().map(|&length| length as u64));
+    writer.put_all(lengths);
     writer.finish();
 }
 
@@ -784,6 +799,42 @@ mod tests {
             }
         }
 
+        /// The bounds that spare the pass over run lengths never change
+        /// the form chosen: it is the one whose exact size is smallest.
+        #[test]
+        fn the_form_chosen_is_the_smallest(
+            pieces in proptest::collection::vec(
+                (0u64..1 << 20, proptest::prop_oneof![3 => proptest::strategy::Just(1usize), 2 => proptest::strategy::Just(2usize), 1 => 1usize..9]),
+                1..300,
+            ),
+            width in 1u32..21,
+            sorted in proptest::bool::ANY,
+        ) {
+            // Runs of random lengths (mostly short, where the bounds on
+            // their lengths' width are closest to deciding).
+            let mut keys: Vec<u64> = pieces.iter().flat_map(|&(v, n)| std::iter::repeat_n(v & ((1 << width) - 1), n)).collect();
+            if sorted {
+                keys.sort_unstable();
+            }
+            let shape = Shape::of(&keys).expect("values");
+            let n = keys.len() as u64;
+            let frame_width = bits((shape.max - shape.min) / sampled_factor(keys.iter().map(|&k| k - shape.min)));
+            let mut best = (n * frame_width, FRAME);
+            if shape.sorted && keys.len() > 1 {
+                let factor = sampled_factor(keys.windows(2).map(|p| p[1] - p[0] - shape.step_min));
+                let cost = (n - 1) * bits((shape.step_max - shape.step_min) / factor) + 64;
+                if cost < best.0 {
+                    best = (cost, DELTA);
+                }
+            }
+            let runs = shape.runs as u64;
+            let cost = runs * (frame_width + bits(longest_run(&keys) as u64 - 1)) + 32;
+            if cost < best.0 {
+                best = (cost, RUNS);
+            }
+            proptest::prop_assert_eq!(shape.cheapest(&keys), best.1);
+        }
+
         /// Arbitrary bytes never panic the reader.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), rows in 0u64..100) {
@@ -792,3 +843,4 @@ mod tests {
         }
     }
 }
+
