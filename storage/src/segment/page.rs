@@ -647,6 +647,40 @@ mod tests {
     use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt32Array, UInt64Array};
     use arrow::datatypes::UInt32Type;
     use proptest::strategy::Strategy;
+    proptest::proptest! {
+        /// A view page's dictionary is the one its text gives: the same
+        /// values in the same order and the same keys, or none alike
+        /// (too varied, too many values), whether its values are short or
+        /// long, repeated in runs, decoded one by one or sharing bytes
+        /// (taken from one array), NULL or sliced.
+        #[test]
+        fn view_dictionaries_are_those_of_the_text(
+            picks in proptest::collection::vec(proptest::option::weighted(0.85, 0usize..40), 1..700),
+            run in 1usize..6,
+            pool_size in 1usize..40,
+            shared in proptest::bool::ANY,
+            offset in 0usize..3,
+        ) {
+            use arrow::array::{StringArray, StringViewArray};
+            let words: Vec<String> = (0..40)
+                .map(|i| if i % 3 == 0 { format!("w{i}") } else { format!("a value longer than a view, number {i:04}") })
+                .collect();
+            let rows: Vec<Option<usize>> = picks.iter().flat_map(|p| std::iter::repeat_n(p.map(|p| p % pool_size), run)).collect();
+            let views: StringViewArray = if shared {
+                let pool: StringViewArray = words.iter().map(|w| Some(w.as_str())).collect();
+                let indices = UInt32Array::from(rows.iter().map(|r| r.map(|r| r as u32)).collect::<Vec<_>>());
+                arrow::compute::take(&pool, &indices, None).expect("take").as_string_view().clone()
+            } else {
+                rows.iter().map(|r| r.map(|r| words[r].as_str())).collect()
+            };
+            let views = views.slice(offset.min(views.len() - 1), views.len() - offset.min(views.len() - 1));
+            let text: StringArray = views.iter().collect();
+            let got = dictionary_of_views(&views).map(|d| (d.keys, d.values));
+            let want = dictionary_of(&text, text.nulls()).map(|d| (d.keys, d.values));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
 
     /// A sequence page's statistics from its ends equal those of a pass
     /// over its rows, wrapping sequences left to the pass.
