@@ -51,18 +51,14 @@ fn commit_stream(
     }
     // Interning beside linking pays for its thread from the second batch
     // on; a few rows (an INSERT) are resolved on this thread alone.
-    let batched = expected_rows.is_none_or(|rows| rows > FILE_BATCH_ROWS as u64);
-    if let Some(w) = writer.as_mut().filter(|_| batched) {
-        w.resolve_stream(meta, &mut txn, batches)?;
-        return Ok(crate::identity::commit(store, txn, writer)?.rows_appended);
-    }
-    for batch in batches {
-        let (mut b, prepared) = batch?;
-        if let Some(w) = writer.as_mut() {
-            b = w.resolve_prepared(meta, b, txn.next_row_id(&meta.name)?, prepared)?;
-            w.flush_events(&mut txn)?;
+    let beside = expected_rows.is_none_or(|rows| rows > FILE_BATCH_ROWS as u64);
+    match writer.as_mut() {
+        Some(w) => w.resolve_stream(meta, &mut txn, batches, beside)?,
+        None => {
+            for batch in batches {
+                txn.append(&meta.name, batch?.0)?;
+            }
         }
-        txn.append(&meta.name, b)?;
     }
     Ok(crate::identity::commit(store, txn, writer)?.rows_appended)
 }

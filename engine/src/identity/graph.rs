@@ -364,6 +364,7 @@ impl Graph {
 
     /// [`Graph::intern`] for many keys of one type, in order
     /// ([`Dictionary::intern_all`]).
+    #[cfg(test)]
     pub fn intern_all(&mut self, t: TypeId, keys: &[Key]) -> Result<Vec<NodeId>, String> {
         let nodes = self.dictionary.intern_all(keys)?;
         self.adopt_nodes(self.dictionary.len(), t);
@@ -422,23 +423,11 @@ impl Graph {
         Ok(())
     }
 
-    /// Nodes added since the last [`Graph::trim_slack`] (in this
-    /// transaction).
-    pub fn nodes_added(&self) -> usize {
-        self.dictionary.added()
-    }
-
-    /// The transaction expects to add about `more` nodes beyond those it
-    /// has added: the dictionary's index and the node arrays make room
-    /// for them at their next growth rather than growing step by step.
+    /// The transaction expects to add about `more` nodes still (what the
+    /// dictionary's interning projects, [`Dictionary::expected`]): the node
+    /// arrays make room for them at their next growth rather than growing
+    /// step by step.
     pub fn expect_nodes(&mut self, more: usize) {
-        self.dictionary.expect(more);
-        self.expect_more_nodes(self.dictionary.expected());
-    }
-
-    /// [`Graph::expect_nodes`] for the node arrays alone (the dictionary
-    /// being lent out, and told by its borrower).
-    pub fn expect_more_nodes(&mut self, more: usize) {
         self.expected_nodes = more;
     }
 

@@ -808,7 +808,7 @@ mod tests {
         /// The bounds that spare the pass over run lengths never change
         /// the form chosen: it is the one whose exact size is smallest.
         #[test]
-        fn the_form_chosen_is_the_smallest(
+        fn bounds_on_run_lengths_never_change_the_form(
             pieces in proptest::collection::vec(
                 (0u64..1 << 20, proptest::prop_oneof![3 => proptest::strategy::Just(1usize), 2 => proptest::strategy::Just(2usize), 1 => 1usize..9]),
                 1..300,

@@ -132,8 +132,9 @@ impl Dictionary {
         self.keys.push(key);
     }
 
-    /// Every stored key by node id (a hole's is a placeholder): what the
-    /// dictionary file saves, with the node types.
+    /// Every stored key by node id (a hole's is the filler written for
+    /// it, never looked up): what the dictionary file saves, with the
+    /// node types.
     pub fn stored_keys(&self) -> impl Iterator<Item = Key> + '_ {
         self.keys.iter().map(unpack)
     }
