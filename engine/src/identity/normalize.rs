@@ -302,8 +302,20 @@ fn north_american(region: rlibphonenumber::Region, trimmed: &str) -> Option<Stri
     is_valid_north_american(&number).then(|| e164_north_american(national))
 }
 
+/// `+1` and the ten national digits, written without the formatting
+/// machinery (it showed in load profiles).
 fn e164_north_american(national: u64) -> String {
-    format!("+1{national:010}")
+    debug_assert!(national < NATIONAL_RANGE, "ten national digits");
+    let mut digits = [b'0'; NATIONAL_DIGITS];
+    let mut rest = national;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let mut e164 = String::with_capacity(2 + NATIONAL_DIGITS);
+    e164.push_str("+1");
+    e164.extend(digits.iter().map(|&d| char::from(d)));
+    e164
 }
 
 /// The ten national digits of a number written the way [`north_american`]
@@ -603,6 +615,13 @@ mod tests {
             assert_eq!(known_north_american(rlibphonenumber::Region::US, raw, &[]), None, "{raw}");
         }
         assert_eq!(known_north_american(rlibphonenumber::Region::GB, "(201) 555-0123", &[]), None, "a region outside +1");
+    }
+
+    #[test]
+    fn e164_north_american_form_keeps_every_digit() {
+        assert_eq!(e164_north_american(2_015_550_123), "+12015550123");
+        assert_eq!(e164_north_american(123), "+10000000123");
+        assert_eq!(e164_north_american(9_999_999_999), "+19999999999");
     }
 
     /// The full parse of a phone number, without the shortcut.
