@@ -250,6 +250,10 @@ pub struct Graph {
     /// an identical earlier one: a value flagged generic, rows unlinked
     /// ([`RepeatMemo`]).
     epoch: u64,
+    /// Tests only: link every row by the general path, to check the
+    /// shortcuts for common rows against it.
+    #[cfg(test)]
+    general_path_only: bool,
 }
 
 /// The order in which union links roots: a fixed permutation of node ids
@@ -781,7 +785,11 @@ impl Graph {
         events: &mut Vec<ProfileEvent>,
     ) -> LinkOutcome {
         debug_assert!(row.len() <= MAX_ROW_IDENTIFIERS);
-        if let [(slot, node)] = row {
+        #[cfg(test)]
+        let shortcuts = !self.general_path_only;
+        #[cfg(not(test))]
+        let shortcuts = true;
+        if let ([(slot, node)], true) = (row, shortcuts) {
             if let Some(mask) = self.link_known_alone(*slot, *node, now) {
                 return LinkOutcome { mask, refused: Vec::new() };
             }
@@ -805,6 +813,10 @@ impl Graph {
                 continue;
             }
             live.push((slot, node));
+        }
+        if shortcuts && self.link_known_together(&live, now) {
+            out.mask = live.iter().fold(0u32, |m, (slot, _)| m | (1 << slot));
+            return out;
         }
         loop {
             let roots = self.distinct_roots(&live);
@@ -860,6 +872,35 @@ impl Graph {
         self.occurrences[i] += 1;
         self.last_seen[i] = self.last_seen[i].max(now);
         Some(1 << slot)
+    }
+
+    /// The most common row of several identifiers that does not repeat a
+    /// recent one (a returning visitor's cookie and login): every value
+    /// already in one profile. Linking it changes only counts, and adds
+    /// an edge where the row pairs two values linked through others: what
+    /// the general path does for it, without listing roots and profiles
+    /// or checking limits (the profile gains no value). False, changing
+    /// nothing, for any other row.
+    fn link_known_together(&mut self, live: &[(u8, NodeId)], now: u32) -> bool {
+        let Some((&(_, first), rest)) = live.split_first() else { return false };
+        let root = self.find(first);
+        if self.pid_at[root as usize] == 0 || self.occurrences[first as usize] == 0 {
+            return false;
+        }
+        for &(_, n) in rest {
+            if self.occurrences[n as usize] == 0 || self.find(n) != root {
+                return false;
+            }
+        }
+        for &(_, n) in live {
+            let i = n as usize;
+            self.occurrences[i] += 1;
+            self.last_seen[i] = self.last_seen[i].max(now);
+        }
+        for &(_, n) in rest {
+            self.add_edge(first, n);
+        }
+        true
     }
 
     fn distinct_roots(&self, live: &[(u8, NodeId)]) -> Nodes {

@@ -431,6 +431,77 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// The shortcuts for common rows (one value already in a profile, a
+    /// new value alone, values all in one profile) give the outcome,
+    /// events and counts of the general path, under tight limits and
+    /// generic limits and with deletes in between.
+    #[test]
+    fn shortcuts_link_as_the_general_path_does(steps in proptest::collection::vec(repeat_step(), 1..80)) {
+        let r = rules(&[(2, 1), (3, 2)], 2);
+        let (mut general, mut shortcut) = (Graph::new(), Graph::new());
+        general.general_path_only = true;
+        let mut inserted: Vec<Vec<(u8, NodeId)>> = Vec::new();
+        let mut live: Vec<Vec<NodeId>> = Vec::new();
+        for (step, s) in steps.into_iter().enumerate() {
+            // Time moves on, so that last-seen times differ.
+            let now = 5 + step as u32;
+            let row = match s {
+                RepeatStep::Insert(values) => {
+                    let mut row = Vec::new();
+                    for (slot, (t, v)) in values.iter().enumerate() {
+                        let a = general.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+                        let b = shortcut.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+                        prop_assert_eq!(a, b);
+                        row.push((slot as u8, a));
+                    }
+                    row
+                }
+                RepeatStep::Again(n) => match inserted.len().checked_sub(n + 1) {
+                    Some(i) => inserted[i].clone(),
+                    None => continue,
+                },
+                RepeatStep::Delete(i) => {
+                    if live.is_empty() {
+                        continue;
+                    }
+                    let linked = live.remove(i % live.len());
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    general.unlink(&linked);
+                    general.settle(now, &mut a).unwrap();
+                    shortcut.unlink(&linked);
+                    shortcut.settle(now, &mut b).unwrap();
+                    prop_assert_eq!(a, b);
+                    continue;
+                }
+                RepeatStep::Flush => continue,
+            };
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let by_general = general.link(&row, now, &r, &mut a);
+            let by_shortcut = shortcut.link(&row, now, &r, &mut b);
+            prop_assert_eq!(&by_general, &by_shortcut);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(counters(&general), counters(&shortcut));
+            prop_assert_eq!(&general.last_seen, &shortcut.last_seen);
+            let linked: Vec<NodeId> = row.iter().filter(|(s, _)| by_general.mask & (1 << s) != 0).map(|(_, n)| *n).fold(Vec::new(), |mut v, n| {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+                v
+            });
+            if !linked.is_empty() {
+                live.push(linked);
+            }
+            inserted.push(row);
+        }
+        shortcut.check().map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
     /// Interning a batch at once gives the nodes interning its keys one by
     /// one would, repeated keys and dictionary growth included.
     #[test]
