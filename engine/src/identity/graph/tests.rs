@@ -350,6 +350,72 @@ fn counters(g: &Graph) -> (Vec<u32>, Vec<u16>, Vec<(u32, [u32; 2], u32)>, BTreeM
     (g.occurrences.clone(), g.merges.clone(), edges, labels)
 }
 
+/// Intern a row's (type, value) pairs in two graphs, which must give the
+/// same nodes: the row as (slot, node).
+fn intern_in_both(a: &mut Graph, b: &mut Graph, values: &[(u16, u32)]) -> Result<Vec<(u8, NodeId)>, TestCaseError> {
+    let mut row = Vec::new();
+    for (slot, (t, v)) in values.iter().enumerate() {
+        let x = a.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+        let y = b.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
+        prop_assert_eq!(x, y);
+        row.push((slot as u8, x));
+    }
+    Ok(row)
+}
+
+/// Delete a row's links from two graphs, which must settle alike.
+fn unlink_in_both(a: &mut Graph, b: &mut Graph, linked: &[NodeId], now: u32) -> Result<(), TestCaseError> {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    a.unlink(linked);
+    a.settle(now, &mut x).unwrap();
+    b.unlink(linked);
+    b.settle(now, &mut y).unwrap();
+    prop_assert_eq!(x, y);
+    Ok(())
+}
+
+/// Rows linked so far in two graphs that must agree, for steps that
+/// repeat or delete them.
+#[derive(Default)]
+struct TwoGraphRows {
+    inserted: Vec<Vec<(u8, NodeId)>>,
+    /// The distinct nodes each row still present linked.
+    live: Vec<Vec<NodeId>>,
+}
+
+impl TwoGraphRows {
+    /// The row step `s` links, or None when it links none: a delete
+    /// (done here at `now`, after `before_delete`), a step repeating a row
+    /// that does not exist, a flush.
+    fn row(&mut self, s: RepeatStep, a: &mut Graph, b: &mut Graph, now: u32, before_delete: impl FnOnce(&mut Graph)) -> Result<Option<Vec<(u8, NodeId)>>, TestCaseError> {
+        match s {
+            RepeatStep::Insert(values) => intern_in_both(a, b, &values).map(Some),
+            RepeatStep::Again(n) => Ok(self.inserted.len().checked_sub(n + 1).map(|i| self.inserted[i].clone())),
+            RepeatStep::Delete(i) if !self.live.is_empty() => {
+                let linked = self.live.remove(i % self.live.len());
+                before_delete(b);
+                unlink_in_both(a, b, &linked, now)?;
+                Ok(None)
+            }
+            RepeatStep::Delete(_) | RepeatStep::Flush => Ok(None),
+        }
+    }
+
+    /// Remember a row linked with `mask`.
+    fn linked(&mut self, row: Vec<(u8, NodeId)>, mask: u32) {
+        let mut nodes = Vec::new();
+        for &(slot, n) in &row {
+            if mask & (1 << slot) != 0 && !nodes.contains(&n) {
+                nodes.push(n);
+            }
+        }
+        if !nodes.is_empty() {
+            self.live.push(nodes);
+        }
+        self.inserted.push(row);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
@@ -364,76 +430,31 @@ proptest! {
         let r = rules(&[(2, 1), (3, 2)], 2);
         let (mut plain, mut memoized) = (Graph::new(), Graph::new());
         let mut memo = RepeatMemo::default();
-        let mut inserted: Vec<Vec<(u8, NodeId)>> = Vec::new();
-        let mut live: Vec<Vec<NodeId>> = Vec::new();
+        let mut rows = TwoGraphRows::default();
         for s in steps {
-            let row = match s {
-                RepeatStep::Insert(values) => {
-                    let mut row = Vec::new();
-                    for (slot, (t, v)) in values.iter().enumerate() {
-                        let a = plain.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
-                        let b = memoized.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
-                        prop_assert_eq!(a, b);
-                        row.push((slot as u8, a));
-                    }
-                    row
-                }
-                RepeatStep::Again(n) => match inserted.len().checked_sub(n + 1) {
-                    Some(i) => inserted[i].clone(),
-                    None => continue,
-                },
-                RepeatStep::Delete(i) => {
-                    if live.is_empty() {
-                        continue;
-                    }
-                    let linked = live.remove(i % live.len());
-                    memoized.flush_repeats(&mut memo).unwrap();
-                    let (mut a, mut b) = (Vec::new(), Vec::new());
-                    plain.unlink(&linked);
-                    plain.settle(6, &mut a).unwrap();
-                    memoized.unlink(&linked);
-                    memoized.settle(6, &mut b).unwrap();
-                    prop_assert_eq!(a, b);
-                    continue;
-                }
-                RepeatStep::Flush => {
-                    memoized.flush_repeats(&mut memo).unwrap();
-                    prop_assert_eq!(counters(&plain), counters(&memoized));
-                    continue;
-                }
-            };
+            if let RepeatStep::Flush = s {
+                memoized.flush_repeats(&mut memo).unwrap();
+                prop_assert_eq!(counters(&plain), counters(&memoized));
+                continue;
+            }
+            let Some(row) = rows.row(s, &mut plain, &mut memoized, 6, |m| m.flush_repeats(&mut memo).unwrap())? else { continue };
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let alone = plain.link(&row, 5, &r, &mut a);
             // A row equal to the one just linked may take the shortcut a
             // batch takes for runs; when it declines, the full path.
-            let shortcut = if inserted.last() == Some(&row) { memoized.repeat_previous(&mut memo, 5, 1) } else { None };
+            let shortcut = if rows.inserted.last() == Some(&row) { memoized.repeat_previous(&mut memo, 5, 1) } else { None };
             let repeated = match shortcut {
                 Some(mask) => LinkOutcome { mask, refused: Vec::new() },
                 None => memoized.link_repeating(&mut memo, &row, 5, &r, &mut b).unwrap(),
             };
             prop_assert_eq!(&alone, &repeated);
             prop_assert_eq!(a, b);
-            let linked: Vec<NodeId> = row.iter().filter(|(s, _)| alone.mask & (1 << s) != 0).map(|(_, n)| *n).fold(Vec::new(), |mut v, n| {
-                if !v.contains(&n) {
-                    v.push(n);
-                }
-                v
-            });
-            if !linked.is_empty() {
-                live.push(linked);
-            }
-            inserted.push(row);
+            rows.linked(row, alone.mask);
         }
         memoized.flush_repeats(&mut memo).unwrap();
         prop_assert_eq!(counters(&plain), counters(&memoized));
         memoized.check().map_err(TestCaseError::fail)?;
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
-    ))]
 
     /// The shortcuts for common rows (one value already in a profile, a
     /// new value alone, values all in one profile) give the outcome,
@@ -444,41 +465,11 @@ proptest! {
         let r = rules(&[(2, 1), (3, 2)], 2);
         let (mut general, mut shortcut) = (Graph::new(), Graph::new());
         general.general_path_only = true;
-        let mut inserted: Vec<Vec<(u8, NodeId)>> = Vec::new();
-        let mut live: Vec<Vec<NodeId>> = Vec::new();
+        let mut rows = TwoGraphRows::default();
         for (step, s) in steps.into_iter().enumerate() {
             // Time moves on, so that last-seen times differ.
             let now = 5 + step as u32;
-            let row = match s {
-                RepeatStep::Insert(values) => {
-                    let mut row = Vec::new();
-                    for (slot, (t, v)) in values.iter().enumerate() {
-                        let a = general.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
-                        let b = shortcut.intern(*t, key(*v + 100 * u32::from(*t))).unwrap();
-                        prop_assert_eq!(a, b);
-                        row.push((slot as u8, a));
-                    }
-                    row
-                }
-                RepeatStep::Again(n) => match inserted.len().checked_sub(n + 1) {
-                    Some(i) => inserted[i].clone(),
-                    None => continue,
-                },
-                RepeatStep::Delete(i) => {
-                    if live.is_empty() {
-                        continue;
-                    }
-                    let linked = live.remove(i % live.len());
-                    let (mut a, mut b) = (Vec::new(), Vec::new());
-                    general.unlink(&linked);
-                    general.settle(now, &mut a).unwrap();
-                    shortcut.unlink(&linked);
-                    shortcut.settle(now, &mut b).unwrap();
-                    prop_assert_eq!(a, b);
-                    continue;
-                }
-                RepeatStep::Flush => continue,
-            };
+            let Some(row) = rows.row(s, &mut general, &mut shortcut, now, |_| {})? else { continue };
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let by_general = general.link(&row, now, &r, &mut a);
             let by_shortcut = shortcut.link(&row, now, &r, &mut b);
@@ -486,16 +477,7 @@ proptest! {
             prop_assert_eq!(a, b);
             prop_assert_eq!(counters(&general), counters(&shortcut));
             prop_assert_eq!(&general.last_seen, &shortcut.last_seen);
-            let linked: Vec<NodeId> = row.iter().filter(|(s, _)| by_general.mask & (1 << s) != 0).map(|(_, n)| *n).fold(Vec::new(), |mut v, n| {
-                if !v.contains(&n) {
-                    v.push(n);
-                }
-                v
-            });
-            if !linked.is_empty() {
-                live.push(linked);
-            }
-            inserted.push(row);
+            rows.linked(row, by_general.mask);
         }
         shortcut.check().map_err(TestCaseError::fail)?;
     }
