@@ -191,8 +191,37 @@ async fn run_sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    require_processor_features()?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+/// This command is built for x86-64-v2 processors (`.cargo/config.toml`):
+/// on an older one, say so rather than stop at an illegal instruction.
+fn require_processor_features() -> anyhow::Result<()> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse4.2"))]
+    {
+        let missing: Vec<&str> = [
+            ("sse4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+            ("popcnt", std::arch::is_x86_feature_detected!("popcnt")),
+            ("ssse3", std::arch::is_x86_feature_detected!("ssse3")),
+            ("cmpxchg16b", std::arch::is_x86_feature_detected!("cmpxchg16b")),
+        ]
+        .into_iter()
+        .filter(|(_, present)| !present)
+        .map(|(name, _)| name)
+        .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "this build of tessera needs an x86-64-v2 processor; this one lacks {} (rebuild without the target-cpu flag in .cargo/config.toml to run here)",
+                missing.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") || args.first().is_some_and(|a| a == "help") {
         println!("{USAGE}");
