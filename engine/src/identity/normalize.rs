@@ -465,7 +465,7 @@ mod tests {
         /// and with the email shape; values it does not call plain hold
         /// a space, a control character or a byte beyond ASCII.
         #[test]
-        fn the_plain_scan_agrees_with_the_general_paths(chars in proptest::collection::vec(proptest::sample::select(vec!['a', 'z', 'A', 'Z', '@', '[', '`', '{', '.', '0', '!', ' ', '\t', '\u{1f}', '\u{7f}', '\u{e9}', '\u{c9}']), 0..26)) {
+        fn the_plain_scan_agrees_with_the_general_paths(chars in proptest::collection::vec(proptest::sample::select(vec!['a', 'z', 'A', 'Z', '@', '[', '`', '{', '~', '.', '0', '!', ' ', '\t', '\u{1f}', '\u{7f}', '\u{e9}', '\u{c9}']), 0..40)) {
             let text: String = chars.into_iter().collect();
             match PlainScan::of(&text) {
                 Some(scan) => {
@@ -475,6 +475,14 @@ mod tests {
                 }
                 None => proptest::prop_assert!(text.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()), "{:?}", text),
             }
+        }
+
+        /// Every text of plain bytes is scanned, exactly, whatever its
+        /// length against the scan's blocks.
+        #[test]
+        fn plain_texts_are_scanned(text in "[!-~]{0,70}") {
+            let scan = PlainScan::of(&text);
+            proptest::prop_assert_eq!(scan, Some(PlainScan { upper: text.bytes().any(|b| b.is_ascii_uppercase()), ats: text.matches('@').count() }), "{:?}", text);
         }
     }
 
