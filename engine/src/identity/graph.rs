@@ -256,6 +256,11 @@ pub struct Graph {
     general_path_only: bool,
 }
 
+/// Bit `slot` set for each of a row's identifiers.
+fn slots_mask(row: &[(u8, NodeId)]) -> u32 {
+    row.iter().fold(0u32, |m, (slot, _)| m | (1 << slot))
+}
+
 /// The order in which union links roots: a fixed permutation of node ids
 /// that looks random (multiplication by an odd constant is a bijection of
 /// u32). Linking by a random order gives trees of logarithmic expected
@@ -790,8 +795,10 @@ impl Graph {
         #[cfg(not(test))]
         let shortcuts = true;
         if let ([(slot, node)], true) = (row, shortcuts) {
-            if let Some(mask) = self.link_known_alone(*slot, *node, now) {
-                return LinkOutcome { mask, refused: Vec::new() };
+            // The most common row of an event stream: one identifier,
+            // already in a profile, not generic.
+            if !self.is_generic(*node) && self.link_known(row, now) {
+                return LinkOutcome { mask: 1 << slot, refused: Vec::new() };
             }
             // A value outside any profile, alone on its row (a new
             // visitor's cookie): a profile of its own, with nothing to
@@ -814,8 +821,8 @@ impl Graph {
             }
             live.push((slot, node));
         }
-        if shortcuts && self.link_known_together(&live, now) {
-            out.mask = live.iter().fold(0u32, |m, (slot, _)| m | (1 << slot));
+        if shortcuts && self.link_known(&live, now) {
+            out.mask = slots_mask(&live);
             return out;
         }
         loop {
@@ -852,39 +859,25 @@ impl Graph {
                 continue;
             }
             self.commit_link(&live, &profiled, now, events);
-            out.mask = live.iter().fold(0u32, |m, (slot, _)| m | (1 << slot));
+            out.mask = slots_mask(&live);
             return out;
         }
     }
 
-    /// The most common row of an event stream: one identifier, already in
-    /// a profile, not generic. Linking it changes only its counts (what
-    /// the general path does for it, without building its lists).
-    fn link_known_alone(&mut self, slot: u8, node: NodeId, now: u32) -> Option<u32> {
-        let i = node as usize;
-        if self.is_generic(node) || self.occurrences[i] == 0 {
-            return None;
-        }
-        let root = self.find(node);
-        if self.pid_at[root as usize] == 0 {
-            return None;
-        }
-        self.occurrences[i] += 1;
-        self.last_seen[i] = self.last_seen[i].max(now);
-        Some(1 << slot)
-    }
-
-    /// The most common row of several identifiers that does not repeat a
-    /// recent one (a returning visitor's cookie and login): every value
-    /// already in one profile. Linking it changes only counts, and adds
-    /// an edge where the row pairs two values linked through others: what
-    /// the general path does for it, without listing roots and profiles
-    /// or checking limits (the profile gains no value). False, changing
-    /// nothing, for any other row.
-    fn link_known_together(&mut self, live: &[(u8, NodeId)], now: u32) -> bool {
+    /// A row whose values (none generic) are all in one profile already:
+    /// one identifier of an event stream, or a returning visitor's cookie
+    /// and login that do not repeat a recent row. Linking it changes only
+    /// counts, and adds an edge where the row pairs two values linked
+    /// through others: what the general path does for it, without listing
+    /// roots and profiles or checking limits (the profile gains no value).
+    /// False, changing nothing, for any other row.
+    fn link_known(&mut self, live: &[(u8, NodeId)], now: u32) -> bool {
         let Some((&(_, first), rest)) = live.split_first() else { return false };
+        if self.occurrences[first as usize] == 0 {
+            return false;
+        }
         let root = self.find(first);
-        if self.pid_at[root as usize] == 0 || self.occurrences[first as usize] == 0 {
+        if self.pid_at[root as usize] == 0 {
             return false;
         }
         for &(_, n) in rest {
