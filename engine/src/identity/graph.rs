@@ -513,6 +513,31 @@ impl Graph {
         n
     }
 
+    /// Start loading what linking `node` reads first (its parent, counts,
+    /// flags and time), so that the cache misses of rows linked soon
+    /// overlap with the linking of this one. Only a hint; a node the
+    /// arrays do not hold yet is skipped.
+    pub fn prefetch_entries(&self, node: NodeId) {
+        let i = node as usize;
+        if i < self.parent.len() {
+            crate::identity::dict::prefetch(&self.parent[i]);
+            crate::identity::dict::prefetch(&self.occurrences[i]);
+            crate::identity::dict::prefetch(&self.merges[i]);
+            crate::identity::dict::prefetch(&self.last_seen[i]);
+        }
+    }
+
+    /// The second step after [`Graph::prefetch_entries`], once the node's
+    /// parent has arrived: the parent's own parent and profile (most
+    /// parents are roots).
+    pub fn prefetch_parent(&self, node: NodeId) {
+        let Some(&p) = self.parent.get(node as usize) else { return };
+        if let (Some(parent), Some(pid)) = (self.parent.get(p as usize), self.pid_at.get(p as usize)) {
+            crate::identity::dict::prefetch(parent);
+            crate::identity::dict::prefetch(pid);
+        }
+    }
+
     fn find(&mut self, mut n: NodeId) -> NodeId {
         while self.parent[n as usize] != n {
             let p = self.parent[n as usize];

@@ -226,7 +226,7 @@ fn repeats_early<T: TextRows>(values: &T) -> bool {
 
 /// For each of `rows` rows, whether every slot gives it the same value
 /// index as the row before (the first row repeats nothing).
-fn repeats_previous(slots: &[(Vec<u32>, Vec<Prepared>)], rows: usize) -> Vec<bool> {
+pub(super) fn repeats_previous(slots: &[(Vec<u32>, Vec<Prepared>)], rows: usize) -> Vec<bool> {
     let mut same = vec![true; rows];
     if let Some(first) = same.first_mut() {
         *first = false;

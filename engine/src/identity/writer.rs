@@ -265,8 +265,10 @@ impl IdWriter {
         // before linking either: a row with the same values in every slot
         // is then just one more repeat (sessions and campaigns are runs).
         let mut previous_clean = false;
+        let mut ahead = Lookahead::new(prepared.slots.len());
         let mut row = 0;
         while row < n {
+            ahead.advance(&self.state.graph, &prepared, &distinct_nodes, row);
             if previous_clean && prepared.repeats_previous[row] {
                 // The whole run at once: its rows are repeats of this one.
                 let run = prepared.repeats_previous[row..].iter().take_while(|same| **same).count();
@@ -481,6 +483,81 @@ impl IdWriter {
 /// Batches interned ahead of the linker, beyond the one it links.
 const INTERNED_AHEAD: usize = 1;
 
+/// Rows ahead of the one being linked whose new values' graph entries
+/// are loaded early ([`Lookahead`]); their parents' half as far ahead.
+const PREFETCH_ROWS: usize = 8;
+
+/// Loads the graph entries of values that appear for the first time in a
+/// batch, a few rows before the writer links them. The graph's arrays are
+/// far larger than the caches, and a row with a value new to the batch is
+/// the one that misses them (a value seen earlier in the batch was just
+/// linked, and a repeat is answered by the memo): loading them one row at
+/// a time left the writer waiting on memory most of the time it spent in
+/// `link_known`. Rows repeating the row before carry no new value and are
+/// passed over. A value's index in its slot's prepared values is new
+/// exactly when it is the next one: they are numbered in order of first
+/// appearance.
+struct Lookahead {
+    /// The next row to look at.
+    next_row: usize,
+    /// Per slot, the first value index not seen yet.
+    next_new: Vec<u32>,
+    /// Nodes whose entries were asked for, with their rows, waiting for
+    /// the second step.
+    asked: std::collections::VecDeque<(usize, NodeId)>,
+}
+
+impl Lookahead {
+    fn new(slots: usize) -> Lookahead {
+        Lookahead { next_row: 0, next_new: vec![0; slots], asked: std::collections::VecDeque::with_capacity(PREFETCH_ROWS * 4) }
+    }
+
+    /// Prepare for linking `row`: ask for the entries of new values up to
+    /// `PREFETCH_ROWS` rows ahead, and for the parents of those half as
+    /// far ahead. Rows passed over in a run repeat the row before them, so
+    /// skipping them loses no new value.
+    fn advance(&mut self, graph: &super::graph::Graph, prepared: &PreparedBatch, distinct_nodes: &[Vec<Option<NodeId>>], row: usize) {
+        let mut asked = std::mem::take(&mut self.asked);
+        self.new_values(prepared, distinct_nodes, row, |r, node| {
+            graph.prefetch_entries(node);
+            asked.push_back((r, node));
+        });
+        self.asked = asked;
+        while let Some(&(r, node)) = self.asked.front() {
+            if r >= row + PREFETCH_ROWS / 2 {
+                break;
+            }
+            graph.prefetch_parent(node);
+            self.asked.pop_front();
+        }
+    }
+
+    /// Call `new` with each row up to `PREFETCH_ROWS` past `row` not
+    /// looked at yet, and the node of each value that appears in it for
+    /// the first time in the batch.
+    fn new_values(&mut self, prepared: &PreparedBatch, distinct_nodes: &[Vec<Option<NodeId>>], row: usize, mut new: impl FnMut(usize, NodeId)) {
+        self.next_row = self.next_row.max(row);
+        let end = (row + PREFETCH_ROWS).min(prepared.rows);
+        while self.next_row < end {
+            let r = self.next_row;
+            self.next_row += 1;
+            if prepared.repeats_previous[r] {
+                continue;
+            }
+            for (i, (rows, _)) in prepared.slots.iter().enumerate() {
+                let d = rows[r];
+                if d == NULL_VALUE || d < self.next_new[i] {
+                    continue;
+                }
+                self.next_new[i] = d + 1;
+                if let Some(Some(node)) = distinct_nodes[i].get(d as usize) {
+                    new(r, *node);
+                }
+            }
+        }
+    }
+}
+
 /// One batch interned: its values' nodes (new ones added to the
 /// dictionary, not yet adopted by the graph) and node columns.
 struct Interned {
@@ -631,6 +708,71 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// The lookahead names each value's node once, at the first row
+        /// carrying it (NULLs and values without a node never), whichever
+        /// runs of repeated rows the writer skips, and never a row more
+        /// than `PREFETCH_ROWS` past the one being linked.
+        #[test]
+        fn lookahead_names_each_new_value_at_its_first_row(
+            picks in proptest::collection::vec(proptest::collection::vec(0usize..8, 2), 1..120),
+            skip_runs in proptest::collection::vec(proptest::bool::ANY, 1..40),
+        ) {
+            // Two slots; value 7 is NULL, value 6 has no node (refused).
+            let mut slots: Vec<(Vec<u32>, Vec<Prepared>)> = Vec::new();
+            let mut distinct: Vec<Vec<Option<NodeId>>> = Vec::new();
+            let mut firsts: Vec<(usize, NodeId)> = Vec::new();
+            for slot in 0..2 {
+                let mut index_of: Vec<Option<u32>> = vec![None; 8];
+                let (mut rows, mut nodes) = (Vec::new(), Vec::new());
+                for pick in picks.iter().map(|p| p[slot]) {
+                    if pick == 7 {
+                        rows.push(NULL_VALUE);
+                        continue;
+                    }
+                    let d = *index_of[pick].get_or_insert_with(|| {
+                        nodes.push((pick != 6).then_some((slot * 100 + pick) as NodeId));
+                        (nodes.len() - 1) as u32
+                    });
+                    rows.push(d);
+                }
+                slots.push((rows, Vec::new()));
+                distinct.push(nodes);
+            }
+            let repeats_previous = super::super::prepare::repeats_previous(&slots, picks.len());
+            for slot in 0..2 {
+                let mut seen = vec![false; distinct[slot].len()];
+                for (r, &d) in slots[slot].0.iter().enumerate() {
+                    if d != NULL_VALUE && !seen[d as usize] {
+                        seen[d as usize] = true;
+                        if let Some(node) = distinct[slot][d as usize] {
+                            firsts.push((r, node));
+                        }
+                    }
+                }
+            }
+            firsts.sort_unstable();
+            let prepared = PreparedBatch { infos: Vec::new(), rows: picks.len(), slots, repeats_previous };
+            let mut ahead = Lookahead::new(2);
+            let mut named = Vec::new();
+            let mut row = 0;
+            for &skip in skip_runs.iter().cycle() {
+                if row >= picks.len() {
+                    break;
+                }
+                ahead.new_values(&prepared, &distinct, row, |r, node| named.push((row, r, node)));
+                // As the writer does: a run of rows repeating the row
+                // before at once, or one row.
+                let run = prepared.repeats_previous[row..].iter().take_while(|same| **same).count();
+                row += if skip && run > 0 { run } else { 1 };
+            }
+            for &(at, r, _) in &named {
+                proptest::prop_assert!(r < at + PREFETCH_ROWS, "row {} named while linking row {}", r, at);
+            }
+            let mut named: Vec<(usize, NodeId)> = named.into_iter().map(|(_, r, n)| (r, n)).collect();
+            named.sort_unstable();
+            proptest::prop_assert_eq!(named, firsts);
+        }
+
         /// Each row's node, or NULL for a row without a value or whose
         /// value has no node, over lengths that end inside and on a word
         /// of the validity bitmap.
