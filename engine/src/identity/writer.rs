@@ -498,10 +498,7 @@ const PREFETCH_ROWS: usize = 8;
 /// exactly when it is the next one: they are numbered in order of first
 /// appearance.
 struct Lookahead {
-    /// The next row to look at.
-    next_row: usize,
-    /// Per slot, the first value index not seen yet.
-    next_new: Vec<u32>,
+    values: NewValues,
     /// Nodes whose entries were asked for, with their rows, waiting for
     /// the second step.
     asked: std::collections::VecDeque<(usize, NodeId)>,
@@ -509,7 +506,7 @@ struct Lookahead {
 
 impl Lookahead {
     fn new(slots: usize) -> Lookahead {
-        Lookahead { next_row: 0, next_new: vec![0; slots], asked: std::collections::VecDeque::with_capacity(PREFETCH_ROWS * 4) }
+        Lookahead { values: NewValues::new(slots), asked: std::collections::VecDeque::with_capacity(PREFETCH_ROWS * 4) }
     }
 
     /// Prepare for linking `row`: ask for the entries of new values up to
@@ -517,12 +514,10 @@ impl Lookahead {
     /// far ahead. Rows passed over in a run repeat the row before them, so
     /// skipping them loses no new value.
     fn advance(&mut self, graph: &super::graph::Graph, prepared: &PreparedBatch, distinct_nodes: &[Vec<Option<NodeId>>], row: usize) {
-        let mut asked = std::mem::take(&mut self.asked);
-        self.new_values(prepared, distinct_nodes, row, |r, node| {
+        self.values.new_values(prepared, distinct_nodes, row, |r, node| {
             graph.prefetch_entries(node);
-            asked.push_back((r, node));
+            self.asked.push_back((r, node));
         });
-        self.asked = asked;
         while let Some(&(r, node)) = self.asked.front() {
             if r >= row + PREFETCH_ROWS / 2 {
                 break;
@@ -530,6 +525,21 @@ impl Lookahead {
             graph.prefetch_parent(node);
             self.asked.pop_front();
         }
+    }
+}
+
+/// Where [`Lookahead`] stands in a batch: the rows it looked at and the
+/// values it met.
+struct NewValues {
+    /// The next row to look at.
+    next_row: usize,
+    /// Per slot, the first value index not seen yet.
+    next_new: Vec<u32>,
+}
+
+impl NewValues {
+    fn new(slots: usize) -> NewValues {
+        NewValues { next_row: 0, next_new: vec![0; slots] }
     }
 
     /// Call `new` with each row up to `PREFETCH_ROWS` past `row` not
@@ -752,7 +762,7 @@ mod tests {
             }
             firsts.sort_unstable();
             let prepared = PreparedBatch { infos: Vec::new(), rows: picks.len(), slots, repeats_previous };
-            let mut ahead = Lookahead::new(2);
+            let mut ahead = NewValues::new(2);
             let mut named = Vec::new();
             let mut row = 0;
             for &skip in skip_runs.iter().cycle() {
